@@ -7,68 +7,83 @@ Topics, with ``P`` = ``mqtt.topic_prefix`` and ``D`` = the device id:
 * ``P/D/status``: availability, retained, QoS 1: ``online`` on every (re)connect,
   ``offline`` as the last will (the broker sends it when the connection drops uncleanly)
   and ``offline`` published by :meth:`MqttPublisher.close` before a clean disconnect.
+* ``P/D/stats``: the listener's periodic stats (:meth:`MqttPublisher.publish_stats`), QoS 0,
+  retained (a dashboard that subscribes later sees the latest at once); not sent while the
+  broker is away.
+* Home Assistant discovery and Rhasspy Hermes hotwords when enabled: see
+  :mod:`kwsd.integrations`.
 
 paho runs its own network thread (``connect_async`` + ``loop_start``): a broker that is
 down at start does not fail construction, and paho reconnects with a backoff doubling from
-1 s up to 30 s. Events published while the broker is away stay in paho's memory queue and
-go out, in order, when it returns. (Caveat, paho's: a message published in the short window
-between the socket opening and the CONNACK is sent at once, ahead of the queue paho resends
-after the CONNACK. Spooled detections are protected from this, see ``_republish_spooled``;
-the in-memory queue of a running daemon is not yet.)
+1 s up to 30 s.
 
-Drop policy: at most ``mqtt.queue_max`` detections may be undelivered (handed to paho but
-not yet acknowledged: PUBACK/PUBCOMP for QoS 1/2, written to the socket for QoS 0). Past
-that bound the *newest* detection is refused and counted in ``dropped_events``: what is
-already queued keeps its order and is delivered first, and the gap shows to a subscriber
-as missing sequence numbers. A QoS 0 detection published while disconnected is dropped
-too (paho does not queue QoS 0).
+Order: a subscriber receives detections in the order they were made, across outages. paho
+alone does not promise that: it resends its queued messages only *after* calling
+``on_connect``, and sends at once anything published from the socket opening onwards, so a
+detection made during a reconnect would overtake the ones queued before it. So kwsd keeps a
+gate: while it is closed (not connected, or connected but paho still has detections from
+before the outage to resend) new detections wait in ``_held``, in kwsd's own memory; once
+paho's resent detections are acknowledged the held ones are handed over in order and the gate
+opens. Detections handed to paho are tracked by message id until acknowledged
+(``on_publish``; PUBACK/PUBCOMP for QoS 1/2, written to the socket for QoS 0).
+
+Drop policy: at most ``mqtt.queue_max`` detections may be undelivered (held, or handed to
+paho and not acknowledged). Past that bound the *newest* detection is refused and counted in
+``dropped_events``: what is already queued keeps its order and is delivered first, and the gap
+shows to a subscriber as missing sequence numbers.
 
 Disk spool (``mqtt.spool_dir`` set; :mod:`kwsd.spool`): each detection the queue accepts is
-journaled (fsynced) *before* it is handed to paho, and its acknowledgement is journaled when
-paho reports it delivered (``on_publish``). Construction first republishes, in order and with
-their original payloads (original ``boot_id`` and ``sequence``, so a subscriber can tell them
-from new ones), the detections a previous run journaled and never got acknowledged; only then
-can :meth:`MqttPublisher.publish` add new ones behind them. Republished detections count as
-pending like any other (the ``queue_max`` bound then applies to new ones on top of them). A
-detection the queue refuses is not spooled. The spool's own bound (``mqtt.spool_max``) drops
-its oldest entry, which stays queued in memory. A folder that cannot be used raises
-:class:`kwsd.spool.SpoolError` from the constructor; a write that fails later is logged and
-publishing goes on from memory. With ``spool_dir`` None nothing touches the disk.
+journaled (fsynced) *before* it is queued, and its acknowledgement is journaled when paho
+reports it delivered. Construction first queues, in order and with their original payloads
+(original ``boot_id`` and ``sequence``, so a subscriber can tell them from new ones), the
+detections a previous run journaled and never got acknowledged: they go out first once the
+broker accepts the connection. They count as pending like any other (the ``queue_max`` bound
+then applies to new ones on top of them). A detection the queue refuses is not spooled. The
+spool's own bound (``mqtt.spool_max``) drops its oldest entry, which stays queued in memory.
+A folder that cannot be used raises :class:`kwsd.spool.SpoolError` from the constructor; a
+write that fails later is logged and publishing goes on from memory. With ``spool_dir`` None
+nothing touches the disk.
+
+Hand-over (a config reload that changes MQTT settings): :meth:`MqttPublisher.undelivered`
+after :meth:`close` gives the detections not acknowledged, in order; the next publisher takes
+them as ``carry_over`` and sends them before any new one.
 
 TLS (``mqtt.tls.enabled``): the broker's certificate must chain to ``tls.ca_file`` (None = the
 system's CA certificates) and, unless ``tls.insecure``, name the host connected to (with
 ``insecure`` the host name is not checked; the connection is still encrypted and the CA still
 checked). ``tls.cert_file``/``tls.key_file`` give a client certificate. A CA, certificate or
-key file that cannot be used raises :class:`MqttSetupError` from the constructor, naming the
-file. There is never a plain-text fallback: a failed TLS handshake (for example
-``certificate verify failed``) is logged as a warning naming the broker and the reason, and
-the publisher keeps retrying, with TLS, with the usual backoff.
+key file that cannot be used raises :class:`MqttSetupError` from the constructor (or from
+:func:`check_tls`), naming the file. There is never a plain-text fallback: a failed TLS
+handshake (for example ``certificate verify failed``) is logged as a warning naming the broker
+and the reason, and the publisher keeps retrying, with TLS, with the usual backoff.
 
 Connection failures are logged as a warning once per distinct reason (a TLS or socket error,
 or the broker refusing the connection, e.g. ``Not authorized`` or ``Bad user name or
 password``), then at debug level on every further attempt, until a connection succeeds.
 
-Thread affinity: :meth:`publish` and :meth:`close` are called from the listener thread;
-paho's callbacks run on paho's thread. The counters are guarded by one lock.
+Thread affinity: :meth:`publish`, :meth:`publish_stats` and :meth:`close` are called from the
+listener thread; paho's callbacks run on paho's thread. The state is guarded by one lock.
 
 Lock ordering: paho calls ``on_publish`` holding its own ``_out_message_mutex``, which its
-``publish()`` also takes, so :meth:`publish` never holds ``self._lock`` while calling paho. The
-spool has its own lock, a leaf: it is taken with neither ``self._lock`` held nor anything
-called while holding it. The spool's ack (one small line, fsynced) is written inside
-``on_publish``, i.e. while paho holds ``_out_message_mutex``: a listener publishing at that
-moment waits for that fsync. Detections are rare, so this small I/O is accepted rather than
-adding a writer thread.
+``publish()`` also takes, so kwsd never holds ``self._lock`` while calling paho. The spool has
+its own lock, a leaf: it is taken with neither ``self._lock`` held nor anything called while
+holding it. The spool's ack (one small line, fsynced) is written inside ``on_publish``, i.e.
+while paho holds ``_out_message_mutex``: a listener publishing at that moment waits for that
+fsync. Detections are rare, so this small I/O is accepted rather than adding a writer thread.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +92,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from kwsd import integrations
 from kwsd.config import MqttConfig, QoS, TlsConfig
 from kwsd.errors import KwsdError
 from kwsd.publisher import DetectionEvent
@@ -102,14 +118,34 @@ class MqttSetupError(KwsdError):
     """
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What Home Assistant discovery and Hermes messages say about the model."""
+
+    name: str
+    sha256: str
+    labels: tuple[str, ...]
+    #: Each label's detection threshold (Hermes' ``currentSensitivity``).
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+
+class _Kind(enum.Enum):
+    DETECTION = "detection"
+    STATUS = "status"
+    #: Discovery configs: tracked so that close() does not cut them off, never counted.
+    OTHER = "other"
+
+
 class MqttPublisher:
     """A :class:`kwsd.publisher.Publisher` that sends detections to an MQTT broker.
 
     ``config.host`` must be set. ``device_id`` is resolved by the caller (``mqtt.device_id``
-    or the host name). ``clock`` (monotonic seconds) times the bounded waits in :meth:`close`.
-    Construction never waits for the broker. With ``config.spool_dir`` set it opens the spool
-    (raising :class:`kwsd.spool.SpoolError` when the folder cannot be used) and republishes
-    what it holds.
+    or the host name). ``model`` is needed when Home Assistant or Hermes is enabled.
+    ``carry_over`` are detection payloads a previous publisher did not deliver (see
+    :meth:`undelivered`), sent before any new one. ``clock`` (monotonic seconds) times the
+    bounded waits in :meth:`close`. Construction never waits for the broker. With
+    ``config.spool_dir`` set it opens the spool (raising :class:`kwsd.spool.SpoolError` when
+    the folder cannot be used) and queues what it holds.
     """
 
     def __init__(
@@ -117,16 +153,27 @@ class MqttPublisher:
         config: MqttConfig,
         device_id: str,
         *,
+        model: ModelFacts | None = None,
+        carry_over: Sequence[dict[str, Any]] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if config.host is None:
             raise ValueError("MqttPublisher needs mqtt.host; with no broker use StdoutPublisher")
+        if model is None and (config.home_assistant.enabled or config.hermes.enabled):
+            raise ValueError("MqttPublisher needs the model's facts for Home Assistant or Hermes")
+        self.config = config
+        self.device_id = device_id
+        self._model = model
         self._clock = clock
         self._qos = QoS(config.qos)
         self._queue_max = config.queue_max
         base = f"{config.topic_prefix}/{device_id}"
         self.detection_topic = f"{base}/detection"
         self.status_topic = f"{base}/status"
+        self.stats_topic = f"{base}/stats"
+        self._ha = config.home_assistant
+        self._ha_status_topic = f"{self._ha.discovery_prefix}/status"
+        self._hermes = config.hermes
         # Opened first: a spool folder that cannot be used fails before any connection.
         self._spool = (
             DetectionSpool(config.spool_dir, config.spool_max) if config.spool_dir is not None else None
@@ -134,23 +181,30 @@ class MqttPublisher:
 
         # Guards everything below; also the condition close() waits on.
         self._lock = threading.Condition()
-        #: mid -> True for a detection, False for a status message; handed to paho, not acknowledged.
-        self._inflight: dict[int, bool] = {}
-        self._pending = 0
-        # Acknowledgements that arrived before publish() recorded the mid (paho calls
-        # on_publish under its own lock, which publish() must not wait on while holding ours).
+        #: mid -> kind of every message handed to paho and not acknowledged.
+        self._inflight: dict[int, _Kind] = {}
+        #: mid -> payload of the detections among them, in the order they were handed over.
+        self._inflight_data: dict[int, dict[str, Any]] = {}
+        # Acknowledgements that arrived before the mid was recorded (paho calls on_publish
+        # under its own lock, which kwsd must not wait on while holding ours).
         self._early_acks: set[int] = set()
         #: mid -> spool key of a spooled detection handed to paho, not acknowledged.
         self._spool_keys: dict[int, SpoolKey] = {}
-        #: mids of republished spooled detections not yet acknowledged; while any are left,
-        #: new detections wait in ``_held`` (see _republish_spooled).
-        self._replay_mids: set[int] = set()
-        self._held: list[dict[str, Any]] = []
+        #: Detections waiting for the gate (see the module notes), oldest first.
+        self._held: deque[dict[str, Any]] = deque()
+        self._gate_open = False
+        #: Detections paho holds from before the current connection; the gate waits for them.
+        self._resend_mids: set[int] = set()
+        #: publish() calls handing a detection to paho right now, past an open gate.
+        self._direct_sends = 0
+        self._flushing = False
+        #: Counts successful connections: a send that spans one is treated as a resend.
+        self._epoch = 0
+        self._hermes_on = True
         self._delivered = 0
         self._dropped = 0
         self._reconnects = 0
         self._connected = False
-        self._ever_connected = False
         self._dropping = False
         self._closed = False
         self._connect_failures = 0
@@ -178,9 +232,8 @@ class MqttPublisher:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
-        if self._spool is not None:
-            # Before connecting: paho queues them (no socket yet) and sends them first.
-            self._republish_spooled(self._spool)
+        self._client.on_message = self._on_message
+        self._queue_earlier(carry_over)
         self._client.connect_async(config.host, config.port, keepalive=config.keepalive_s)
         self._client.loop_start()
         log.info(
@@ -192,6 +245,24 @@ class MqttPublisher:
             self.detection_topic,
         )
 
+    def _queue_earlier(self, carry_over: Sequence[dict[str, Any]]) -> None:
+        """Hold what a previous run spooled, then what a previous publisher handed over.
+
+        Held, they go out first, in order, once the broker accepts the connection.
+        """
+        spooled = self._spool.pending() if self._spool is not None else []
+        if spooled and self._spool is not None:
+            log.warning(
+                "MQTT: republishing %d spooled detections from %s before any new one",
+                len(spooled),
+                self._spool.path,
+            )
+        for data in carry_over:
+            if self._spool is not None:
+                self._spool.add(data)
+        self._held.extend(spooled)
+        self._held.extend(carry_over)
+
     # --- counters -------------------------------------------------------------------------
 
     @property
@@ -202,13 +273,13 @@ class MqttPublisher:
 
     @property
     def pending_events(self) -> int:
-        """Detections handed to paho (or held behind spooled ones) and not yet acknowledged."""
+        """Detections held or handed to paho and not yet acknowledged."""
         with self._lock:
             return self._pending_locked()
 
     @property
     def dropped_events(self) -> int:
-        """Detections refused because ``queue_max`` were pending (or QoS 0 while disconnected)."""
+        """Detections refused because ``queue_max`` were pending (or paho refused them)."""
         with self._lock:
             return self._dropped
 
@@ -224,12 +295,29 @@ class MqttPublisher:
         with self._lock:
             return self._connected
 
+    @property
+    def hermes_active(self) -> bool:
+        """False while Rhasspy has paused hotwords for this site (``toggleOff``)."""
+        with self._lock:
+            return self._hermes_on
+
+    def counters(self) -> dict[str, Any]:
+        """The MQTT part of a stats message."""
+        with self._lock:
+            return {
+                "connected": self._connected,
+                "delivered": self._delivered,
+                "pending": self._pending_locked(),
+                "dropped": self._dropped,
+                "reconnects": self._reconnects,
+            }
+
     # --- Publisher ------------------------------------------------------------------------
 
     def publish(self, event: DetectionEvent) -> None:
         """Queue one detection; never blocks on the network. Listener thread.
 
-        With a spool, the detection is journaled (fsynced) before paho gets it.
+        With a spool, the detection is journaled (fsynced) before it is queued.
         """
         with self._lock:
             if self._closed:
@@ -241,18 +329,50 @@ class MqttPublisher:
         if self._spool is not None:
             self._spool.add(data)
         with self._lock:
-            if self._replay_mids:
+            direct = self._gate_open
+            if direct:
+                self._direct_sends += 1
+            else:
                 self._held.append(data)
-                return
-        # The last replay ack may come now: paho's thread then sends _held while holding
-        # paho's _out_message_mutex, which the publish below waits for, so order is kept.
-        self._send(data)
+        if direct:
+            try:
+                self._send(data)
+            finally:
+                with self._lock:
+                    self._direct_sends -= 1
+            self._flush_if_ready()  # the gate may have closed and reopened meanwhile
+        if self._hermes.enabled:
+            self._send_hermes(event)
 
-    def _send(self, data: dict[str, Any], *, replay: bool = False) -> None:
+    def publish_stats(self, stats: Mapping[str, Any]) -> None:
+        """Send one stats message (QoS 0, retained) if connected; else it is skipped."""
+        info = self._client.publish(self.stats_topic, json.dumps(stats), qos=0, retain=True)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.debug("MQTT: stats not sent: %s", mqtt.error_string(info.rc))
+
+    def _send_hermes(self, event: DetectionEvent) -> None:
+        model = self._model
+        if model is None or event.label not in integrations.keyword_labels(model.labels):
+            return
+        with self._lock:
+            if not (self._hermes_on and self._connected):
+                log.debug("MQTT: Hermes hotword %s not sent (paused or not connected)", event.label)
+                return
+        topic, payload = integrations.hermes_hotword(
+            label=event.label,
+            site_id=self._hermes.site_id,
+            model_sha256=model.sha256,
+            sensitivity=float(model.thresholds.get(event.label, 0.0)),
+        )
+        # QoS 0, never queued: a wake word is only meaningful at once.
+        self._client.publish(topic, payload, qos=0, retain=False)
+
+    def _send(self, data: dict[str, Any]) -> None:
         """Hand one detection (already spooled, if there is a spool) to paho."""
         key = event_key(data) if self._spool is not None else None
-        payload = json.dumps(data)
-        info = self._client.publish(self.detection_topic, payload, qos=int(self._qos), retain=False)
+        with self._lock:
+            epoch = self._epoch
+        info = self._client.publish(self.detection_topic, json.dumps(data), qos=int(self._qos), retain=False)
         queued = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
             self._qos is not QoS.AT_MOST_ONCE and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
         )
@@ -261,11 +381,14 @@ class MqttPublisher:
             if not queued:
                 self._drop_locked(data["sequence"], f"paho refused it: {mqtt.error_string(info.rc)}")
             else:
-                acked = self._track_locked(info.mid, is_detection=True)
-                if key is not None and not acked:
-                    self._spool_keys[info.mid] = key
-                if replay and not acked:
-                    self._replay_mids.add(info.mid)
+                acked = self._track_locked(info.mid, _Kind.DETECTION, data)
+                if not acked:
+                    if key is not None:
+                        self._spool_keys[info.mid] = key
+                    if epoch != self._epoch or not self._connected:
+                        # Handed over around a reconnect: paho resends it after the CONNACK,
+                        # so whatever is held must wait for it.
+                        self._resend_mids.add(info.mid)
                 if self._dropping:
                     self._dropping = False
                     log.warning("MQTT: queueing detections again (%d dropped so far)", self._dropped)
@@ -273,53 +396,74 @@ class MqttPublisher:
             # Delivered already, or dropped like any refused detection: not kept for a restart.
             self._spool.ack(key)
 
-    def _republish_spooled(self, spool: DetectionSpool) -> None:
-        """Hand paho the detections a previous run spooled, oldest first, payloads unchanged.
+    def _flush_if_ready(self) -> None:
+        """Hand the held detections to paho, in order, and open the gate, when nothing is ahead.
 
-        Called before connecting, so paho queues them all and sends them, in order, once the
-        broker accepts the connection. New detections must not overtake them: paho sends a
-        message published after its socket opens but before the CONNACK at once, ahead of the
-        queue it resends after the CONNACK. So until every republished one is acknowledged,
-        :meth:`publish` holds new detections (spooled, counted as pending) in ``_held``, and
-        ``on_publish`` hands them to paho after the last acknowledgement.
+        Runs on whichever thread made it possible (paho's in on_connect/on_publish, the
+        listener's after a direct send); ``_flushing`` keeps it to one at a time.
         """
-        spooled = spool.pending()
-        if not spooled:
-            return
-        log.warning(
-            "MQTT: republishing %d spooled detections from %s before any new one", len(spooled), spool.path
-        )
-        for data in spooled:
-            self._send(data, replay=True)
+        with self._lock:
+            if self._flushing or not self._ready_locked():
+                return
+            self._flushing = True
+            count = len(self._held)
+        if count:
+            log.info("MQTT: sending %d detections held while the broker was away", count)
+        try:
+            while True:
+                with self._lock:
+                    if not self._ready_locked():
+                        return
+                    if not self._held:
+                        self._gate_open = True
+                        return
+                    data = self._held.popleft()
+                self._send(data)
+        finally:
+            with self._lock:
+                self._flushing = False
 
-    def close(self, timeout_s: float = 5.0) -> None:
+    def undelivered(self) -> list[dict[str, Any]]:
+        """The detections not acknowledged, oldest first (meaningful after :meth:`close`)."""
+        with self._lock:
+            return [*self._inflight_data.values(), *self._held]
+
+    def close(self, timeout_s: float = 5.0, *, announce_offline: bool = True) -> None:
         """Publish ``offline``, wait (bounded) for it and pending detections, disconnect.
 
         Waits at most ``timeout_s`` in all (``offline`` itself at most ``OFFLINE_TIMEOUT_S``
-        after the pending detections). Idempotent.
+        after the pending detections). ``announce_offline`` False (a reload that keeps the
+        same broker and topics) skips ``offline``: a clean disconnect sends no last will.
+        Idempotent.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         deadline = self._clock() + timeout_s
-        info = self._client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
-        offline_queued = info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+        offline_mid: int | None = None
+        if announce_offline:
+            info = self._client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+            if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                offline_mid = info.mid
         with self._lock:
-            if offline_queued:
-                self._track_locked(info.mid, is_detection=False)
+            if offline_mid is not None and self._track_locked(offline_mid, _Kind.STATUS):
+                offline_mid = -1  # acknowledged already
             # Detections first (paho sends in order), then offline, within the bound.
             self._wait_locked(lambda: self._pending_locked() == 0, deadline)
             offline_deadline = min(deadline, self._clock() + OFFLINE_TIMEOUT_S)
-            self._wait_locked(lambda: info.mid not in self._inflight, offline_deadline)
+            self._wait_locked(lambda: offline_mid not in self._inflight, offline_deadline)
             pending = self._pending_locked()
-            offline_sent = offline_queued and info.mid not in self._inflight
+            offline_sent = offline_mid is not None and offline_mid not in self._inflight
         if pending:
             log.warning("MQTT: closing with %d detections undelivered", pending)
-        if not offline_sent:
+        if announce_offline and not offline_sent:
             log.warning("MQTT: offline status not acknowledged; the broker will send the last will")
         self._client.disconnect()
         self._client.loop_stop()
+        # loop_start() made a socket pair that loop_stop() leaves open; a reload makes a new
+        # client, so close it here rather than leak two descriptors per reload.
+        self._client._reset_sockets()
         if self._spool is not None:
             self._spool.close()
             if pending:
@@ -334,19 +478,23 @@ class MqttPublisher:
     # --- helpers (call with self._lock held) ------------------------------------------------
 
     def _pending_locked(self) -> int:
-        return self._pending + len(self._held)
+        return len(self._inflight_data) + len(self._held)
 
-    def _track_locked(self, mid: int, *, is_detection: bool) -> bool:
+    def _ready_locked(self) -> bool:
+        """Whether held detections may go to paho: connected, with nothing of ours ahead."""
+        return self._connected and not self._resend_mids and not self._direct_sends
+
+    def _track_locked(self, mid: int, kind: _Kind, data: dict[str, Any] | None = None) -> bool:
         """Record ``mid`` as in flight; True when its acknowledgement already came."""
         if mid in self._early_acks:
             self._early_acks.discard(mid)
-            if is_detection:
+            if kind is _Kind.DETECTION:
                 self._delivered += 1
             self._lock.notify_all()
             return True
-        self._inflight[mid] = is_detection
-        if is_detection:
-            self._pending += 1
+        self._inflight[mid] = kind
+        if data is not None:
+            self._inflight_data[mid] = data
         return False
 
     def _drop_locked(self, sequence: int, why: str) -> None:
@@ -399,22 +547,66 @@ class MqttPublisher:
             return
         with self._lock:
             self._connected = True
+            self._epoch += 1
             self._connect_failures = 0
             self._warned_reasons.clear()
-            if self._ever_connected:
+            # What paho resends after this callback must reach the broker before anything held.
+            self._resend_mids = set(self._inflight_data)
+            if self._epoch > 1:
                 self._reconnects += 1
                 log.warning(
                     "MQTT: connection to the broker regained (%d pending detections)", self._pending_locked()
                 )
             else:
-                self._ever_connected = True
                 log.info("MQTT: connected to the broker")
-            if self._closed:
-                return  # offline is on its way; do not follow it with online
-        info = client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
-        with self._lock:
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._track_locked(info.mid, is_detection=False)
+            closing = self._closed
+        if not closing:  # else offline is on its way; do not follow it with online
+            info = client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+            with self._lock:
+                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._track_locked(info.mid, _Kind.STATUS)
+            self._subscribe_and_announce(client)
+        self._flush_if_ready()
+
+    def _subscribe_and_announce(self, client: mqtt.Client) -> None:
+        if self._ha.enabled:
+            client.subscribe(self._ha_status_topic, qos=1)
+            self._announce_to_home_assistant(client)
+        if self._hermes.enabled:
+            client.subscribe([(integrations.HERMES_TOGGLE_OFF, 0), (integrations.HERMES_TOGGLE_ON, 0)])
+
+    def _announce_to_home_assistant(self, client: mqtt.Client) -> None:
+        model = self._model
+        assert model is not None  # checked in __init__
+        messages = integrations.ha_discovery_messages(
+            discovery_prefix=self._ha.discovery_prefix,
+            device_id=self.device_id,
+            labels=model.labels,
+            detection_topic=self.detection_topic,
+            status_topic=self.status_topic,
+            model_name=model.name,
+        )
+        for topic, payload in messages:
+            info = client.publish(topic, payload, qos=1, retain=False)
+            with self._lock:
+                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._track_locked(info.mid, _Kind.OTHER)
+        log.info("MQTT: announced %d labels to Home Assistant", len(messages))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._ha.enabled and message.topic == self._ha_status_topic:
+            if message.payload == b"online":
+                log.info("MQTT: Home Assistant came online; announcing the labels again")
+                self._announce_to_home_assistant(client)
+            return
+        if self._hermes.enabled:
+            toggle = integrations.hermes_toggle(message.topic, message.payload, self._hermes.site_id)
+            if toggle is not None:
+                with self._lock:
+                    changed = self._hermes_on != toggle
+                    self._hermes_on = toggle
+                if changed:
+                    log.info("MQTT: Hermes hotwords %s", "resumed" if toggle else "paused (toggleOff)")
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this from inside its ``except OSError`` around the connection attempt
@@ -451,6 +643,7 @@ class MqttPublisher:
         with self._lock:
             was_connected = self._connected
             self._connected = False
+            self._gate_open = False
             closing = self._closed
             pending = self._pending_locked()
             refused, self._attempt_refused = self._attempt_refused, False
@@ -482,27 +675,27 @@ class MqttPublisher:
         properties: Properties | None,
     ) -> None:
         with self._lock:
-            is_detection = self._inflight.pop(mid, None)
-            if is_detection is None:
+            kind = self._inflight.pop(mid, None)
+            if kind is None:
                 self._early_acks.add(mid)
-            elif is_detection:
-                self._pending -= 1
+            elif kind is _Kind.DETECTION:
+                self._inflight_data.pop(mid, None)
                 self._delivered += 1
             key = self._spool_keys.pop(mid, None)
-            held: list[dict[str, Any]] = []
-            if mid in self._replay_mids:
-                self._replay_mids.discard(mid)
-                if not self._replay_mids:
-                    held, self._held = self._held, []
+            was_resend = mid in self._resend_mids
+            self._resend_mids.discard(mid)
             self._lock.notify_all()
         if key is not None and self._spool is not None:
             # Outside self._lock, but under paho's _out_message_mutex (see the module notes).
             self._spool.ack(key)
-        if held:
-            log.info("MQTT: spooled detections delivered; sending %d held behind them", len(held))
-        for data in held:
+        if was_resend:
             # Still under paho's _out_message_mutex: a listener publish() waits, keeping order.
-            self._send(data)
+            self._flush_if_ready()
+
+
+def check_tls(tls: TlsConfig) -> None:
+    """Raise :class:`MqttSetupError` naming the TLS file that cannot be used; else nothing."""
+    _configure_tls(mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2), tls)
 
 
 def _configure_tls(client: mqtt.Client, tls: TlsConfig) -> None:

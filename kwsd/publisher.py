@@ -5,7 +5,8 @@ clock, RFC 3339 UTC, and audio time since the listener started), which model hea
 (name and sha256), and a sequence number with a per-boot id so gaps and duplicates show.
 
 ``StdoutPublisher`` writes one JSON object per line: the built-in default when no broker
-is configured. The MQTT publisher (issue 3) encodes the same events.
+is configured; its stats messages go to the log. :class:`kwsd.mqtt.MqttPublisher` sends the
+same events to a broker.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ import json
 import logging
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 log = logging.getLogger(__name__)
+
+
+def rfc3339(when: dt.datetime) -> str:
+    """``when`` in UTC as RFC 3339 with milliseconds: ``2026-01-02T03:04:05.000Z``."""
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -36,9 +43,7 @@ class DetectionEvent:
         return {
             "label": self.label,
             "score": round(self.score, 5),
-            "time": self.time_utc.astimezone(dt.UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": rfc3339(self.time_utc),
             "audio_time_ms": self.audio_time_ms,
             "model": {"name": self.model_name, "sha256": self.model_sha256},
             "sequence": self.sequence,
@@ -70,9 +75,15 @@ class EventStamper:
 
 
 class Publisher(Protocol):
-    """Delivers detection events; called from the listener thread only."""
+    """Delivers detection events and stats; called from the listener thread only."""
 
     def publish(self, event: DetectionEvent) -> None: ...
+
+    def publish_stats(self, stats: Mapping[str, Any]) -> None: ...
+
+    def counters(self) -> dict[str, Any]:
+        """The publisher's own part of a stats message ({} when it has none)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -84,8 +95,19 @@ class StdoutPublisher:
         self._stream = stream or sys.stdout
 
     def publish(self, event: DetectionEvent) -> None:
-        self._stream.write(json.dumps(event.to_dict()) + "\n")
+        self.write(event.to_dict())
+
+    def write(self, data: Mapping[str, Any]) -> None:
+        """One event already in its JSON form (a detection handed over on reload)."""
+        self._stream.write(json.dumps(data) + "\n")
         self._stream.flush()
+
+    def publish_stats(self, stats: Mapping[str, Any]) -> None:
+        # Not on stdout, which carries detections only: to the log (the journal under systemd).
+        log.info("stats %s", json.dumps(stats))
+
+    def counters(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         self._stream.flush()

@@ -338,3 +338,33 @@ def test_detections_spooled_while_the_broker_is_down_survive_a_daemon_kill(
     assert (pub.pending_events, pub.dropped_events) == (0, 0)
     pub.close(timeout_s=2.0)
     assert DetectionSpool(spool_dir, 10).pending() == []
+
+
+def test_detections_made_during_the_reconnect_never_overtake_the_queued_ones(
+    broker, subscribers, publishers
+):
+    # paho sends a message published between the socket opening and the CONNACK at once, and
+    # resends its queue only after the CONNACK; kwsd holds new detections until its queue is
+    # through. Detections are published every few ms across the whole reconnect, so some are
+    # made in that window.
+    sub = subscribers(broker.port).wait_subscribed()
+    pub = publishers(broker.port, queue_max=5000)
+    events = make_events(4000)
+    outage(broker, sub, pub, events[:5], events[5:50])
+
+    stop_at = []
+    broker.start()
+    n = 50
+    while n < len(events):
+        pub.publish(events[n])
+        n += 1
+        if pub.connected and not stop_at:
+            stop_at.append(n + 100)  # go on a little past the reconnect
+        if stop_at and n >= stop_at[0]:
+            break
+        time.sleep(0.001)
+    assert stop_at, "the publisher never reconnected"
+    sequences = [d["sequence"] for d in wait_for_detections(sub, n, timeout_s=20.0)]
+    assert sequences == list(range(1, n + 1))
+    wait_until(lambda: pub.pending_events == 0, 10.0, "the queue to drain")
+    assert (pub.dropped_events, pub.reconnects) == (0, 1)
