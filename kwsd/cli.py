@@ -413,105 +413,10 @@ def _print_stats(pipeline: Any, detections: int, first_window_s: float | None) -
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+    from kwsd.daemon import run_daemon
 
-    from kwsd.config import Channel, default_config, load_config
-    from kwsd.detection import DetectionError, resolve_detection
-    from kwsd.listener import Listener
-    from kwsd.notify import SystemdNotifier
-    from kwsd.pipeline import Pipeline, PipelineError
-    from kwsd.publisher import EventStamper
-    from kwsd.smoother import RecognizeCommands, SmootherError
-    from kwsd.sources import MicrophoneSource
-
-    # Everything that can be checked is checked before the device opens.
-    config = load_config(args.config) if args.config else default_config()
-    if not args.verbose:
-        logging.getLogger().setLevel(config.log_level.logging_level)
-    _refuse_unbuilt(config, args.config or "<defaults>")
-    bundle, classifier = _load(str(config.model) if config.model else None)
-    spec = bundle.frontend
-    try:
-        settings, clip_stride_ms = resolve_detection(
-            bundle.detection, config.detection, window_stride_ms=spec.window_stride_ms
-        )
-        pipeline = Pipeline(spec, classifier, RecognizeCommands(bundle.labels, settings), clip_stride_ms)
-    except (DetectionError, SmootherError, PipelineError) as err:
-        # Settings that do not fit this model (a threshold for a label it lacks, a stride
-        # that is not a multiple of its window stride) are config errors too.
-        raise ConfigError([f"detection.{err}"], source=args.config or "<defaults>") from None
-    audio = config.audio
-
-    def open_source() -> MicrophoneSource:
-        return MicrophoneSource(
-            audio.device,
-            spec.sample_rate_hz,
-            open_rate_hz=audio.sample_rate_hz,
-            channels=audio.channels,
-            channel="mix" if audio.channel is Channel.MIX else audio.channel,
-            block_ms=audio.block_ms,
-            queue_blocks=audio.queue_blocks,
-        )
-
-    listener = Listener(
-        open_source,
-        pipeline,
-        _publisher(config, args.config or "<defaults>"),
-        EventStamper(bundle.name, bundle.sha256),
-        stall_timeout_ms=audio.stall_timeout_ms,
-        notifier=SystemdNotifier(),
-    )
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    listener.run(stop)
+    run_daemon(args.config, verbose=bool(args.verbose))
     return EXIT_OK
-
-
-def _refuse_unbuilt(config: Any, source: str) -> None:
-    """Settings for parts of issue 3 not built yet are refused, never silently ignored."""
-    mqtt = config.mqtt
-    unbuilt = [
-        (
-            mqtt.home_assistant.enabled,
-            "mqtt.home_assistant.enabled: Home Assistant discovery is not built yet",
-        ),
-        (mqtt.hermes.enabled, "mqtt.hermes.enabled: Hermes hotword messages are not built yet"),
-    ]
-    problems = [f"{text} in kwsd {__version__}; set it to false" for flag, text in unbuilt if flag]
-    if problems:
-        raise ConfigError(problems, source=source)
-    if mqtt.host is not None and config.stats_interval_s:
-        log.warning("stats_interval_s: stats messages are not built yet; none will be sent")
-
-
-def _publisher(config: Any, source: str) -> Any:
-    """MQTT when a broker is configured, else JSON lines on stdout (the built-in default)."""
-    from kwsd.publisher import StdoutPublisher
-
-    if config.mqtt.host is None:
-        return StdoutPublisher()
-    import socket
-
-    from kwsd.mqtt import MqttPublisher, MqttSetupError
-    from kwsd.spool import SpoolError
-
-    device_id = config.mqtt.device_id or socket.gethostname()
-    try:
-        publisher = MqttPublisher(config.mqtt, device_id)
-    except SpoolError as err:
-        # Exit 78 like any config problem: restarting cannot fix a folder kwsd may not write.
-        raise ConfigError([f"mqtt.spool_dir: {err}"], source=source) from None
-    except MqttSetupError as err:
-        raise ConfigError([f"mqtt.tls: {err}"], source=source) from None
-    log.info("events to mqtt://%s:%d/%s", config.mqtt.host, config.mqtt.port, publisher.detection_topic)
-    return publisher
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

@@ -1,29 +1,49 @@
 """The listening loop: audio source -> pipeline -> publisher. Wiring only.
 
 One listener thread owns the source's reading side, the pipeline and the publisher. The
-source's own capture thread only queues blocks. A source that stops delivering audio for
-``stall_timeout_ms`` (a mic unplugged, a driver wedged) is closed and reopened with capped
-backoff, without restarting the process; audio time goes on counting only the audio heard.
+source's own capture thread only queues blocks. Between blocks the loop also sends the
+periodic stats message and applies a requested config reload (:meth:`Listener.request_reload`),
+so neither needs a thread or a lock of its own.
+
+Device faults: a device missing at start, one that fails, and one that stops delivering audio
+for ``stall_timeout_ms`` (a mic unplugged, a driver wedged) are all handled the same way: the
+source is closed and opened again by name with capped backoff, without restarting the process.
+Audio time goes on counting only the audio heard, and the pipeline is reset at each reopen so
+that no window straddles the gap. If an open or close itself hangs for ``hang_timeout_s`` (a
+driver stuck in the kernel: no Python code can get it back), the process exits at once with
+:data:`EXIT_DEVICE_HUNG` so that systemd restarts it.
+
+systemd (:class:`kwsd.notify.SystemdNotifier`): READY once audio really flows; WATCHDOG only
+after a processed block. So under systemd's watchdog a device missing for longer than
+``WatchdogSec`` ends in a restart by systemd, which then waits for the device in the same way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Pipeline
-from kwsd.publisher import EventStamper, Publisher
+from kwsd.publisher import EventStamper, Publisher, rfc3339
 from kwsd.sources import AudioDeviceError, AudioSource
 
 log = logging.getLogger(__name__)
 
-#: How long one read waits for audio before the loop checks for a stop or a stall.
+#: How long one read waits for audio before the loop checks for a stop, a stall or a reload.
 READ_TIMEOUT_S = 0.2
+#: An open or close of the device that takes longer than this has hung.
+HANG_TIMEOUT_S = 15.0
+#: Exit status when the device hangs (EX_TEMPFAIL: a restart may well cure it).
+EXIT_DEVICE_HUNG = 75
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -38,6 +58,12 @@ class Backoff:
 
 
 class Listener:
+    """Runs the loop until stopped. ``reloader`` (optional) is called on the listener thread
+    after :meth:`request_reload`; it may call :meth:`replace_publisher`, change the pipeline's
+    detection settings and call :meth:`set_stats_interval`, and returns whether it applied a new
+    config (False: rejected, reported by itself). An exception from it is logged and the
+    listener goes on as it was."""
+
     def __init__(
         self,
         open_source: Callable[[], AudioSource],
@@ -48,47 +74,107 @@ class Listener:
         stall_timeout_ms: int,
         backoff: Backoff | None = None,
         notifier: SystemdNotifier | None = None,
+        stats_interval_s: float = 0,
+        reloader: Callable[[Listener], bool] | None = None,
+        hang_timeout_s: float = HANG_TIMEOUT_S,
     ) -> None:
         self._open_source = open_source
-        self._pipeline = pipeline
+        self.pipeline = pipeline
         self._publisher = publisher
         self._stamper = stamper
         self._stall_timeout_s = stall_timeout_ms / 1000
         self._backoff = backoff or Backoff()
         self._notifier = notifier or SystemdNotifier({})
+        self.stats_interval_s = stats_interval_s
+        self._reloader = reloader
+        self._hang_timeout_s = hang_timeout_s
+        self._reload_requested = threading.Event()
         self.reopens = 0
         self.detections = 0
+        self.reloads = 0
+        # Capture counters of the sources closed so far (an open source adds its own).
+        self._overflows_before = 0
+        self._dropped_before = 0
+        self._source: AudioSource | None = None
+        self._started = time.monotonic()
+        self._stats_due = 0.0
+        self._stats_mark = (0.0, 0)  # (listener thread CPU s, samples seen) at the last stats
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._publisher
+
+    def request_reload(self) -> None:
+        """Ask for the reloader to run between blocks. Safe from a signal handler."""
+        self._reload_requested.set()
+
+    def set_stats_interval(self, seconds: float) -> None:
+        """Send stats every ``seconds`` from now on (0: none). Listener thread."""
+        if seconds != self.stats_interval_s:
+            self.stats_interval_s = seconds
+            self._stats_due = time.monotonic() + seconds
+
+    def replace_publisher(self, publisher: Publisher) -> None:
+        """Use ``publisher`` from now on (the caller has closed the old one). Listener thread."""
+        self._publisher = publisher
 
     def run(self, stop: threading.Event) -> None:
-        """Listen until ``stop`` is set. Raises AudioDeviceError only if the first open fails."""
-        source: AudioSource | None = self._open_source()  # a bad device at start is the user's error
-        log.info("listening")
-        last_audio = time.monotonic()
+        """Listen until ``stop`` is set, waiting for the device if it is not there."""
+        self._started = time.monotonic()
+        self._stats_mark = (time.thread_time(), self.pipeline.samples_seen)
+        self._stats_due = self._started + self.stats_interval_s
+        source: AudioSource | None = None
+        attempt = 0
+        next_open = self._started
+        opened = False  # the device has been open before: the next open is a reopen
+        heard = False  # any audio yet (a reopen after audio resets the pipeline)
+        last_audio = self._started
         ready = False
+        log.info("listening")
         try:
             while not stop.is_set():
+                self._between_blocks()
+                now = time.monotonic()
                 if source is None:
-                    source = self._reopen(stop)
+                    if now < next_open:
+                        stop.wait(min(next_open - now, READ_TIMEOUT_S))
+                        continue
+                    source = self._open(attempt)
+                    if source is None:
+                        attempt += 1
+                        next_open = time.monotonic() + self._backoff.delay_s(attempt - 1)
+                        continue
+                    if opened:
+                        self.reopens += 1
+                    if attempt:
+                        log.info("audio device opened after %d attempt(s)", attempt + 1)
+                    opened = True
+                    if heard:
+                        self.pipeline.reset()
+                    attempt = 0
                     last_audio = time.monotonic()
                     continue
                 try:
                     block = source.read(READ_TIMEOUT_S)
                 except AudioDeviceError as err:
                     log.warning("audio device failed: %s; reopening", err)
-                    source = self._close(source)
+                    self._close(source)
+                    source, next_open = None, time.monotonic()
                     continue
                 now = time.monotonic()
                 if block is None:
                     if now - last_audio > self._stall_timeout_s:
                         log.warning("no audio for %.1f s; reopening the device", now - last_audio)
-                        source = self._close(source)
+                        self._close(source)
+                        source, next_open = None, now
                     continue
                 last_audio = now
+                heard = True
                 if not ready:
                     # Ready once audio really flows, not merely when the device opened.
                     self._notifier.ready("listening")
                     ready = True
-                for detection in self._pipeline.feed(block):
+                for detection in self.pipeline.feed(block):
                     event = self._stamper.stamp(
                         detection.label, detection.score, detection.time_ms, dt.datetime.now(dt.UTC)
                     )
@@ -101,26 +187,102 @@ class Listener:
                 self._close(source)
             self._publisher.close()
 
-    def _reopen(self, stop: threading.Event) -> AudioSource | None:
-        attempt = 0
-        while not stop.is_set():
-            delay = self._backoff.delay_s(attempt)
-            if stop.wait(delay):
-                return None
-            try:
-                source = self._open_source()
-            except AudioDeviceError as err:
-                attempt += 1
-                log.warning("reopening the audio device failed (attempt %d): %s", attempt, err)
-                continue
-            self.reopens += 1
-            log.info("audio device reopened after %d attempt(s)", attempt + 1)
-            return source
-        return None
+    # --- between blocks ---------------------------------------------------------------------
 
-    @staticmethod
-    def _close(source: AudioSource) -> None:
+    def _between_blocks(self) -> None:
+        if self._reload_requested.is_set():
+            self._reload_requested.clear()
+            self._reload()
+        if self.stats_interval_s > 0 and time.monotonic() >= self._stats_due:
+            self._publisher.publish_stats(self.stats())
+            self._stats_due = time.monotonic() + self.stats_interval_s
+
+    def _reload(self) -> None:
+        if self._reloader is None:
+            log.warning("reload requested, but this listener has nothing to reload")
+            return
         try:
-            source.close()
+            applied = self._reloader(self)
+        except Exception:
+            log.exception("reload failed; going on with the settings as they were")
+            return
+        self.reloads += applied
+
+    def stats(self) -> dict[str, Any]:
+        """The stats message: since start, and the real-time factor since the last message."""
+        now = time.monotonic()
+        cpu_s, samples = time.thread_time(), self.pipeline.samples_seen
+        last_cpu_s, last_samples = self._stats_mark
+        self._stats_mark = (cpu_s, samples)
+        rate = self.pipeline.spec.sample_rate_hz
+        interval_audio_s = (samples - last_samples) / rate
+        rtf = round((cpu_s - last_cpu_s) / interval_audio_s, 5) if interval_audio_s else None
+        source = self._source
+        stats: dict[str, Any] = {
+            "time": rfc3339(dt.datetime.now(dt.UTC)),
+            "boot_id": self._stamper.boot_id,
+            "uptime_s": round(now - self._started, 1),
+            "listening": source is not None,
+            "audio_s": round(samples / rate, 1),
+            # Listener-thread CPU per second of audio processed since the last stats message.
+            "realtime_factor": rtf,
+            "detections": self.detections,
+            "audio_overflows": self._overflows_before + _counter(source, "overflows"),
+            "audio_dropped_blocks": self._dropped_before + _counter(source, "dropped_blocks"),
+            "device_reopens": self.reopens,
+            "reloads": self.reloads,
+        }
+        counters = self._publisher.counters()
+        if counters:
+            stats["mqtt"] = counters
+        return stats
+
+    # --- the device -------------------------------------------------------------------------
+
+    def _open(self, attempt: int) -> AudioSource | None:
+        try:
+            source = self._guarded("opening the audio device", self._open_source)
+        except AudioDeviceError as err:
+            if attempt == 0:
+                log.warning("audio device not available: %s; retrying with backoff", err)
+            else:
+                log.info("audio device still not available (attempt %d): %s", attempt + 1, err)
+            return None
+        self._source = source
+        return source
+
+    def _close(self, source: AudioSource) -> None:
+        self._source = None
+        try:
+            self._guarded("closing the audio device", source.close)
         except Exception:  # a device that vanished may fail to close; it is gone either way
             log.debug("closing the audio source failed", exc_info=True)
+        self._overflows_before += _counter(source, "overflows")
+        self._dropped_before += _counter(source, "dropped_blocks")
+
+    def _guarded(self, what: str, action: Callable[[], _T]) -> _T:
+        """``action()``, or the process exits with EXIT_DEVICE_HUNG if it has not returned in time."""
+
+        def hung() -> None:
+            log.critical(
+                "%s has not returned in %g s: the driver is stuck; exiting (status %d) so that "
+                "the service manager restarts kwsd",
+                what,
+                self._hang_timeout_s,
+                EXIT_DEVICE_HUNG,
+            )
+            logging.shutdown()
+            os._exit(EXIT_DEVICE_HUNG)  # the stuck thread cannot be joined; nothing else would end it
+
+        timer = threading.Timer(self._hang_timeout_s, hung)
+        timer.daemon = True
+        timer.start()
+        try:
+            return action()
+        finally:
+            timer.cancel()
+
+
+def _counter(source: AudioSource | None, name: str) -> int:
+    """A capture counter of ``source`` (sources that do not count have none)."""
+    return int(getattr(source, name, 0)) if source is not None else 0

@@ -95,6 +95,36 @@ class Pipeline:
         #: Called with every (time_ms, scores) the classifier produces, when set.
         self.on_scores: Callable[[int, npt.NDArray[np.float32]], None] | None = None
 
+    def set_detection(self, smoother: RecognizeCommands, clip_stride_ms: int) -> None:
+        """Use new detection settings from the next window on (a config reload).
+
+        ``smoother`` takes over the current one's history (:meth:`RecognizeCommands.continue_from`)
+        and the front end and the frames already computed are kept: no gap in what the model
+        hears, and no word reported twice because the settings changed.
+        """
+        if clip_stride_ms <= 0 or clip_stride_ms % self.spec.window_stride_ms:
+            raise PipelineError(
+                f"clip_stride_ms: expected a positive multiple of the model's window stride "
+                f"({self.spec.window_stride_ms} ms), got {clip_stride_ms}"
+            )
+        smoother.continue_from(self.smoother)
+        self.smoother = smoother
+        self.clip_stride_ms = clip_stride_ms
+        self._hop_frames = clip_stride_ms // self.spec.window_stride_ms
+
+    def reset(self) -> None:
+        """After a gap in the audio (a device reopened): no window may straddle it.
+
+        The next window ends a whole window's worth of frames after the gap, not counting the
+        frames that still take samples from before it, and the smoother's averaging starts
+        afresh. Audio time goes on from where it was.
+        """
+        spec = self.spec
+        straddling = -(-spec.window_samples // spec.stride_samples)  # frames holding old samples
+        after = self._frames_available() + straddling + spec.frame_count
+        self._next_window_end = max(self._next_window_end, after)
+        self.smoother = RecognizeCommands(self.smoother.labels, self.smoother.settings)
+
     @property
     def samples_seen(self) -> int:
         return self._samples.total_written
@@ -114,14 +144,9 @@ class Pipeline:
         t0 = clock() if clock else 0
         spec = self.spec
         self._samples.write(samples)
-        if self._recompute:
-            seen = self._samples.total_written
-            frames_total = (
-                0 if seen < spec.window_samples else (1 + (seen - spec.window_samples) // spec.stride_samples)
-            )
-        else:
+        if not self._recompute:
             self._frames.append(self._frontend.push(samples))
-            frames_total = self._frames.total
+        frames_total = self._frames_available()
         t1 = clock() if clock else 0
         if clock:
             self.stats.frontend_ns += t1 - t0
@@ -155,6 +180,13 @@ class Pipeline:
         if clock:
             self.stats.total_ns += clock() - t0
         return detections
+
+    def _frames_available(self) -> int:
+        """Complete frames in the audio so far (absolute count)."""
+        if not self._recompute:
+            return self._frames.total
+        seen, spec = self._samples.total_written, self.spec
+        return 0 if seen < spec.window_samples else 1 + (seen - spec.window_samples) // spec.stride_samples
 
     def _full_window(self, end_frame: int) -> npt.NDArray[np.float32]:
         """The benchmark's baseline: recompute every frame of the window from the ring."""

@@ -102,6 +102,24 @@ class RecognizeCommands:
         self.previous_top_label = SILENCE_LABEL
         self.previous_top_label_time_ms: int | None = None
 
+    def continue_from(self, previous: RecognizeCommands) -> None:
+        """Take over ``previous``'s history: new settings mid-stream (a config reload).
+
+        The scores being averaged, the last time and the last label fired (with its time, for
+        suppression) carry over, so a word already reported is not reported again just because
+        the settings changed. A shorter averaging window drops the older scores at the next
+        update.
+        """
+        if previous.labels != self.labels:
+            raise SmootherError(f"labels differ: {', '.join(previous.labels)} vs {', '.join(self.labels)}")
+        self._times = deque(previous._times)
+        self._scores = deque(previous._scores)
+        self._sum = previous._sum.copy()
+        self._last_time_ms = previous._last_time_ms
+        self._updates = previous._updates
+        self.previous_top_label = previous.previous_top_label
+        self.previous_top_label_time_ms = previous.previous_top_label_time_ms
+
     def update(self, scores: npt.NDArray[np.float32], time_ms: int) -> SmootherResult:
         """Feed one window's scores at audio time ``time_ms``; returns the smoothed decision."""
         if len(scores) != len(self.labels):

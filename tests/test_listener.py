@@ -56,9 +56,16 @@ class ScriptedSource:
 class RecordingPublisher:
     def __init__(self):
         self.events = []
+        self.stats = []
 
     def publish(self, event):
         self.events.append(event)
+
+    def publish_stats(self, stats):
+        self.stats.append(stats)
+
+    def counters(self):
+        return {"delivered": len(self.events)}
 
     def close(self):
         pass
@@ -88,7 +95,7 @@ def notify_socket(tmp_path):
     sock.close()
 
 
-def make_listener(open_source, publisher, notifier, stall_timeout_ms):
+def make_listener(open_source, publisher, notifier, stall_timeout_ms, **kwargs):
     bundle = read_bundle(demo_bundle_path())
     settings, stride = resolve_detection(
         bundle.detection, {}, window_stride_ms=bundle.frontend.window_stride_ms
@@ -104,6 +111,7 @@ def make_listener(open_source, publisher, notifier, stall_timeout_ms):
         stall_timeout_ms=stall_timeout_ms,
         backoff=Backoff(first_s=0.05, max_s=0.1),
         notifier=notifier,
+        **kwargs,
     )
 
 
@@ -163,6 +171,93 @@ def test_a_device_gone_quiet_is_reopened_and_listening_goes_on(notify_socket):
     # The word at 0.5 s is heard once per opening of the device; sequence numbers go on.
     assert [e.label for e in publisher.events][:2] == ["stop", "stop"]
     assert [e.sequence for e in publisher.events] == list(range(1, len(publisher.events) + 1))
+
+
+def test_a_device_missing_at_start_is_waited_for_and_heard_once_it_appears(notify_socket):
+    path, messages = notify_socket
+    samples = read_wav(demo_wav_path(), 16000)[: 16000 * 3]
+    attempts = []
+
+    def open_source():
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise AudioDeviceError("no capture device matching 'usb'; there are: default")
+        return ScriptedSource(np.split(samples, 150))
+
+    publisher = RecordingPublisher()
+    listener = make_listener(
+        open_source, publisher, SystemdNotifier({"NOTIFY_SOCKET": path}), stall_timeout_ms=60_000
+    )
+    run_for(listener, 2.0)
+    assert len(attempts) == 4
+    assert listener.reopens == 0  # the first open that worked is no reopen
+    assert [e.label for e in publisher.events] == ["stop"]
+    assert "READY=1\nSTATUS=listening" in [m for _, m in messages]
+
+
+def test_stats_count_audio_overflows_reopens_and_the_real_time_factor():
+    samples = read_wav(demo_wav_path(), 16000)[: 16000 * 2]
+    opened = []
+
+    def open_source():
+        source = ScriptedSource(np.split(samples, 100))
+        source.overflows, source.dropped_blocks = 2, 1  # as the capture callback counts them
+        opened.append(source)
+        return source
+
+    publisher = RecordingPublisher()
+    listener = make_listener(
+        open_source, publisher, SystemdNotifier({}), stall_timeout_ms=300, stats_interval_s=0.25
+    )
+    run_for(listener, 2.0)
+    stats = publisher.stats
+    assert len(stats) >= 4
+    last = stats[-1]
+    assert set(last) == {
+        "time", "boot_id", "uptime_s", "listening", "audio_s", "realtime_factor", "detections",
+        "audio_overflows", "audio_dropped_blocks", "device_reopens", "reloads", "mqtt",
+    }  # fmt: skip
+    assert last["boot_id"] == "test" and last["time"].endswith("Z")
+    assert last["detections"] == last["mqtt"]["delivered"] <= len(publisher.events)
+    final = listener.stats()  # after the run: every source closed
+    assert final["device_reopens"] == listener.reopens == len(opened) - 1 >= 1
+    # The counters of every source opened are summed.
+    assert final["audio_overflows"] == 2 * len(opened)
+    assert final["audio_dropped_blocks"] == len(opened)
+    assert final["detections"] == len(publisher.events)
+    assert [s["uptime_s"] for s in stats] == sorted(s["uptime_s"] for s in stats)
+    # The first interval processed 2 s of audio; a real-time factor is CPU per audio second.
+    assert stats[0]["audio_s"] == 2.0
+    assert 0 < stats[0]["realtime_factor"] < 1
+
+
+HANGING_OPEN = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from tests.test_listener import make_listener, RecordingPublisher
+from kwsd.notify import SystemdNotifier
+
+def open_source():
+    time.sleep(3600)  # a driver stuck in the kernel
+
+listener = make_listener(open_source, RecordingPublisher(), SystemdNotifier({}), 60_000, hang_timeout_s=0.5)
+listener.run(threading.Event())
+"""
+
+
+def test_an_open_that_hangs_ends_the_process_with_status_75():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", HANGING_OPEN, str(root)], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 75, result.stderr.decode()
+    assert time.monotonic() - started < 30
+    assert "opening the audio device has not returned in 0.5 s: the driver is stuck" in result.stderr.decode()
 
 
 def test_a_device_that_fails_is_reopened_with_backoff():

@@ -1,11 +1,14 @@
 """The pipeline's timing contract, with the demo model made by our training tool."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import TfliteClassifier
+from kwsd.detection import resolve_detection
 from kwsd.frontend import compute_features
 from kwsd.pipeline import Pipeline, PipelineError
 from kwsd.smoother import RecognizeCommands
@@ -64,3 +67,40 @@ def test_clip_stride_must_be_a_multiple_of_the_window_stride(demo):
         r"model's window stride \(20 ms\), got 30",
     ):
         Pipeline(bundle.frontend, classifier, RecognizeCommands(bundle.labels), 30)
+
+
+def test_new_detection_settings_mid_stream_do_not_report_a_word_twice():
+    # A reload right after a word was reported: the new smoother carries on the old one's
+    # history (scores and suppression), so the word is not reported again, and the new
+    # threshold applies to the words after it.
+    bundle = read_bundle(demo_bundle_path())
+    spec = bundle.frontend
+    settings, stride = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    samples = read_wav(demo_wav_path(), spec.sample_rate_hz)[: 8500 * 16]
+    classifier = TfliteClassifier(bundle)
+    pipeline = Pipeline(spec, classifier, RecognizeCommands(bundle.labels, settings), stride)
+    before = pipeline.feed(samples[: 1200 * 16])
+    assert [d.label for d in before] == ["stop"]
+    stricter = dataclasses.replace(settings, label_thresholds={"go": 1.0})
+    pipeline.set_detection(RecognizeCommands(bundle.labels, stricter), stride)
+    after = pipeline.feed(samples[1200 * 16 :])
+    assert [(d.label, d.time_ms) for d in after] == [("stop", 4750)]
+
+
+def test_after_a_reset_no_window_takes_audio_from_before_the_gap():
+    bundle = read_bundle(demo_bundle_path())
+    spec = bundle.frontend
+    settings, stride = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    pipeline = Pipeline(spec, TfliteClassifier(bundle), RecognizeCommands(bundle.labels, settings), stride)
+    windows = []
+    pipeline.on_scores = lambda time_ms, scores: windows.append(time_ms)
+    pipeline.feed(np.zeros(1234 * 16, np.int16))  # not a whole number of frames
+    gap_ms = pipeline.audio_time_ms()
+    pipeline.reset()
+    seen = len(windows)
+    pipeline.feed(np.zeros(3000 * 16, np.int16))
+    after = windows[seen:]
+    # The first window after the gap starts after it: it ends a whole clip later, or more.
+    assert after and after[0] >= gap_ms + spec.clip_duration_ms
+    assert after[0] - (gap_ms + spec.clip_duration_ms) <= spec.window_size_ms + stride
+    assert all(b - a == stride for a, b in zip(after, after[1:], strict=False))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from kwsd.audio import read_wav
-from kwsd.bundle import demo_wav_path
+from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 
 pytestmark = pytest.mark.skipif(not alsa.portaudio_available(), reason="libportaudio2 is not installed")
 
@@ -62,6 +62,72 @@ def read_lines(stream, into, stop):
         into.append(line.decode())
         if stop.is_set():
             break
+
+
+class Daemon:
+    """``kwsd -v run -c CONFIG`` in the background, its stdout and stderr read as they come."""
+
+    def __init__(self, tmp_path, config_text, env):
+        self.config = tmp_path / "config.yaml"
+        self.config.write_text(config_text)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kwsd", "-v", "run", "-c", str(self.config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**env, "PYTHONPATH": str(ROOT)},
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._done = threading.Event()
+        self._threads = [
+            threading.Thread(
+                target=read_lines, args=(self.proc.stdout, self.stdout, self._done), daemon=True
+            ),
+            threading.Thread(
+                target=read_lines, args=(self.proc.stderr, self.stderr, self._done), daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def log(self):
+        return "".join(self.stderr)
+
+    def wait_for_log(self, text, timeout_s=20.0, after=0):
+        """The first stderr line (from index ``after`` on) containing ``text``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for line in self.stderr[after:]:
+                if text in line:
+                    return line
+            assert self.proc.poll() is None, f"kwsd exited with {self.proc.returncode}:\n{self.log}"
+            assert time.monotonic() < deadline, f"no {text!r} in the log after {timeout_s} s:\n{self.log}"
+            time.sleep(0.05)
+
+    def wait_for_events(self, count, timeout_s=10.0):
+        deadline = time.monotonic() + timeout_s
+        while len(self.stdout) < count:
+            assert time.monotonic() < deadline, f"{len(self.stdout)} of {count} events:\n{self.log}"
+            time.sleep(0.05)
+        return [json.loads(line) for line in self.stdout]
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout_s=10.0):
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_s)
+        self._done.set()
+        for thread in self._threads:
+            thread.join(5)
+        return code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._done.set()
 
 
 def run_daemon_on_demo_words(tmp_path, extra_config=""):
@@ -132,15 +198,20 @@ def test_run_hears_real_time_audio_from_a_capture_device_and_stops_cleanly(tmp_p
     assert "SIGTERM: stopping" in log
 
 
-@pytest.mark.skipif(not Path(broker.MOSQUITTO).exists(), reason="mosquitto is not installed")
-def test_run_publishes_detections_and_availability_over_mqtt(tmp_path):
+needs_mosquitto = pytest.mark.skipif(not Path(broker.MOSQUITTO).exists(), reason="mosquitto is not installed")
+
+
+@needs_mosquitto
+def test_run_publishes_detections_availability_stats_and_integrations_over_mqtt(tmp_path):
     mosquitto = broker.MosquittoBroker(tmp_path / "broker")
     mosquitto.start()
-    subscriber = broker.Subscriber(mosquitto.port, "kwsd/#", client_id="e2e", clean=True).wait_subscribed()
+    subscriber = broker.Subscriber(mosquitto.port, "#", client_id="e2e", clean=True).wait_subscribed()
     try:
         expected, code, stdout, log = run_daemon_on_demo_words(
             tmp_path,
-            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n",
+            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
+            "  home_assistant:\n    enabled: true\n  hermes:\n    enabled: true\n    site_id: hall\n"
+            "stats_interval_s: 1\n",
         )
         assert code == 0, log
         assert stdout == []  # events go to the broker, not stdout
@@ -155,6 +226,81 @@ def test_run_publishes_detections_and_availability_over_mqtt(tmp_path):
     check_events(detections, expected)
     assert not any(m.retain for m in messages if m.topic == "kwsd/pi1/detection")
     assert [m.payload for m in messages if m.topic == "kwsd/pi1/status"] == ["online", "offline"]
+    # Home Assistant: one event entity per keyword label of the demo model.
+    configs = [json.loads(m.payload) for m in messages if m.topic.startswith("homeassistant/event/kwsd_pi1/")]
+    keywords = [label for label in read_bundle(demo_bundle_path()).labels if not label.startswith("_")]
+    assert sorted(c["name"] for c in configs) == sorted(keywords) == ["go", "no", "stop", "yes"]
+    # Hermes: the same words as hotwords for site "hall".
+    hotwords = [m for m in messages if m.topic.startswith("hermes/hotword/")]
+    assert [m.topic for m in hotwords] == [f"hermes/hotword/{d['label']}/detected" for d in expected]
+    assert {json.loads(m.payload)["siteId"] for m in hotwords} == {"hall"}
+    # Stats, about once a second, the last one after all the words.
+    stats = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/stats"]
+    assert len(stats) >= 5
+    last = stats[-1]
+    assert last["listening"] and last["detections"] == 3 and last["mqtt"]["delivered"] == 3
+    assert (last["audio_overflows"], last["audio_dropped_blocks"], last["mqtt"]["dropped"]) == (0, 0, 0)
+    assert 0 < last["realtime_factor"] < 0.5
+
+
+@needs_mosquitto
+def test_sighup_applies_new_thresholds_and_mqtt_settings_without_an_audio_gap(tmp_path):
+    demo = read_wav(demo_wav_path(), 16000)
+    # "stop", 4 s of silence (time for the reloads), then "stop" and "go".
+    samples = np.concatenate([demo[: 2500 * 16], np.zeros(4000 * 16, np.int16), demo[2500 * 16 : 8500 * 16]])
+    expected = kwsd_stream_times(samples)
+    assert [d["label"] for d in expected] == ["stop", "stop", "go"]
+    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
+    mosquitto.start()
+    subscriber = broker.Subscriber(mosquitto.port, "kwsd/#", client_id="e2e", clean=True).wait_subscribed()
+    fifo = tmp_path / "mic.fifo"
+    writer = alsa.PacedFifoWriter(fifo, rate_hz=16000, frame_bytes=2, chunk_frames=16000 * BLOCK_MS // 1000)
+    conf = alsa.write_asound_conf(tmp_path / "asound.conf", alsa.file_pcm("kwsdtest", fifo))
+    base = f"audio:\n  device: kwsdtest\n  block_ms: {BLOCK_MS}\nmqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n"
+    daemon = Daemon(tmp_path, base + "  device_id: pi1\n  spool_dir: null\n", alsa.capture_env(conf))
+    try:
+        daemon.wait_for_log("capturing from kwsdtest")
+        writer.start(samples.tobytes())
+        subscriber.wait_for(lambda ms: any(m.topic == "kwsd/pi1/detection" for m in ms), 10, "the first word")
+
+        daemon.config.write_text(base + "  device_id: pi1\n  spool_dir: null\ndetection:\n  threshold: 2\n")
+        mark = len(daemon.stderr)
+        daemon.signal(signal.SIGHUP)
+        rejected = daemon.wait_for_log("rejected", after=mark)
+        assert "detection.threshold" in rejected and "going on with the running config" in rejected
+
+        daemon.config.write_text(
+            base + "  device_id: pi2\n  spool_dir: null\n"
+            "detection:\n  label_thresholds:\n    go: 1.0\nstats_interval_s: 1\n"
+        )
+        mark = len(daemon.stderr)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_log("applied", after=mark)
+        assert writer.payload_done.wait(20)
+        time.sleep(1.5)  # the last window, the smoother and a stats message
+        code = daemon.stop()
+        messages = subscriber.wait_for(
+            lambda ms: [m.payload for m in ms if m.topic == "kwsd/pi2/status"][-1:] == ["offline"], 10
+        )
+    finally:
+        daemon.kill()
+        writer.stop()
+        subscriber.close()
+        mosquitto.stop()
+    assert code == 0, daemon.log
+    first = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/detection"]
+    after = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi2/detection"]
+    # The second "stop" went to the new topic; "go" no longer reaches its new threshold.
+    assert [(e["label"], e["sequence"]) for e in first + after] == [("stop", 1), ("stop", 2)]
+    # No audio lost across the reloads: the second word is where it is in the audio.
+    offset = first[0]["audio_time_ms"] - expected[0]["time_ms"]
+    assert abs(after[0]["audio_time_ms"] - offset - expected[1]["time_ms"]) <= BLOCK_MS
+    assert [m.payload for m in messages if m.topic == "kwsd/pi1/status"] == ["online", "offline"]
+    assert [m.payload for m in messages if m.topic == "kwsd/pi2/status"] == ["online", "offline"]
+    stats = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi2/stats"]
+    assert stats and stats[-1]["reloads"] == 1, daemon.log
+    assert (stats[-1]["audio_overflows"], stats[-1]["audio_dropped_blocks"]) == (0, 0)
+    assert "Traceback" not in daemon.log
 
 
 def test_a_bad_config_exits_78_naming_every_key_before_any_device_opens(tmp_path):
@@ -180,22 +326,6 @@ def test_the_documented_config_file_checks_out():
     assert "OK (model built-in demo, events to stdout)" in result.stdout.decode()
 
 
-def test_settings_for_parts_not_built_yet_are_refused_not_ignored(tmp_path):
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "mqtt:\n  host: localhost\n  home_assistant:\n    enabled: true\n  hermes:\n    enabled: true\n"
-    )
-    result = kwsd("run", "-c", config)
-    assert result.returncode == 78
-    lines = result.stderr.decode().splitlines()
-    assert lines == [
-        f"kwsd: error: {config}: mqtt.home_assistant.enabled: Home Assistant discovery is not built yet "
-        "in kwsd 0.1.0; set it to false",
-        f"kwsd: error: {config}: mqtt.hermes.enabled: Hermes hotword messages are not built yet "
-        "in kwsd 0.1.0; set it to false",
-    ]
-
-
 def test_a_tls_file_that_is_not_a_certificate_is_a_config_error(tmp_path):
     bogus = tmp_path / "ca.crt"
     bogus.write_text("not a certificate\n")
@@ -213,17 +343,41 @@ def test_a_tls_file_that_is_not_a_certificate_is_a_config_error(tmp_path):
     assert "Traceback" not in stderr
 
 
-def test_a_missing_device_at_start_exits_75_listing_the_devices_there_are(tmp_path):
-    conf = alsa.write_asound_conf(tmp_path / "asound.conf", alsa.file_pcm("kwsdtest", tmp_path / "x.raw"))
-    (tmp_path / "x.raw").write_bytes(np.zeros(16000, np.int16).tobytes())
-    config = tmp_path / "config.yaml"
-    config.write_text("audio:\n  device: nosuchmic\n")
-    result = kwsd("run", "-c", str(config), env=alsa.capture_env(conf))
-    stderr = result.stderr.decode()
-    assert result.returncode == 75, stderr
-    assert "no capture device matching 'nosuchmic'" in stderr
-    assert "kwsdtest" in stderr
-    assert "Traceback" not in stderr
+def test_a_device_absent_at_start_is_waited_for_and_heard_once_it_appears(tmp_path):
+    # At start only another device exists; the daemon says so, listing it, and keeps trying.
+    other = tmp_path / "other.raw"
+    other.write_bytes(np.zeros(16000, np.int16).tobytes())
+    conf_path = tmp_path / "asound.conf"
+    alsa.write_asound_conf(conf_path, alsa.file_pcm("othermic", other))
+    samples = read_wav(demo_wav_path(), 16000)[: 2500 * 16]
+    expected = kwsd_stream_times(samples)
+    assert [d["label"] for d in expected] == ["stop"]
+    daemon = Daemon(
+        tmp_path, f"audio:\n  device: kwsdtest\n  block_ms: {BLOCK_MS}\n", alsa.capture_env(conf_path)
+    )
+    writer = None
+    try:
+        line = daemon.wait_for_log("audio device not available")
+        assert "no capture device matching 'kwsdtest'" in line and "othermic" in line
+        # The microphone is plugged in: the device appears in the ALSA configuration.
+        writer = alsa.PacedFifoWriter(
+            tmp_path / "mic.fifo", rate_hz=16000, frame_bytes=2, chunk_frames=16000 * BLOCK_MS // 1000
+        )
+        alsa.write_asound_conf(
+            conf_path, alsa.file_pcm("othermic", other), alsa.file_pcm("kwsdtest", tmp_path / "mic.fifo")
+        )
+        daemon.wait_for_log("capturing from kwsdtest", timeout_s=40)
+        writer.start(samples.tobytes())
+        assert writer.payload_done.wait(20)
+        events = daemon.wait_for_events(1)
+        code = daemon.stop()
+    finally:
+        daemon.kill()
+        if writer is not None:
+            writer.stop()
+    assert code == 0, daemon.log
+    assert [e["label"] for e in events] == ["stop"]
+    assert "Traceback" not in daemon.log
 
 
 def test_detection_settings_that_do_not_fit_the_model_are_config_errors(tmp_path):

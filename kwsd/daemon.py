@@ -1,0 +1,255 @@
+"""``kwsd run``: config -> model -> pipeline -> listener, and SIGHUP reload. Wiring only.
+
+Everything that can be checked is checked before the device opens (a bad config, model or
+TLS file raises :class:`kwsd.config.ConfigError` or a model error, which the CLI turns into
+its exit code). Then :class:`kwsd.listener.Listener` runs on the main thread until SIGTERM or
+SIGINT.
+
+Reload (SIGHUP): the config file is read and checked again, as at start. If anything is wrong
+it is rejected as a whole, each problem is logged with its key, and the running settings stay.
+Otherwise, without stopping the audio:
+
+* ``detection.*`` (thresholds, averaging window, suppression, clip stride, rule) apply from the
+  next window; the smoother's averaging starts afresh;
+* ``mqtt.*`` changes close the publisher (at most :data:`RELOAD_CLOSE_TIMEOUT_S`, while audio
+  waits in the capture queue) and open a new one that first sends whatever the old one had
+  not delivered; ``offline`` is published only if the broker or the status topic changes;
+* ``stats_interval_s`` and ``log_level`` apply at once;
+* ``model`` and ``audio.*`` need a restart: a change to them is logged as not applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from kwsd.bundle import Bundle, demo_bundle_path, read_bundle
+from kwsd.classifier import TfliteClassifier
+from kwsd.config import Channel, Config, ConfigError, default_config, load_config
+from kwsd.detection import DetectionError, resolve_detection
+from kwsd.listener import Listener
+from kwsd.notify import SystemdNotifier
+from kwsd.pipeline import Pipeline, PipelineError
+from kwsd.publisher import EventStamper, Publisher, StdoutPublisher
+from kwsd.smoother import RecognizeCommands, SmootherError, SmootherSettings
+from kwsd.sources import MicrophoneSource
+
+log = logging.getLogger(__name__)
+
+#: How long a reload waits for the old MQTT publisher to deliver what it holds.
+RELOAD_CLOSE_TIMEOUT_S = 1.0
+
+
+@dataclass
+class _Running:
+    """What the daemon runs with now; replaced piece by piece on reload."""
+
+    config: Config
+    source: str  # the config file, for messages ("<defaults>" without one)
+
+
+def run_daemon(config_path: str | None, *, verbose: bool) -> None:
+    """Run until SIGTERM/SIGINT. Raises ConfigError (and model errors) before any device opens."""
+    source = config_path or "<defaults>"
+    config = load_config(config_path) if config_path else default_config()
+    if not verbose:
+        logging.getLogger().setLevel(config.log_level.logging_level)
+    bundle = read_bundle(config.model or demo_bundle_path())
+    classifier = TfliteClassifier(bundle)
+    spec = bundle.frontend
+    smoother, clip_stride_ms = _smoother(bundle, config, source)
+    pipeline = Pipeline(spec, classifier, smoother, clip_stride_ms)
+    publisher = _publisher(config, source, bundle, smoother.settings)
+    running = _Running(config, source)
+    audio = config.audio
+
+    def open_source() -> MicrophoneSource:
+        return MicrophoneSource(
+            audio.device,
+            spec.sample_rate_hz,
+            open_rate_hz=audio.sample_rate_hz,
+            channels=audio.channels,
+            channel="mix" if audio.channel is Channel.MIX else audio.channel,
+            block_ms=audio.block_ms,
+            queue_blocks=audio.queue_blocks,
+        )
+
+    def reload(listener: Listener) -> bool:
+        assert config_path is not None  # no reloader without a config file
+        return _reload(listener, running, config_path, bundle, verbose=verbose)
+
+    listener = Listener(
+        open_source,
+        pipeline,
+        publisher,
+        EventStamper(bundle.name, bundle.sha256),
+        stall_timeout_ms=audio.stall_timeout_ms,
+        notifier=SystemdNotifier(),
+        stats_interval_s=config.stats_interval_s,
+        reloader=reload if config_path else None,
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    def request_reload(signum: int, _frame: Any) -> None:
+        log.info("SIGHUP: reloading %s", source)
+        listener.request_reload()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
+    listener.run(stop)
+
+
+def _smoother(bundle: Bundle, config: Config, source: str) -> tuple[RecognizeCommands, int]:
+    """The config's detection settings over the bundle's; a misfit is a config error."""
+    try:
+        settings, clip_stride_ms = resolve_detection(
+            bundle.detection, config.detection, window_stride_ms=bundle.frontend.window_stride_ms
+        )
+        smoother = RecognizeCommands(bundle.labels, settings)
+        if clip_stride_ms % bundle.frontend.window_stride_ms:
+            raise PipelineError(
+                f"clip_stride_ms: expected a positive multiple of the model's window stride "
+                f"({bundle.frontend.window_stride_ms} ms), got {clip_stride_ms}"
+            )
+    except (DetectionError, SmootherError, PipelineError) as err:
+        # Settings that do not fit this model (a threshold for a label it lacks, a stride
+        # that is not a multiple of its window stride) are config errors too.
+        raise ConfigError([f"detection.{err}"], source=source) from None
+    return smoother, clip_stride_ms
+
+
+def _publisher(
+    config: Config,
+    source: str,
+    bundle: Bundle,
+    settings: SmootherSettings,
+    carry_over: list[dict[str, Any]] | None = None,
+) -> Publisher:
+    """MQTT when a broker is configured, else JSON lines on stdout (the built-in default)."""
+    if config.mqtt.host is None:
+        if carry_over:
+            log.warning("reload: %d undelivered MQTT detections written to stdout", len(carry_over))
+        stdout = StdoutPublisher()
+        for data in carry_over or []:
+            stdout.write(data)
+        return stdout
+    from kwsd.mqtt import ModelFacts, MqttPublisher, MqttSetupError
+    from kwsd.spool import SpoolError
+
+    overrides = settings.label_thresholds or {}
+    model = ModelFacts(
+        name=bundle.name,
+        sha256=bundle.sha256,
+        labels=tuple(bundle.labels),
+        thresholds={label: float(overrides.get(label, settings.threshold)) for label in bundle.labels},
+    )
+    try:
+        publisher = MqttPublisher(config.mqtt, _device_id(config), model=model, carry_over=carry_over or [])
+    except SpoolError as err:
+        # Exit 78 like any config problem: restarting cannot fix a folder kwsd may not write.
+        raise ConfigError([f"mqtt.spool_dir: {err}"], source=source) from None
+    except MqttSetupError as err:
+        raise ConfigError([f"mqtt.tls: {err}"], source=source) from None
+    log.info("events to mqtt://%s:%d/%s", config.mqtt.host, config.mqtt.port, publisher.detection_topic)
+    return publisher
+
+
+def _device_id(config: Config) -> str:
+    return config.mqtt.device_id or socket.gethostname()
+
+
+def _reload(
+    listener: Listener, running: _Running, path: str | None, bundle: Bundle, *, verbose: bool
+) -> None:
+    assert path is not None
+    old = running.config
+    try:
+        new = load_config(path)
+        smoother, clip_stride_ms = _smoother(bundle, new, path)
+        if new.mqtt != old.mqtt:
+            _check_mqtt(new, path)
+    except ConfigError as err:
+        log.error(
+            "reload: %s rejected, going on with the running config: %s",
+            path,
+            "; ".join(str(err).splitlines()),
+        )
+        return False
+    for key in ("model", "audio"):
+        if getattr(new, key) != getattr(old, key):
+            log.warning("reload: %s changed, but takes effect only when kwsd restarts", key)
+    listener.pipeline.set_detection(smoother, clip_stride_ms)
+    listener.set_stats_interval(new.stats_interval_s)
+    if not verbose:
+        logging.getLogger().setLevel(new.log_level.logging_level)
+    if new.mqtt != old.mqtt:
+        _swap_publisher(listener, old=old, new=new, path=path, bundle=bundle, settings=smoother.settings)
+    running.config = new
+    log.info(
+        "reload: %s applied (clip stride %d ms, threshold %.3f)",
+        path,
+        clip_stride_ms,
+        smoother.settings.threshold,
+    )
+    return True
+
+
+def _check_mqtt(config: Config, path: str) -> None:
+    """What the new publisher would fail on, found before the old one is closed."""
+    from kwsd.mqtt import MqttSetupError, check_tls
+
+    mqtt = config.mqtt
+    problems = []
+    if mqtt.host is not None and mqtt.tls.enabled:
+        try:
+            check_tls(mqtt.tls)
+        except MqttSetupError as err:
+            problems.append(f"mqtt.tls: {err}")
+    spool_dir = mqtt.spool_dir
+    if mqtt.host is not None and spool_dir is not None:
+        probe = spool_dir if spool_dir.exists() else spool_dir.parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            problems.append(f"mqtt.spool_dir: {spool_dir}: kwsd may not write there")
+    if problems:
+        raise ConfigError(problems, source=path)
+
+
+def _swap_publisher(
+    listener: Listener, *, old: Config, new: Config, path: str, bundle: Bundle, settings: SmootherSettings
+) -> None:
+    from kwsd.mqtt import MqttPublisher
+
+    previous = listener.publisher
+    carry_over: list[dict[str, Any]] = []
+    if isinstance(previous, MqttPublisher):
+        same_place = (old.mqtt.host, old.mqtt.port, old.mqtt.topic_prefix, _device_id(old)) == (
+            new.mqtt.host,
+            new.mqtt.port,
+            new.mqtt.topic_prefix,
+            _device_id(new),
+        )
+        previous.close(timeout_s=RELOAD_CLOSE_TIMEOUT_S, announce_offline=not same_place)
+        same_spool = new.mqtt.host is not None and new.mqtt.spool_dir == old.mqtt.spool_dir
+        if not (same_spool and new.mqtt.spool_dir is not None):
+            carry_over = previous.undelivered()  # else the spool hands them over
+    else:
+        previous.close()
+    try:
+        replacement = _publisher(new, path, bundle, settings, carry_over)
+    except ConfigError as err:
+        # Checked beforehand, so only a race (a file changed meanwhile) gets here: go on with
+        # the old settings rather than with no publisher at all.
+        log.error("reload: %s; reconnecting with the previous MQTT settings", err)
+        replacement = _publisher(old, path, bundle, settings, carry_over)
+    listener.replace_publisher(replacement)
+    log.info("reload: MQTT settings applied")
