@@ -27,7 +27,8 @@ def test_unit_matches_what_the_daemon_does():
     assert unit["RestartPreventExitStatus"] == [str(cli.EXIT_CONFIG)]
     assert unit["Restart"] == ["on-failure"]
     assert unit["ExecStart"] == ["/opt/kwsd/venv/bin/kwsd run -c /etc/kwsd/config.yaml"]
-    assert "ExecReload" not in unit  # SIGHUP reload is not built yet: HUP would end the process
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # kwsd reloads on SIGHUP (kwsd/daemon.py)
+    assert unit["WatchdogSignal"] == ["SIGTERM"]  # a graceful stop: offline published
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
