@@ -168,10 +168,8 @@ def _device_id(config: Config) -> str:
     return config.mqtt.device_id or socket.gethostname()
 
 
-def _reload(
-    listener: Listener, running: _Running, path: str | None, bundle: Bundle, *, verbose: bool
-) -> None:
-    assert path is not None
+def _reload(listener: Listener, running: _Running, path: str, bundle: Bundle, *, verbose: bool) -> bool:
+    """Apply the config file again; False (each problem logged) when it is rejected."""
     old = running.config
     try:
         new = load_config(path)

@@ -340,9 +340,7 @@ def test_detections_spooled_while_the_broker_is_down_survive_a_daemon_kill(
     assert DetectionSpool(spool_dir, 10).pending() == []
 
 
-def test_detections_made_during_the_reconnect_never_overtake_the_queued_ones(
-    broker, subscribers, publishers
-):
+def test_detections_made_during_the_reconnect_never_overtake_the_queued_ones(broker, subscribers, publishers):
     # paho sends a message published between the socket opening and the CONNACK at once, and
     # resends its queue only after the CONNACK; kwsd holds new detections until its queue is
     # through. Detections are published every few ms across the whole reconnect, so some are

@@ -84,9 +84,7 @@ def render_like_home_assistant(template, payload):
     return env.from_string(template).render(value=payload, value_json=json.loads(payload)).strip()
 
 
-def test_home_assistant_discovery_announces_one_event_entity_per_keyword_label(
-    broker, clients, publishers
-):
+def test_home_assistant_discovery_announces_one_event_entity_per_keyword_label(broker, clients, publishers):
     ha = clients(broker.port, "homeassistant/#", "ha")
     pub = publishers(broker.port, config={"home_assistant": HomeAssistantConfig(enabled=True)})
 
@@ -184,9 +182,7 @@ def test_stats_are_retained_on_their_own_topic(broker, clients, publishers):
     assert stats["mqtt"] == {"connected": True, "delivered": 0, "pending": 0, "dropped": 0, "reconnects": 0}
 
 
-def test_a_publisher_hands_undelivered_detections_to_its_successor_in_order(
-    broker, clients, publishers
-):
+def test_a_publisher_hands_undelivered_detections_to_its_successor_in_order(broker, clients, publishers):
     sub = clients(broker.port, DETECTION_TOPIC, "watcher")
     broker.stop()
     first = publishers(broker.port)

@@ -1,6 +1,7 @@
 """The pipeline's timing contract, with the demo model made by our training tool."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -103,4 +104,4 @@ def test_after_a_reset_no_window_takes_audio_from_before_the_gap():
     # The first window after the gap starts after it: it ends a whole clip later, or more.
     assert after and after[0] >= gap_ms + spec.clip_duration_ms
     assert after[0] - (gap_ms + spec.clip_duration_ms) <= spec.window_size_ms + stride
-    assert all(b - a == stride for a, b in zip(after, after[1:], strict=False))
+    assert all(b - a == stride for a, b in itertools.pairwise(after))

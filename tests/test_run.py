@@ -256,7 +256,10 @@ def test_sighup_applies_new_thresholds_and_mqtt_settings_without_an_audio_gap(tm
     fifo = tmp_path / "mic.fifo"
     writer = alsa.PacedFifoWriter(fifo, rate_hz=16000, frame_bytes=2, chunk_frames=16000 * BLOCK_MS // 1000)
     conf = alsa.write_asound_conf(tmp_path / "asound.conf", alsa.file_pcm("kwsdtest", fifo))
-    base = f"audio:\n  device: kwsdtest\n  block_ms: {BLOCK_MS}\nmqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n"
+    base = (
+        f"audio:\n  device: kwsdtest\n  block_ms: {BLOCK_MS}\n"
+        f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n"
+    )
     daemon = Daemon(tmp_path, base + "  device_id: pi1\n  spool_dir: null\n", alsa.capture_env(conf))
     try:
         daemon.wait_for_log("capturing from kwsdtest")
