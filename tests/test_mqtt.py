@@ -11,6 +11,7 @@ across a restart.
 
 import datetime as dt
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -366,3 +367,23 @@ def test_detections_made_during_the_reconnect_never_overtake_the_queued_ones(bro
     assert sequences == list(range(1, n + 1))
     wait_until(lambda: pub.pending_events == 0, 10.0, "the queue to drain")
     assert (pub.dropped_events, pub.reconnects) == (0, 1)
+
+
+def test_an_unreachable_broker_host_is_warned_about_once_and_retried(caplog):
+    # A name that cannot resolve (.invalid is reserved for that): listening goes on, detections
+    # wait in the queue, the reason is logged once, and the retries (1 s, 2 s, ...) only at debug.
+    caplog.set_level(logging.DEBUG, logger="kwsd.mqtt")
+    pub = MqttPublisher(MqttConfig(host="broker.invalid", port=1883, spool_dir=None), DEVICE)
+    try:
+        pub.publish(make_events(1)[0])
+        wait_until(
+            lambda: any("connection attempt" in r.getMessage() for r in caplog.records),
+            10.0,
+            "a second connection attempt",
+        )
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith("MQTT: cannot connect to the broker broker.invalid:1883 (")
+        assert (pub.connected, pub.pending_events) == (False, 1)
+    finally:
+        pub.close(timeout_s=0.2)
