@@ -413,3 +413,15 @@ def test_a_spool_folder_kwsd_cannot_write_is_a_config_error(tmp_path):
     errors = [line for line in stderr.splitlines() if line.startswith("kwsd: error: ")]
     assert errors == [f"kwsd: error: {config}: mqtt.spool_dir: /proc/kwsd-spool: No such file or directory"]
     assert "Traceback" not in stderr
+
+
+def test_a_model_bundle_that_fails_its_checks_stops_run_before_any_device_opens(tmp_path):
+    bundle = tmp_path / "broken.kwsd"
+    bundle.write_bytes(b"PK\x03\x04 not really a zip")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {bundle}\naudio:\n  device: nosuchmic\n")
+    result = kwsd("run", "-c", config)
+    stderr = result.stderr.decode()
+    assert result.returncode == 67, stderr
+    assert stderr.startswith(f"kwsd: error: {bundle}: ")
+    assert "nosuchmic" not in stderr and "Traceback" not in stderr  # no device was tried
