@@ -26,7 +26,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kwsd.bundle import Bundle, demo_bundle_path, read_bundle
 from kwsd.classifier import TfliteClassifier
@@ -38,6 +38,9 @@ from kwsd.pipeline import Pipeline, PipelineError
 from kwsd.publisher import EventStamper, Publisher, StdoutPublisher
 from kwsd.smoother import RecognizeCommands, SmootherError, SmootherSettings
 from kwsd.sources import MicrophoneSource
+
+if TYPE_CHECKING:
+    from kwsd.mqtt import ModelFacts
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +146,13 @@ def _publisher(
         for data in carry_over or []:
             stdout.write(data)
         return stdout
-    from kwsd.mqtt import ModelFacts, MqttPublisher, MqttSetupError
+    from kwsd.mqtt import MqttPublisher, MqttSetupError
     from kwsd.spool import SpoolError
 
-    overrides = settings.label_thresholds or {}
-    model = ModelFacts(
-        name=bundle.name,
-        sha256=bundle.sha256,
-        labels=tuple(bundle.labels),
-        thresholds={label: float(overrides.get(label, settings.threshold)) for label in bundle.labels},
-    )
     try:
-        publisher = MqttPublisher(config.mqtt, _device_id(config), model=model, carry_over=carry_over or [])
+        publisher = MqttPublisher(
+            config.mqtt, _device_id(config), model=_model_facts(bundle, settings), carry_over=carry_over or []
+        )
     except SpoolError as err:
         # Exit 78 like any config problem: restarting cannot fix a folder kwsd may not write.
         raise ConfigError([f"mqtt.spool_dir: {err}"], source=source) from None
@@ -162,6 +160,26 @@ def _publisher(
         raise ConfigError([f"mqtt.tls: {err}"], source=source) from None
     log.info("events to mqtt://%s:%d/%s", config.mqtt.host, config.mqtt.port, publisher.detection_topic)
     return publisher
+
+
+def _model_facts(bundle: Bundle, settings: SmootherSettings) -> ModelFacts:
+    from kwsd.mqtt import ModelFacts
+
+    overrides = settings.label_thresholds or {}
+    return ModelFacts(
+        name=bundle.name,
+        sha256=bundle.sha256,
+        labels=tuple(bundle.labels),
+        thresholds={label: float(overrides.get(label, settings.threshold)) for label in bundle.labels},
+    )
+
+
+def _update_model(publisher: Publisher, bundle: Bundle, settings: SmootherSettings) -> None:
+    """Tell an MQTT publisher kept across a reload the new thresholds."""
+    from kwsd.mqtt import MqttPublisher
+
+    if isinstance(publisher, MqttPublisher):
+        publisher.update_model(_model_facts(bundle, settings))
 
 
 def _device_id(config: Config) -> str:
@@ -190,7 +208,9 @@ def _reload(listener: Listener, running: _Running, path: str, bundle: Bundle, *,
     listener.set_stats_interval(new.stats_interval_s)
     if not verbose:
         logging.getLogger().setLevel(new.log_level.logging_level)
-    if new.mqtt != old.mqtt:
+    if new.mqtt == old.mqtt:
+        _update_model(listener.publisher, bundle, smoother.settings)
+    else:
         _swap_publisher(listener, old=old, new=new, path=path, bundle=bundle, settings=smoother.settings)
     running.config = new
     log.info(

@@ -96,6 +96,7 @@ class Listener:
         self._overflows_before = 0
         self._dropped_before = 0
         self._source: AudioSource | None = None
+        self._last_block = -float("inf")  # monotonic time of the last block processed
         self._started = time.monotonic()
         self._stats_due = 0.0
         self._stats_mark = (0.0, 0)  # (listener thread CPU s, samples seen) at the last stats
@@ -129,6 +130,7 @@ class Listener:
         opened = False  # the device has been open before: the next open is a reopen
         heard = False  # any audio yet (a reopen after audio resets the pipeline)
         last_audio = self._started
+        self._last_block = -float("inf")
         ready = False
         log.info("listening")
         try:
@@ -168,7 +170,7 @@ class Listener:
                         self._close(source)
                         source, next_open = None, now
                     continue
-                last_audio = now
+                last_audio = self._last_block = now
                 heard = True
                 if not ready:
                     # Ready once audio really flows, not merely when the device opened.
@@ -222,7 +224,8 @@ class Listener:
             "time": rfc3339(dt.datetime.now(dt.UTC)),
             "boot_id": self._stamper.boot_id,
             "uptime_s": round(now - self._started, 1),
-            "listening": source is not None,
+            # Audio arriving now (a device open but silent for over a second is not listening).
+            "listening": source is not None and now - self._last_block < max(1.0, 2 * READ_TIMEOUT_S),
             "audio_s": round(samples / rate, 1),
             # Listener-thread CPU per second of audio processed since the last stats message.
             "realtime_factor": rtf,

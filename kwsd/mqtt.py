@@ -295,6 +295,10 @@ class MqttPublisher:
         with self._lock:
             return self._connected
 
+    def update_model(self, model: ModelFacts) -> None:
+        """New thresholds after a reload (Hermes' ``currentSensitivity``). Listener thread."""
+        self._model = model
+
     @property
     def hermes_active(self) -> bool:
         """False while Rhasspy has paused hotwords for this site (``toggleOff``)."""
