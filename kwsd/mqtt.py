@@ -132,7 +132,8 @@ class ModelFacts:
 class _Kind(enum.Enum):
     DETECTION = "detection"
     STATUS = "status"
-    #: Discovery configs: tracked so that close() does not cut them off, never counted.
+    #: Everything else (stats, discovery, hotwords): tracked so that every acknowledgement
+    #: is claimed (see _publish_other), never counted.
     OTHER = "other"
 
 
@@ -350,9 +351,26 @@ class MqttPublisher:
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         """Send one stats message (QoS 0, retained) if connected; else it is skipped."""
-        info = self._client.publish(self.stats_topic, json.dumps(stats), qos=0, retain=True)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            log.debug("MQTT: stats not sent: %s", mqtt.error_string(info.rc))
+        if not self._publish_other(self.stats_topic, json.dumps(stats), qos=0, retain=True):
+            log.debug("MQTT: stats not sent: not connected")
+
+    def _publish_other(
+        self, topic: str, payload: str, *, qos: int, retain: bool, kind: _Kind = _Kind.OTHER
+    ) -> bool:
+        """Publish a message that is not a detection; False if paho neither sent nor queued it.
+
+        Every message paho will report through ``on_publish`` is recorded by its mid, QoS 0
+        included: an acknowledgement nobody claims would stay in ``_early_acks`` and, once
+        paho's mids wrap around (65535), pass for the acknowledgement of a later detection.
+        """
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        will_report = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
+            qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+        )
+        if will_report:
+            with self._lock:
+                self._track_locked(info.mid, kind)
+        return will_report
 
     def _send_hermes(self, event: DetectionEvent) -> None:
         model = self._model
@@ -369,7 +387,7 @@ class MqttPublisher:
             sensitivity=float(model.thresholds.get(event.label, 0.0)),
         )
         # QoS 0, never queued: a wake word is only meaningful at once.
-        self._client.publish(topic, payload, qos=0, retain=False)
+        self._publish_other(topic, payload, qos=0, retain=False)
 
     def _send(self, data: dict[str, Any]) -> None:
         """Hand one detection (already spooled, if there is a spool) to paho."""
@@ -565,10 +583,7 @@ class MqttPublisher:
                 log.info("MQTT: connected to the broker")
             closing = self._closed
         if not closing:  # else offline is on its way; do not follow it with online
-            info = client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
-            with self._lock:
-                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._track_locked(info.mid, _Kind.STATUS)
+            self._publish_other(self.status_topic, STATUS_ONLINE, qos=1, retain=True, kind=_Kind.STATUS)
             self._subscribe_and_announce(client)
         self._flush_if_ready()
 
@@ -591,10 +606,7 @@ class MqttPublisher:
             model_name=model.name,
         )
         for topic, payload in messages:
-            info = client.publish(topic, payload, qos=1, retain=False)
-            with self._lock:
-                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._track_locked(info.mid, _Kind.OTHER)
+            self._publish_other(topic, payload, qos=1, retain=False)
         log.info("MQTT: announced %d labels to Home Assistant", len(messages))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

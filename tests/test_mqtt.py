@@ -387,3 +387,26 @@ def test_an_unreachable_broker_host_is_warned_about_once_and_retried(caplog):
         assert (pub.connected, pub.pending_events) == (False, 1)
     finally:
         pub.close(timeout_s=0.2)
+
+
+def test_after_message_ids_wrap_a_detection_is_pending_until_the_broker_acknowledges_it(
+    broker, subscribers, publishers
+):
+    # paho numbers messages 1..65535 and starts again. Every acknowledgement kwsd is given
+    # must be claimed by the message it belongs to, stats (QoS 0) included, or after the wrap a
+    # detection reusing an old number would count as delivered before the broker has it.
+    pub = publishers(broker.port)
+    wait_until(lambda: pub.connected, 5.0, "the publisher to connect")
+    for n in range(65536):
+        pub.publish_stats({"n": n})
+    wait_until(lambda: pub.counters()["pending"] == 0, 5.0, "")
+    time.sleep(0.5)  # the stats written out
+    broker._proc.send_signal(signal.SIGSTOP)  # frozen: no PUBACK can come
+    try:
+        pub.publish(make_events(1)[0])
+        time.sleep(0.2)
+        assert (pub.pending_events, pub.delivered_events) == (1, 0)
+    finally:
+        broker._proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: pub.delivered_events == 1, 5.0, "the detection acknowledged")
+    assert pub.pending_events == 0
