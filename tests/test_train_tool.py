@@ -1,4 +1,4 @@
-"""tools/train_demo.py: the split rule, smoother tuning and scoring, and one real (tiny) training run.
+"""tools/train_demo.py: smoother tuning and scoring, and one real (tiny) training run.
 
 The slow tests run ``train_demo.py --quick`` once (espeak-ng + sox data, TensorFlow
 training, export) and check what it wrote with kwsd's own reader and classifier; the
@@ -24,11 +24,11 @@ from kwsd.audio import read_wav
 from kwsd.bundle import read_bundle
 from kwsd.classifier import TfliteClassifier
 from kwsd.detection import check_detection, resolve_detection
-from kwsd.errors import AudioFormatError, InputNotFoundError
 from kwsd.frontend import FrontendKind, FrontendSpec, compute_features
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.pipeline import Detection, Pipeline
 from kwsd.smoother import FiringRule, RecognizeCommands, SmootherSettings
+from tools.training.dataset import which_set
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS_DIR = REPO / "tools"
@@ -43,32 +43,7 @@ QUICK_LABELS = [SILENCE_LABEL, UNKNOWN_LABEL, "yes", "no", "stop", "go"]
 # Fast tests.
 
 
-@pytest.mark.parametrize(
-    ("filename", "expected_set", "expected_percentage"),
-    [
-        # REFERENCE.md's four computed examples at validation = testing = 10.
-        ("pete_nohash_0.wav", "training", 35.93),
-        ("spk015_nohash_0.wav", "validation", 2.08),
-        ("heidi_nohash_0.wav", "testing", 10.10),
-        ("a5d485dc_nohash_0.wav", "training", 23.08),
-    ],
-)
-def test_which_set_matches_the_reference_examples(
-    filename: str, expected_set: str, expected_percentage: float
-) -> None:
-    assert train_demo.which_set(filename, 10, 10) == expected_set
-    assert train_demo.hash_percentage(filename) == pytest.approx(expected_percentage, abs=0.01)
-
-
-def test_which_set_ignores_folder_and_repetition_number() -> None:
-    assert train_demo.which_set("yes/heidi_nohash_0.wav", 10, 10) == "testing"
-    assert train_demo.which_set("/data/no/heidi_nohash_7.wav", 10, 10) == "testing"
-    assert train_demo.hash_percentage("heidi_nohash_3.wav") == train_demo.hash_percentage("heidi")
-
-
-def test_which_set_hashes_a_name_without_nohash_whole() -> None:
-    # "heidi.wav" hashes with its extension, so it is not "heidi"'s partition value.
-    assert train_demo.hash_percentage("heidi.wav") != train_demo.hash_percentage("heidi_nohash_0.wav")
+# The split rule and reading files: tests/test_dataset.py (tools/training/dataset.py).
 
 
 MFCC_SPEC = FrontendSpec(FrontendKind.MFCC)
@@ -158,73 +133,6 @@ def test_argmax_runs_are_stamped_with_window_ends() -> None:
     scores[4, 2] = 0.95
     scores[8] = [0.0, 1.0, 0.0]  # a single window: too short for a run
     assert train_demo.argmax_runs(times, scores, labels) == [("yes", 1030, 1090, pytest.approx(0.95))]
-
-
-def _write_pcm(path: Path, frames: np.ndarray[Any, Any], rate: int, width: int) -> Path:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1 if frames.ndim == 1 else frames.shape[1])
-        wav.setsampwidth(width)
-        wav.setframerate(rate)
-        wav.writeframes(frames.tobytes())
-    return path
-
-
-def test_read_clip_resamples_and_mixes_down_and_says_what_it_converted(tmp_path: Path) -> None:
-    # train.py reads any WAV as if it were 16 kHz mono; the tool converts it with kwsd's reader.
-    t = np.arange(44100) / 44100
-    tone = np.rint(np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2")
-    path = _write_pcm(tmp_path / "stereo_44k.wav", np.column_stack((tone, tone)), 44100, 2)
-    samples, converted = train_demo.read_clip(path, 16000)
-    assert converted == "44100 Hz, 2 channels, pcm16"
-    assert samples.dtype == np.int16
-    assert len(samples) == 16000
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
-    assert int(np.argmax(spectrum)) == 440  # 1 s at 16 kHz: bin = Hz
-
-
-def test_read_clip_passes_16_bit_mono_through_and_converts_other_encodings(tmp_path: Path) -> None:
-    clip = np.random.default_rng(0).integers(-20000, 20000, 16000).astype("<i2")
-    samples, converted = train_demo.read_clip(_write_pcm(tmp_path / "a.wav", clip, 16000, 2), 16000)
-    assert converted is None
-    np.testing.assert_array_equal(samples, clip)
-    # 8-bit unsigned (the old reader refused it): (x - 128) / 128, so 128 + 64 is a quarter scale.
-    eight = np.full(1600, 128 + 64, np.uint8)
-    samples, converted = train_demo.read_clip(_write_pcm(tmp_path / "b.wav", eight, 16000, 1), 16000)
-    assert converted == "16000 Hz, 1 channel, pcm8"
-    assert set(samples.tolist()) == {16384}
-
-
-def test_read_clip_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(InputNotFoundError) as missing:
-        train_demo.read_clip(tmp_path / "nope.wav", 16000)
-    assert str(missing.value) == f"{tmp_path / 'nope.wav'}: no such file (expected a WAV file)"
-    text = tmp_path / "notes.wav"
-    text.write_text("not audio at all")
-    with pytest.raises(AudioFormatError) as not_wav:
-        train_demo.read_clip(text, 16000)
-    assert str(not_wav.value).startswith(f"{text}: not a WAV file")
-
-
-def test_audio_store_reports_converted_files_in_one_line(tmp_path: Path) -> None:
-    (tmp_path / "yes").mkdir()
-    (tmp_path / "_background_noise_").mkdir()
-    tone = np.zeros(8000, "<i2")
-    _write_pcm(tmp_path / "yes" / "a_nohash_0.wav", tone, 16000, 2)
-    _write_pcm(tmp_path / "yes" / "b_nohash_0.wav", np.column_stack((tone, tone)), 16000, 2)
-    _write_pcm(tmp_path / "_background_noise_" / "hum.wav", np.zeros(48000, "<i2"), 48000, 2)
-    store = train_demo.AudioStore(tmp_path, FrontendSpec(FrontendKind.MFCC), ["hum.wav"])
-    store.clip("yes/a_nohash_0.wav")
-    store.clip("yes/b_nohash_0.wav")
-    assert len(store.noise["hum.wav"]) == 16000
-    assert store.converted == {
-        "_background_noise_/hum.wav": "48000 Hz, 1 channel, pcm16",
-        "yes/b_nohash_0.wav": "16000 Hz, 2 channels, pcm16",
-    }
-    assert train_demo.converted_text(store.converted, 16000) == (
-        "2 file(s) were converted to 16000 Hz mono int16 by kwsd's reader: "
-        "1 x 16000 Hz, 2 channels, pcm16 (e.g. yes/b_nohash_0.wav); "
-        "1 x 48000 Hz, 1 channel, pcm16 (e.g. _background_noise_/hum.wav)"
-    )
 
 
 def test_bare_tflite_leaves_a_labels_file_beside_it_train_py_style(tmp_path: Path) -> None:
@@ -373,7 +281,7 @@ def test_quick_run_test_accuracy_is_measured(quick_run: dict[str, Path]) -> None
         p.relative_to(data_dir).as_posix()
         for w in ("yes", "no", "stop", "go")
         for p in (data_dir / w).glob("*.wav")
-        if train_demo.which_set(p.name, 10, 10) == "testing"
+        if which_set(p.name, 10, 10) == "testing"
     )
     assert sorted(i["path"] for i in items if i["label"] in QUICK_LABELS[2:]) == wanted_test
     silence = [i for i in items if i["label"] == SILENCE_LABEL]
@@ -381,7 +289,7 @@ def test_quick_run_test_accuracy_is_measured(quick_run: dict[str, Path]) -> None
     assert len(silence) == len(unknown) == math.ceil(len(wanted_test) * 10 / 100)
     for item in unknown:
         assert item["path"].split("/")[0] not in QUICK_LABELS
-        assert train_demo.which_set(item["path"], 10, 10) == "testing"
+        assert which_set(item["path"], 10, 10) == "testing"
     for item in items:  # test items are not augmented; silence is noise alone
         assert item["shift_samples"] == 0
         assert (item["noise"] is not None) == (item["label"] == SILENCE_LABEL)

@@ -5,9 +5,10 @@ Steps (each prints its progress):
 
 1. data: synthesise a Speech Commands-style set with ``tools/synth.py`` (espeak-ng + sox),
    or read one given with ``--data_dir`` (same layout);
-2. split with Speech Commands' hash rule (:func:`which_set`), labels
-   ``["_silence_", "_unknown_"] + wanted_words``, silence and unknown items as
-   percentages of the wanted count, per partition (train.py's defaults: 10 and 10);
+2. check every file and split with :func:`tools.training.dataset.load_dataset` (Speech
+   Commands' hash rule, labels ``["_silence_", "_unknown_"] + wanted_words``, silence and
+   unknown items as percentages of the wanted count, per partition: train.py's defaults,
+   10 and 10); files at another rate or format are converted by kwsd's reader and listed;
 3. features with :func:`kwsd.frontend.compute_features` only, the daemon's own code.
    Augmentation (background noise with probability 0.8 at a volume in [0, 0.1), time
    shift in [-100, 100) ms) is applied to the *audio*; ``--augment_copies`` augmented
@@ -32,8 +33,8 @@ Steps (each prints its progress):
    each word's 1 s clip, unknown words as ``_unknown_``) and report what the int8 model
    hears in it.
 
-TensorFlow is imported only inside the functions that need it, so ``which_set`` and the
-other helpers can be imported (by the tests) without it.
+TensorFlow is imported only inside the functions that need it, so the helpers can be
+imported (by the tests) without it.
 
 Usage::
 
@@ -48,13 +49,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
-import hashlib
 import io
 import json
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -70,77 +69,31 @@ TOOLS_DIR = Path(__file__).resolve().parent
 if str(TOOLS_DIR.parent) not in sys.path:
     sys.path.insert(0, str(TOOLS_DIR.parent))  # run from a checkout without installing kwsd
 
-from kwsd.audio import Encoding, float_to_int16, open_audio, write_wav  # noqa: E402
+from kwsd.audio import float_to_int16, write_wav  # noqa: E402
 from kwsd.bundle import Bundle, make_bundle, write_bundle  # noqa: E402
 from kwsd.detection import resolve_detection  # noqa: E402
 from kwsd.errors import KwsdError  # noqa: E402
-from kwsd.frontend import (  # noqa: E402
-    INT16_FULL_SCALE,
-    FrontendKind,
-    FrontendSpec,
-    compute_features,
-    fit_to_clip,
-)
+from kwsd.frontend import FrontendKind, FrontendSpec, compute_features  # noqa: E402
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL  # noqa: E402
 from kwsd.pipeline import Detection  # noqa: E402
 from kwsd.smoother import RecognizeCommands, SmootherSettings  # noqa: E402
+from tools.training.dataset import (  # noqa: E402
+    BACKGROUND_NOISE_DIR,
+    PARTITIONS,
+    Dataset,
+    DatasetError,
+    DatasetSettings,
+    Item,
+    load_dataset,
+    speaker_of,
+)
 
 log = logging.getLogger("train_demo")
 
 TOOL_NAME = "tools/train_demo.py"
-BACKGROUND_NOISE_DIR = "_background_noise_"
-#: train.py's MAX_NUM_WAVS_PER_CLASS: the hash is taken modulo this + 1.
-MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
-_NOHASH = re.compile(r"_nohash_.*$")
-PARTITIONS = ("training", "validation", "testing")
 
 Int16Array = npt.NDArray[np.int16]
 FloatArray = npt.NDArray[np.float64]
-
-
-class DatasetError(KwsdError):
-    """A data set that cannot be used: names the file or folder and what was expected."""
-
-
-# --------------------------------------------------------------------------------------
-# Step 2: the split (Speech Commands' rule, exactly).
-
-
-def which_set(filename: str, validation_percentage: float, testing_percentage: float) -> str:
-    """Partition of ``filename``: "training", "validation" or "testing" (train.py's rule).
-
-    The folder is ignored; everything from ``_nohash_`` on is dropped (a name without it
-    is hashed whole, extension included); SHA-1 of the rest, as an integer ``h``, gives
-    ``p = (h % 2**27) * (100 / (2**27 - 1))``; validation if ``p < V``, testing if
-    ``p < V + T``, else training.
-
-    >>> which_set("pete_nohash_0.wav", 10, 10)
-    'training'
-    >>> which_set("speakers/spk015_nohash_0.wav", 10, 10)
-    'validation'
-    >>> which_set("heidi_nohash_0.wav", 10, 10)
-    'testing'
-    >>> which_set("a5d485dc_nohash_0.wav", 10, 10)
-    'training'
-    """
-    percentage = hash_percentage(filename)
-    if percentage < validation_percentage:
-        return "validation"
-    if percentage < validation_percentage + testing_percentage:
-        return "testing"
-    return "training"
-
-
-def hash_percentage(filename: str) -> float:
-    """The ``p`` of :func:`which_set`, in [0, 100]."""
-    hash_name = _NOHASH.sub("", os.path.basename(filename))
-    digest = int(hashlib.sha1(hash_name.encode("utf-8")).hexdigest(), 16)
-    return (digest % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
-
-
-def speaker_of(filename: str) -> str:
-    """The part of the name the split hashes (the speaker or synthetic voice)."""
-    return _NOHASH.sub("", os.path.basename(filename))
 
 
 # --------------------------------------------------------------------------------------
@@ -215,97 +168,6 @@ def frontend_for(settings: Settings) -> FrontendSpec:
 
 
 # --------------------------------------------------------------------------------------
-# Audio files.
-
-
-def read_clip(path: Path, sample_rate_hz: int) -> tuple[Int16Array, str | None]:
-    """Mono int16 samples at ``sample_rate_hz``, read by kwsd's own WAV reader.
-
-    Second value: what the file held when it had to be converted (``"44100 Hz, 2 channels,
-    pcm24"``), else None. Unlike train.py, which reads any WAV as 16 kHz mono, every PCM and
-    float encoding is converted (resampled with soxr, channels averaged); what cannot be
-    read raises :class:`kwsd.errors.InputNotFoundError` or :class:`~kwsd.errors.AudioFormatError`
-    naming the file.
-    """
-    with open_audio(path, sample_rate_hz) as reader:  # one open: header facts, then the samples
-        info = reader.info
-        samples = np.concatenate([np.zeros(0, np.int16), *reader.blocks(1 << 16)])
-    native = (info.sample_rate_hz, info.channels, info.encoding) == (sample_rate_hz, 1, Encoding.PCM16)
-    return samples, None if native else info.describe()
-
-
-# --------------------------------------------------------------------------------------
-# Step 2: index.
-
-
-@dataclass(frozen=True)
-class Item:
-    """One example: a clip (path relative to the data folder) or silence (``path=None``)."""
-
-    label: str
-    path: str | None
-
-
-@dataclass
-class DataIndex:
-    data_dir: Path
-    labels: list[str]
-    items: dict[str, list[Item]]  # partition -> items, shuffled
-    words: dict[str, dict[str, list[str]]]  # partition -> word folder -> paths (all files)
-    noise_names: list[str]
-
-    def label_index(self, label: str) -> int:
-        return self.labels.index(label)
-
-
-def index_dataset(data_dir: Path, settings: Settings, rng: np.random.Generator) -> DataIndex:
-    """train.py's prepare_data_index, with a seeded generator and sorted file lists."""
-    if not data_dir.is_dir():
-        raise DatasetError(f"{data_dir}: no such data folder")
-    wanted = list(settings.wanted_words)
-    labels = [SILENCE_LABEL, UNKNOWN_LABEL, *wanted]
-    words: dict[str, dict[str, list[str]]] = {p: {} for p in PARTITIONS}
-    wanted_items: dict[str, list[Item]] = {p: [] for p in PARTITIONS}
-    unknown_items: dict[str, list[Item]] = {p: [] for p in PARTITIONS}
-    for wav_path in sorted(data_dir.glob("*/*.wav")):
-        folder = wav_path.parent.name
-        if folder == BACKGROUND_NOISE_DIR:
-            continue
-        word = folder.lower()
-        rel = wav_path.relative_to(data_dir).as_posix()
-        partition = which_set(rel, settings.validation_percentage, settings.testing_percentage)
-        words[partition].setdefault(word, []).append(rel)
-        if word in wanted:
-            wanted_items[partition].append(Item(word, rel))
-        else:
-            unknown_items[partition].append(Item(UNKNOWN_LABEL, rel))
-    missing = [w for w in wanted if not any(w in words[p] for p in PARTITIONS)]
-    if missing:
-        raise DatasetError(f"{data_dir}: no clips for wanted word(s) {', '.join(missing)}")
-    items: dict[str, list[Item]] = {}
-    for partition in PARTITIONS:
-        if not wanted_items[partition]:
-            raise DatasetError(
-                f"{data_dir}: the {partition} partition has no clips of the wanted words "
-                "(too few speakers/voices for the hash split)"
-            )
-        wanted_count = len(wanted_items[partition])
-        silence_count = math.ceil(wanted_count * settings.silence_percentage / 100)
-        unknown_count = math.ceil(wanted_count * settings.unknown_percentage / 100)
-        unknown_pool = list(unknown_items[partition])
-        rng.shuffle(unknown_pool)
-        chosen = (
-            wanted_items[partition]
-            + [Item(SILENCE_LABEL, None)] * silence_count
-            + unknown_pool[:unknown_count]
-        )
-        order = rng.permutation(len(chosen))
-        items[partition] = [chosen[i] for i in order]
-    noise_names = sorted(p.name for p in (data_dir / BACKGROUND_NOISE_DIR).glob("*.wav"))
-    return DataIndex(data_dir, labels, items, words, noise_names)
-
-
-# --------------------------------------------------------------------------------------
 # Step 3: audio -> features, with augmentation on the audio.
 
 
@@ -328,47 +190,22 @@ class Recipe:
 
 
 class AudioStore:
-    """Clips and background noise, each read once."""
+    """A loaded data set's clips and background noise (each read once, by
+    :func:`tools.training.dataset.load_dataset`) with the front end they are rendered for."""
 
-    def __init__(self, data_dir: Path, spec: FrontendSpec, noise_names: list[str]) -> None:
-        self.data_dir = data_dir
+    def __init__(self, dataset: Dataset, spec: FrontendSpec) -> None:
+        if dataset.clip_samples != spec.clip_samples:
+            raise ValueError(
+                f"the data set's clips are {dataset.clip_samples} samples, "
+                f"the front end's {spec.clip_samples}"
+            )
+        self.dataset = dataset
         self.spec = spec
-        self._clips: dict[str, FloatArray] = {}
-        self.converted: dict[str, str] = {}  # file (relative to data_dir) -> what it held
-        self.noise: dict[str, FloatArray] = {}
-        for name in noise_names:
-            samples, converted = read_clip(data_dir / BACKGROUND_NOISE_DIR / name, spec.sample_rate_hz)
-            if converted:
-                self.converted[f"{BACKGROUND_NOISE_DIR}/{name}"] = converted
-            if len(samples) < spec.clip_samples:
-                log.warning("%s: shorter than one clip, not used as background noise", name)
-                continue
-            self.noise[name] = samples / INT16_FULL_SCALE
+        self.noise = dataset.noise
 
     def clip(self, rel: str) -> FloatArray:
         """The clip padded or cut to the clip length, as float in [-1, 1)."""
-        cached = self._clips.get(rel)
-        if cached is None:
-            samples, converted = read_clip(self.data_dir / rel, self.spec.sample_rate_hz)
-            if converted:
-                self.converted[rel] = converted
-            cached = self._clips[rel] = fit_to_clip(samples, self.spec) / INT16_FULL_SCALE
-        return cached
-
-
-def converted_text(converted: dict[str, str], sample_rate_hz: int) -> str:
-    """One report line for the files that were not 16-bit mono at the model's rate:
-    how many of each source format, with a few of their names."""
-    by_format: dict[str, list[str]] = {}
-    for rel, held in sorted(converted.items()):
-        by_format.setdefault(held, []).append(rel)
-    parts = [
-        f"{len(files)} x {held} (e.g. {', '.join(files[:3])})" for held, files in sorted(by_format.items())
-    ]
-    return (
-        f"{len(converted)} file(s) were converted to {sample_rate_hz} Hz mono int16 by kwsd's "
-        f"reader: {'; '.join(parts)}"
-    )
+        return self.dataset.clip(rel)
 
 
 def render(recipe: Recipe, store: AudioStore) -> Int16Array:
@@ -736,13 +573,13 @@ def build_stream(
 
 
 def pick_stream_words(
-    index: DataIndex, partition: str, wanted_sequence: list[str], unknown_count: int, rng: np.random.Generator
+    dataset: Dataset, partition: str, wanted_sequence: list[str], unknown_count: int, rng: np.random.Generator
 ) -> list[tuple[str, str]]:
     """(ground-truth label, path) for each wanted word in order, plus ``unknown_count``
     unknown words inserted at random places; files from ``partition`` only, none twice
     unless the partition has too few."""
-    pool = index.words[partition]
-    wanted = set(index.labels[2:])
+    pool = dataset.words[partition]
+    wanted = set(dataset.labels[2:])
     unknown_words = sorted(w for w in pool if w not in wanted)
     used: set[str] = set()
 
@@ -1078,19 +915,29 @@ def run(
 
     # Step 2: split.
     rng = np.random.default_rng([settings.seed, 2])
-    index = index_dataset(data_dir, settings, rng)
-    labels = index.labels
+    data_settings = DatasetSettings(
+        sample_rate_hz=spec.sample_rate_hz,
+        clip_duration_ms=spec.clip_duration_ms,
+        wanted_words=settings.wanted_words,
+        silence_percentage=settings.silence_percentage,
+        unknown_percentage=settings.unknown_percentage,
+        validation_percentage=settings.validation_percentage,
+        testing_percentage=settings.testing_percentage,
+    )
+    data = load_dataset(data_dir, data_settings, seed=rng)  # every file checked, clips read once
+    labels = data.labels
+    log.info("step 2: files checked:\n  %s", "\n  ".join(data.report.lines()))
     voices_per_partition = {
-        p: len({speaker_of(path) for paths in index.words[p].values() for path in paths}) for p in PARTITIONS
+        p: len({speaker_of(path) for paths in data.words[p].values() for path in paths}) for p in PARTITIONS
     }
-    # For a given --data_dir, describe what the index found (synth describes its own).
-    all_words = {w for p in PARTITIONS for w in index.words[p]}
+    # For a given --data_dir, describe what the load found (synth describes its own).
+    all_words = {w for p in PARTITIONS for w in data.words[p]}
     description.setdefault("unknown_words", sorted(all_words - set(settings.wanted_words)))
     description.setdefault("voices", sum(voices_per_partition.values()))
     clips_per_partition: dict[str, dict[str, int]] = {}
     for p in PARTITIONS:
-        counts = {label: sum(1 for it in index.items[p] if it.label == label) for label in labels}
-        counts["total"] = len(index.items[p])
+        counts = {label: sum(1 for it in data.items[p] if it.label == label) for label in labels}
+        counts["total"] = len(data.items[p])
         clips_per_partition[p] = counts
         log.info(
             "step 2: %-10s %4d items from %3d voices: %s",
@@ -1099,7 +946,7 @@ def run(
             voices_per_partition[p],
             ", ".join(f"{k} {v}" for k, v in counts.items() if k != "total"),
         )
-    store = AudioStore(data_dir, spec, index.noise_names)
+    store = AudioStore(data, spec)
     if not store.noise:
         log.warning(
             "step 2: %s has no background noise: no noise augmentation, silence is digital zero",
@@ -1111,20 +958,18 @@ def run(
     train_recipes = [
         make_recipe(item, store, settings, rng, augment=True)
         for _ in range(settings.augment_copies)
-        for item in index.items["training"]
+        for item in data.items["training"]
     ]
     val_recipes = [
-        make_recipe(item, store, settings, rng, augment=False) for item in index.items["validation"]
+        make_recipe(item, store, settings, rng, augment=False) for item in data.items["validation"]
     ]
-    test_recipes = [make_recipe(item, store, settings, rng, augment=False) for item in index.items["testing"]]
+    test_recipes = [make_recipe(item, store, settings, rng, augment=False) for item in data.items["testing"]]
     x_train = features_for(train_recipes, store)
     x_val = features_for(val_recipes, store)
     x_test = features_for(test_recipes, store)
     y_train = np.array([labels.index(r.label) for r in train_recipes], np.int64)
     y_val = np.array([labels.index(r.label) for r in val_recipes], np.int64)
     y_test = np.array([labels.index(r.label) for r in test_recipes], np.int64)
-    if store.converted:
-        log.warning("step 3: %s", converted_text(store.converted, spec.sample_rate_hz))
     log.info(
         "step 3: features %s for %d training inputs (%d augmented copies), %d validation, %d test, in %.1f s",
         "x".join(map(str, spec.feature_shape)),
@@ -1223,7 +1068,7 @@ def run(
         for _ in range(settings.tuning_words - round(0.3 * settings.tuning_words))
     ]
     tune_words = pick_stream_words(
-        index, "validation", tune_sequence, round(0.3 * settings.tuning_words), tune_rng
+        data, "validation", tune_sequence, round(0.3 * settings.tuning_words), tune_rng
     )
     # The reference generator's timing: one word per 3000 ms slot, start uniform in its
     # first 2000 ms; noise volume up to 0.1.
@@ -1299,7 +1144,7 @@ def run(
         settings.wanted_words[i]
         for i in demo_rng.permutation(np.tile(np.arange(len(settings.wanted_words)), 2))
     ]
-    demo_words = pick_stream_words(index, "testing", demo_sequence, 2, demo_rng)
+    demo_words = pick_stream_words(data, "testing", demo_sequence, 2, demo_rng)
     starts, total = stream_plan(
         len(demo_words),
         demo_rng,
