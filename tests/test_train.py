@@ -1,0 +1,217 @@
+"""tools/train.py as a user runs it: tiny trainings on a small synthetic Speech Commands set.
+
+Real parts throughout: espeak-ng clips, kwsd's front end, TensorFlow, the TFLite converter,
+and kwsd's own bundle loader and classifier for the exported models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.training_tools import missing_training_tools
+
+pytestmark = pytest.mark.skipif(missing_training_tools() is not None, reason=str(missing_training_tools()))
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from tools.synth import synthesise
+
+    out = tmp_path_factory.mktemp("speech")
+    synthesise(out, ["yes", "no"], ["up", "down"], voice_count=30, repetitions=1, seed=3)
+    return out
+
+
+def train(tmp_path, data_dir, *extra, steps="6,4", rates="0.01,0.002", arch="tiny_conv", capsys=None):
+    from tools.train import main
+
+    argv = [
+        "--data_url=",
+        f"--data_dir={data_dir}",
+        "--wanted_words=yes,no",
+        f"--how_many_training_steps={steps}",
+        f"--learning_rate={rates}",
+        f"--model_architecture={arch}",
+        "--window_stride_ms=20",
+        "--feature_bin_count=13",
+        "--batch_size=16",
+        "--eval_step_interval=5",
+        "--save_step_interval=5",
+        "--augment_copies=1",
+        "--workers=1",
+        "--representative_count=20",
+        f"--train_dir={tmp_path / 'train'}",
+        f"--summaries_dir={tmp_path / 'logs'}",
+        f"--model_dir={tmp_path / 'model'}",
+        *extra,
+    ]
+    code = main(argv)
+    captured = capsys.readouterr() if capsys is not None else None
+    return code, captured.err if captured else ""
+
+
+def test_a_tiny_run_logs_trains_checkpoints_and_exports_both_bundles(tmp_path, data_dir, capsys):
+    code, err = train(tmp_path, data_dir, capsys=capsys)
+    assert code == 0, err
+    lines = err.splitlines()
+    # train.py's line for every step in the run's log; on stderr (not a terminal here) every
+    # --log_every steps and the last, with the progress and ETA.
+    run_log = (tmp_path / "train" / "train.log").read_text().splitlines()
+    steps = [line for line in run_log if line.startswith("Step #")]
+    assert len(steps) == 10
+    assert steps[0].startswith("Step #1: rate 0.01, accuracy ") and "cross entropy " in steps[0]
+    assert steps[6].startswith("Step #7: rate 0.002,")
+    assert any(line.startswith("Step #10: rate 0.002,") and "ETA" in line for line in lines)
+    # The confusion matrix has the label names on both axes.
+    header = next(
+        i for i, line in enumerate(lines) if line.split() == ["_silence_", "_unknown_", "yes", "no"]
+    )
+    assert [lines[header + 1 + k].split()[0] for k in range(4)] == ["_silence_", "_unknown_", "yes", "no"]
+    assert any(line.startswith("Step 5: Validation accuracy = ") and "(N=" in line for line in lines)
+    assert any(line.startswith("Step 10: Validation accuracy = ") for line in lines)
+    assert any(line.startswith("Final test accuracy = ") for line in lines)
+
+    train_dir = tmp_path / "train"
+    for step in (5, 10):
+        assert (train_dir / f"tiny_conv.ckpt-{step}.index").exists()
+        record = json.loads((train_dir / f"tiny_conv.ckpt-{step}.json").read_text())
+        assert record["step"] == step and record["labels"] == ["_silence_", "_unknown_", "yes", "no"]
+    assert (train_dir / "tiny_conv_labels.txt").read_text().split() == ["_silence_", "_unknown_", "yes", "no"]
+    events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert {p.parent.name for p in events} == {"train", "validation"}
+
+    from kwsd.bundle import read_bundle
+
+    model_dir = tmp_path / "model"
+    int8 = read_bundle(model_dir / "tiny_conv.kwsd")
+    float32 = read_bundle(model_dir / "tiny_conv-float.kwsd")
+    assert list(int8.labels) == list(float32.labels) == ["_silence_", "_unknown_", "yes", "no"]
+    assert int8.metrics["quantization"] == "int8" and float32.metrics["quantization"] == "float32"
+    assert 0.0 <= int8.metrics["test_accuracy"] <= 1.0 and int8.metrics["test_count"] > 0
+    assert (model_dir / "tiny_conv_model_data.cc").read_text().count("0x") == len(int8.tflite)
+    summaries = [line for line in lines if line.startswith("export: ")]
+    assert len(summaries) == 2 and "ops " in summaries[0] and "input int8" in summaries[0]
+
+
+def test_the_float_bundle_gives_the_training_model_s_scores(tmp_path, data_dir, capsys):
+    import tensorflow as tf
+
+    from kwsd.audio import read_wav
+    from kwsd.bundle import read_bundle
+    from kwsd.classifier import TfliteClassifier
+    from kwsd.frontend import compute_features
+    from tools.training.models import build_model
+
+    code, err = train(tmp_path, data_dir, capsys=capsys)
+    assert code == 0, err
+    bundle = read_bundle(tmp_path / "model" / "tiny_conv-float.kwsd")
+    spec = bundle.frontend
+    frames, features = spec.feature_shape
+    record = json.loads((tmp_path / "train" / "tiny_conv.ckpt-10.json").read_text())
+    model = build_model(
+        "tiny_conv", frames=frames, features=features, label_count=4, dropout=record["dropout"], options={}
+    )
+    tf.train.Checkpoint(model=model).read(str(tmp_path / "train" / "tiny_conv.ckpt-10")).expect_partial()
+    clip = next(iter(sorted((data_dir / "yes").glob("*.wav"))))
+    window = compute_features(spec, read_wav(clip, spec.sample_rate_hz))
+    keras_scores = tf.nn.softmax(model(window[None], training=False)).numpy()[0]
+    tflite_scores = TfliteClassifier(bundle).classify(window)
+    np.testing.assert_allclose(tflite_scores, keras_scores, atol=1e-5)
+
+
+def test_resume_continues_at_the_next_step_and_its_phase_rate(tmp_path, data_dir, capsys):
+    code, err = train(tmp_path, data_dir, "--no_export", steps="5", rates="0.01", capsys=capsys)
+    assert code == 0, err
+    checkpoint = tmp_path / "train" / "tiny_conv.ckpt-5"
+    code, err = train(
+        tmp_path, data_dir, "--no_export", f"--start_checkpoint={checkpoint}", steps="5,3", capsys=capsys
+    )
+    assert code == 0, err
+    run_log = (tmp_path / "train" / "train.log").read_text().splitlines()
+    steps = [line for line in run_log if line.startswith("Step #")]
+    assert [line.split(":")[0] for line in steps] == [f"Step #{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8)]
+    assert steps[5].startswith("Step #6: rate 0.002,")  # phase 2 of "5,3" at "0.01,0.002"
+    assert (tmp_path / "train" / "tiny_conv.ckpt-8.index").exists()
+
+
+def test_a_checkpoint_from_another_architecture_is_refused_by_name(tmp_path, data_dir, capsys):
+    code, err = train(tmp_path, data_dir, "--no_export", steps="5", rates="0.01", capsys=capsys)
+    assert code == 0, err
+    checkpoint = tmp_path / "train" / "tiny_conv.ckpt-5"
+    code, err = train(tmp_path, data_dir, f"--start_checkpoint={checkpoint}", arch="single_fc", capsys=capsys)
+    assert code == 64
+    expected = f"--start_checkpoint {checkpoint}: made with architecture tiny_conv, this run has single_fc"
+    assert f"train: error: {expected}" in err
+    code, err = train(
+        tmp_path, data_dir, f"--start_checkpoint={checkpoint}", "--wanted_words=yes,up", capsys=capsys
+    )
+    assert code == 64 and "made with labels _silence_,_unknown_,yes,no" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--how_many_training_steps=10,10", "--learning_rate=0.01"],
+            "--how_many_training_steps and --learning_rate must be lists of equal length",
+        ),
+        (["--model_architecture=resnet9000"], "--model_architecture: unknown 'resnet9000'"),
+    ],
+)
+def test_bad_flags_are_one_line_naming_the_flag(tmp_path, data_dir, capsys, flags, message):
+    from tools.train import main
+
+    code = main(["--data_url=", f"--data_dir={data_dir}", f"--train_dir={tmp_path}", *flags])
+    err = capsys.readouterr().err
+    assert code == 64
+    assert [line for line in err.splitlines() if line.startswith("train: error: ")] == [
+        line for line in err.splitlines() if message in line
+    ]
+
+
+def test_export_makes_the_same_bundles_from_a_checkpoint_alone(tmp_path, data_dir, capsys):
+    from kwsd.bundle import read_bundle
+    from tools.export import main as export_main
+
+    code, err = train(tmp_path, data_dir, capsys=capsys)
+    assert code == 0, err
+    trained = read_bundle(tmp_path / "model" / "tiny_conv.kwsd")
+    code = export_main(
+        [
+            f"--start_checkpoint={tmp_path / 'train' / 'tiny_conv.ckpt-10'}",
+            f"--model_dir={tmp_path / 'again'}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    again = read_bundle(tmp_path / "again" / "tiny_conv.kwsd")
+    # No front-end flag repeated: the record beside the checkpoint carried it.
+    assert again.frontend == trained.frontend and again.labels == trained.labels
+    # The same weights: the same float model. (The int8 calibration is not bit-reproducible
+    # across converter runs, so the int8 models are compared by their measured accuracy.)
+    from kwsd.classifier import TfliteClassifier
+
+    windows = np.random.default_rng(0).normal(0, 10, (20, *trained.frontend.feature_shape)).astype(np.float32)
+    first = TfliteClassifier(read_bundle(tmp_path / "model" / "tiny_conv-float.kwsd"))
+    second = TfliteClassifier(read_bundle(tmp_path / "again" / "tiny_conv-float.kwsd"))
+    for window in windows:
+        np.testing.assert_allclose(first.classify(window), second.classify(window), atol=1e-6)
+    assert again.metrics["test_accuracy"] == trained.metrics["test_accuracy"]
+    assert len([line for line in err.splitlines() if line.startswith("export: ")]) == 2
+
+
+def test_check_nans_stops_a_diverging_run_naming_the_layer(tmp_path, data_dir, capsys):
+    # Plain gradient descent at an absurd rate: the weights overflow within a few steps.
+    flags = ("--check_nans", "--no_export", "--optimizer=gradient_descent")
+    code, err = train(tmp_path, data_dir, *flags, steps="10", rates="3e38", arch="single_fc", capsys=capsys)
+    assert code == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("train: error: ")]
+    assert len(errors) == 1 and "NaN or Inf" in errors[0] and "layer '" in errors[0], err

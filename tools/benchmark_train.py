@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Training speed: kwsd's trainer against a baseline that recomputes features every step.
+
+    python tools/benchmark_train.py --data_dir DIR [--model_architecture tiny_conv]
+        [--batch_size 100] [--steps 40] [--rounds 3]
+
+Both sides run the same model, batch size, optimizer and compiled train step, in this one
+process, interleaved (``--rounds`` rounds of ``--steps`` steps each, the median round counts),
+so a busy machine slows both alike:
+
+* kwsd: a batch is drawn from the pool of precomputed (augmented) training features, as
+  ``tools/train.py`` does;
+* baseline: every step renders its batch's audio (time shift and background noise drawn
+  afresh, train.py's rule) and computes the features of each clip with kwsd's front end, as
+  train.py does with its own front end at every step, then runs the same train step.
+
+The one-off cost kwsd pays instead (computing the pool) is printed too, and how many baseline
+steps it equals. Target: kwsd at least 5 times the baseline's steps per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+TOOLS_DIR = Path(__file__).resolve().parent
+if str(TOOLS_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(TOOLS_DIR.parent))
+
+import numpy as np  # noqa: E402
+
+from tools.training.features import Augmentation, make_recipe, partition_features, render  # noqa: E402
+
+TARGET_RATIO = 5.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--wanted_words", default="yes,no,stop,go")
+    parser.add_argument("--model_architecture", default="tiny_conv")
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=40, help="steps per round and side")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window_stride_ms", type=int, default=20)
+    parser.add_argument("--feature_bin_count", type=int, default=40)
+    parser.add_argument("--preprocess", default="mfcc", choices=["mfcc", "micro"])
+    parser.add_argument("--augment_copies", type=int, default=4)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import tensorflow as tf
+
+    from kwsd.frontend import compute_features
+    from tools.train import build_parser, frontend_for
+    from tools.training import dataset as data
+    from tools.training import models
+
+    flags = build_parser().parse_args(
+        [
+            f"--preprocess={args.preprocess}",
+            f"--window_stride_ms={args.window_stride_ms}",
+            f"--feature_bin_count={args.feature_bin_count}",
+        ]
+    )
+    spec = frontend_for(flags)
+    settings = data.DatasetSettings(wanted_words=tuple(args.wanted_words.split(",")))
+    dataset = data.load_dataset(Path(args.data_dir), settings, seed=1)
+    augmentation = Augmentation()
+    started = time.monotonic()
+    pool = partition_features(
+        dataset,
+        spec,
+        "training",
+        augmentation=augmentation,
+        copies=args.augment_copies,
+        seed=1,
+        cache_dir=None,
+    )
+    pool_s = time.monotonic() - started
+
+    tf.keras.utils.set_random_seed(1)
+    frames, features = spec.feature_shape
+    model = models.build_model(
+        args.model_architecture, frames=frames, features=features, label_count=len(dataset.labels)
+    )
+    optimizer = tf.keras.optimizers.Adam(0.001)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    rng = np.random.default_rng(2)
+    items = dataset.items["training"]
+
+    def ours() -> None:
+        index = rng.integers(0, len(pool), args.batch_size)
+        train_step(pool.x[index], pool.y[index])
+
+    def baseline() -> None:
+        batch = [items[int(i)] for i in rng.integers(0, len(items), args.batch_size)]
+        x = np.empty((len(batch), frames, features), np.float32)
+        y = np.empty(len(batch), np.int64)
+        for k, item in enumerate(batch):
+            label = dataset.label_index(item.label)
+            recipe = make_recipe(item, label, dataset, augmentation, rng, augment=True)
+            x[k] = compute_features(spec, render(recipe, dataset, spec.clip_samples))
+            y[k] = label
+        train_step(x, y)
+
+    for warm in (ours, baseline):  # compile and warm caches outside the timing
+        warm()
+    rates: dict[str, list[float]] = {"kwsd": [], "baseline": []}
+    for _ in range(args.rounds):
+        for name, step in (("kwsd", ours), ("baseline", baseline)):
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            rates[name].append(args.steps / (time.perf_counter() - t0))
+    ours_rate = statistics.median(rates["kwsd"])
+    base_rate = statistics.median(rates["baseline"])
+    ratio = ours_rate / base_rate
+    print(
+        f"kwsd training benchmark: {models.describe(model)}; {spec.describe()}; batch {args.batch_size}; "
+        f"{len(items)} training items; {os.cpu_count()} cores"
+    )
+    print(f"  kwsd (precomputed pool)    {ours_rate:8.1f} steps/s  (rounds: {_fmt(rates['kwsd'])})")
+    print(f"  baseline (features/step)   {base_rate:8.1f} steps/s  (rounds: {_fmt(rates['baseline'])})")
+    print(
+        f"  ratio {ratio:.1f} x (target >= {TARGET_RATIO:.0f} x) "
+        + ("OK" if ratio >= TARGET_RATIO else "MISSED")
+    )
+    print(
+        f"  one-off: the pool ({len(pool)} features, {args.augment_copies} copies per item) "
+        f"took {pool_s:.1f} s "
+        f"= {pool_s * base_rate:.0f} baseline steps"
+    )
+    return 0 if ratio >= TARGET_RATIO else 1
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

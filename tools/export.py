@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Export a checkpoint of tools/train.py as kwsd bundles: what freeze.py does, and more.
+
+    python tools/export.py --start_checkpoint /tmp/speech_commands_train/ds_cnn.ckpt-18000 \\
+        --model_dir /tmp/speech_commands_model
+
+Unlike freeze.py, no front-end flag has to be repeated: the checkpoint's record (the ``.json``
+beside it) holds the architecture, labels, front end and data set it was trained with, and
+the bundle carries them to the daemon. Written into ``--model_dir``:
+
+* ``<name>.kwsd`` (full int8: int8 input and output, calibrated on real training features)
+  and ``<name>-float.kwsd`` (float32), each with its test accuracy measured by the TFLite
+  interpreter (kwsd's own classifier) in its metrics;
+* ``<name>.tflite`` and ``<name>-float.tflite`` alone, with ``<name>_labels.txt``;
+* ``<name>_model_data.cc``: the int8 model as a C array for TFLite Micro;
+* one summary line per model: size, operators, input and output types, test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+TOOLS_DIR = Path(__file__).resolve().parent
+if str(TOOLS_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(TOOLS_DIR.parent))
+
+import numpy as np  # noqa: E402
+
+from kwsd.errors import KwsdError  # noqa: E402
+from kwsd.frontend import FrontendSpec, SpecError  # noqa: E402
+from tools.training.trainer import TrainingError, read_checkpoint_identity  # noqa: E402
+
+TOOL_NAME = "tools/export.py"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tools.training import dataset as data
+    from tools.training import models
+    from tools.training.export import export_bundles
+    from tools.training.features import Augmentation, partition_features
+
+    prefix = Path(args.start_checkpoint)
+    record = read_checkpoint_identity(prefix)
+    try:
+        spec = FrontendSpec.from_dict(record["frontend"], where=f"{prefix}.json frontend")
+        source = record["data"]
+        settings = data.DatasetSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in source["settings"].items()}
+        )
+        augmentation = Augmentation(**source["augmentation"])
+        architecture = record["architecture"]
+        labels = list(record["labels"])
+    except (KeyError, TypeError, SpecError) as err:
+        raise TrainingError(
+            f"--start_checkpoint {prefix}: its record is incomplete or wrong ({err})"
+        ) from None
+    data_dir = Path(args.data_dir or source["data_dir"])
+    dataset = data.load_dataset(data_dir, settings, seed=source["seed"])
+    if list(dataset.labels) != labels:
+        raise TrainingError(
+            f"{data_dir}: labels {', '.join(dataset.labels)}, the checkpoint has {', '.join(labels)}"
+        )
+    cache = prefix.parent / "features"
+    features = {
+        partition: partition_features(
+            dataset,
+            spec,
+            partition,
+            augmentation=augmentation,
+            copies=source["augment_copies"],
+            seed=source["seed"],
+            cache_dir=cache,
+        )
+        for partition in ("training", "testing")
+    }
+
+    import tensorflow as tf
+
+    frames, feature_count = spec.feature_shape
+    model = models.build_model(
+        architecture,
+        frames=frames,
+        features=feature_count,
+        label_count=len(labels),
+        dropout=record.get("dropout", 0.0),
+        options=record.get("model_options") or {},
+    )
+    tf.train.Checkpoint(model=model).read(str(prefix)).expect_partial()
+    training = features["training"]
+    pick = np.random.default_rng(source["seed"]).permutation(len(training))[: args.representative_count]
+    exported = export_bundles(
+        model,
+        name=args.name or architecture,
+        labels=labels,
+        spec=spec,
+        representative=training.x[pick],
+        test_x=features["testing"].x,
+        test_y=features["testing"].y,
+        out_dir=Path(args.model_dir),
+        tool=TOOL_NAME,
+        dataset={"data_dir": str(data_dir), "checkpoint": str(prefix), "seed": source["seed"]},
+        metrics={
+            "architecture": architecture,
+            "steps": record["step"],
+            "parameters": int(model.count_params()),
+        },
+    )
+    for item in exported:
+        print(f"export: {item.summary}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--start_checkpoint", required=True, help="<train_dir>/<arch>.ckpt-<step>")
+    parser.add_argument("--model_dir", default="/tmp/speech_commands_model", help="where to write")
+    parser.add_argument("--name", default="", help="file and bundle name (default: the architecture)")
+    parser.add_argument("--data_dir", default="", help="the data set, if it moved since training")
+    parser.add_argument("--representative_count", type=int, default=500, help="inputs calibrating int8")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tools.training.dataset import DatasetError
+
+    try:
+        return run(args)
+    except TrainingError as err:
+        print(f"export: error: {err}", file=sys.stderr)
+        return 64
+    except (DatasetError, KwsdError) as err:
+        print(f"export: error: {err}", file=sys.stderr)
+        return 65
+
+
+if __name__ == "__main__":
+    sys.exit(main())

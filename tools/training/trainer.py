@@ -1,0 +1,491 @@
+"""The training loop: train.py's schedule, log lines, evaluations and checkpoints, in tf.keras.
+
+* Phases: ``how_many_training_steps`` and ``learning_rate`` are lists of equal length; phase k
+  runs its steps at its rate (train.py's rule). A resumed run continues at the step after the
+  checkpoint's, in the phase (and at the rate) that step belongs to.
+* Every step: ``Step #N: rate R, accuracy A%, cross entropy X`` (train.py's line) goes to the
+  run's log file; the terminal shows it on a progress bar with the ETA (or every
+  ``log_every`` steps when stderr is not a terminal).
+* Every ``eval_step_interval`` steps and at the end: the validation confusion matrix with the
+  label names on both axes (rows = truth, columns = prediction) and
+  ``Step N: Validation accuracy = A% (N=count)``; at the end the same for the test set and
+  ``Final test accuracy = A% (N=count)``.
+* Checkpoints ``<train_dir>/<arch>.ckpt-<step>`` every ``save_step_interval`` steps and at the
+  last, with ``<arch>_labels.txt`` and a ``.json`` beside each holding what a resumed run or
+  the export must agree with (architecture, labels, front end, model options).
+* TensorBoard (``summaries_dir``/train and /validation): ``cross_entropy``, ``accuracy`` and
+  ``learning_rate`` scalars; at each evaluation weight and activation histograms, the
+  confusion matrix as an image and as a labelled table (the Text tab), and a few example
+  feature images once.
+* ``check_nans``: a step whose loss or gradients are not finite stops the run, naming the
+  first layer whose output (or weights) went non-finite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from tools.training.features import FeatureSet
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(Exception):
+    """A training run that cannot go on: one line naming the flag, file or layer."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """train.py's phases: ``steps[k]`` steps at ``rates[k]``."""
+
+    steps: tuple[int, ...]
+    rates: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, steps_text: str, rates_text: str) -> Schedule:
+        try:
+            steps = tuple(int(s) for s in steps_text.split(","))
+        except ValueError:
+            raise TrainingError(
+                f"--how_many_training_steps: expected comma-separated step counts, got {steps_text!r}"
+            ) from None
+        try:
+            rates = tuple(float(s) for s in rates_text.split(","))
+        except ValueError:
+            raise TrainingError(
+                f"--learning_rate: expected comma-separated learning rates, got {rates_text!r}"
+            ) from None
+        if len(steps) != len(rates):
+            raise TrainingError(
+                f"--how_many_training_steps and --learning_rate must be lists of equal length, "
+                f"got {len(steps)} step counts ({steps_text}) and {len(rates)} rates ({rates_text})"
+            )
+        if any(s <= 0 for s in steps):
+            raise TrainingError(f"--how_many_training_steps: every phase needs > 0 steps, got {steps_text}")
+        if any(not (r > 0 and math.isfinite(r)) for r in rates):
+            raise TrainingError(f"--learning_rate: every rate must be > 0, got {rates_text}")
+        return cls(steps, rates)
+
+    @property
+    def total(self) -> int:
+        return sum(self.steps)
+
+    def rate_at(self, step: int) -> float:
+        """The rate of step ``step`` (1-based)."""
+        end = 0
+        for steps, rate in zip(self.steps, self.rates, strict=True):
+            end += steps
+            if step <= end:
+                return rate
+        return self.rates[-1]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    architecture: str
+    labels: tuple[str, ...]
+    schedule: Schedule
+    batch_size: int = 100
+    eval_step_interval: int = 400
+    save_step_interval: int = 100
+    optimizer: str = "adam"
+    seed: int = 59185
+    check_nans: bool = False
+    log_every: int = 100
+    #: What a resumed run must match (architecture, labels, front end, model options).
+    identity: dict[str, Any] = field(default_factory=dict)
+    #: Recorded beside each checkpoint too, not checked (the data set, for tools/export.py).
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+def confusion(truth: Any, predicted: Any, size: int) -> npt.NDArray[np.int64]:
+    matrix = np.zeros((size, size), np.int64)
+    np.add.at(matrix, (np.asarray(truth, np.int64), np.asarray(predicted, np.int64)), 1)
+    return matrix
+
+
+def confusion_text(matrix: npt.NDArray[np.int64], labels: Sequence[str]) -> str:
+    """The confusion matrix with the label names on both axes (rows = truth)."""
+    width = max(6, *(len(label) for label in labels)) + 1
+    lines = [" " * width + "".join(f"{label:>{width}}" for label in labels)]
+    for label, row in zip(labels, matrix, strict=True):
+        lines.append(f"{label:>{width}}" + "".join(f"{v:>{width}d}" for v in row))
+    lines.append(f"{'':>{width}}(rows: true label; columns: predicted label)")
+    return "\n".join(lines)
+
+
+def confusion_markdown(matrix: npt.NDArray[np.int64], labels: Sequence[str]) -> str:
+    head = "| truth \\ predicted | " + " | ".join(labels) + " |"
+    rule = "|---|" + "---|" * len(labels)
+    rows = [
+        f"| **{label}** | " + " | ".join(str(v) for v in row) + " |"
+        for label, row in zip(labels, matrix, strict=True)
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+class Progress:
+    """A one-line progress bar with the ETA on a terminal; plain lines every ``every`` steps else."""
+
+    def __init__(self, total: int, first: int, stream: TextIO, every: int) -> None:
+        self.total = total
+        self.first = first
+        self.stream = stream
+        self.every = max(1, every)
+        self.tty = stream.isatty()
+        self.started = time.monotonic()
+        self._shown = False
+
+    def step(self, step: int, line: str) -> None:
+        done = step - self.first + 1
+        elapsed = time.monotonic() - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate else 0.0
+        text = (
+            f"{line} | {step}/{self.total} {100 * step / self.total:5.1f}% {rate:.1f} steps/s ETA {_hms(eta)}"
+        )
+        if self.tty:
+            width = 30
+            filled = int(width * step / self.total)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\x1b[K")
+            self.stream.flush()
+            self._shown = True
+        elif step % self.every == 0 or step == self.total:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def interrupt(self) -> None:
+        """End the bar's line before other output."""
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def checkpoint_prefix(train_dir: Path, architecture: str, step: int) -> Path:
+    return train_dir / f"{architecture}.ckpt-{step}"
+
+
+def read_checkpoint_identity(prefix: Path) -> dict[str, Any]:
+    """The .json beside a checkpoint; TrainingError naming the file when it is missing or bad."""
+    info_path = Path(f"{prefix}.json")
+    index_path = Path(f"{prefix}.index")
+    if not index_path.exists():
+        raise TrainingError(f"--start_checkpoint {prefix}: no such checkpoint (no {index_path.name})")
+    try:
+        data = json.loads(info_path.read_text())
+    except FileNotFoundError:
+        raise TrainingError(
+            f"--start_checkpoint {prefix}: {info_path.name} is missing "
+            "(not written by kwsd's tools/train.py?)"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"--start_checkpoint {prefix}: cannot read {info_path.name}: {err}") from None
+    if not isinstance(data, dict) or "step" not in data:
+        raise TrainingError(f"--start_checkpoint {prefix}: {info_path.name} is not a kwsd checkpoint record")
+    return data
+
+
+def check_identity(prefix: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """A checkpoint from another architecture, label set or front end is refused, naming what differs."""
+    for key, value in wanted.items():
+        if key in saved and saved[key] != value:
+            raise TrainingError(
+                f"--start_checkpoint {prefix}: made with {key} {_short(saved[key])}, "
+                f"this run has {_short(value)}"
+            )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    last_step: int
+    validation_accuracy: float | None
+    test_accuracy: float | None
+    test_matrix: npt.NDArray[np.int64] | None
+    checkpoint: Path
+    seconds: float
+    steps_per_second: float
+
+
+def train(
+    model: Any,
+    settings: RunSettings,
+    *,
+    training: FeatureSet,
+    validation: FeatureSet,
+    testing: FeatureSet,
+    train_dir: Path,
+    summaries_dir: Path | None,
+    start_checkpoint: Path | None = None,
+    stream: TextIO | None = None,
+) -> Result:
+    """Run the schedule (from a checkpoint's step when given); returns the final figures."""
+    import tensorflow as tf
+
+    stream = stream or sys.stderr
+    labels = list(settings.labels)
+    schedule = settings.schedule
+    train_dir.mkdir(parents=True, exist_ok=True)
+    (train_dir / f"{settings.architecture}_labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    optimizer = _optimizer(tf, settings.optimizer, schedule.rates[0])
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
+    if start_checkpoint is not None:
+        saved = read_checkpoint_identity(start_checkpoint)
+        check_identity(start_checkpoint, saved, settings.identity)
+        checkpoint.read(str(start_checkpoint)).expect_partial()
+        if int(step_var.numpy()) != int(saved["step"]):
+            raise TrainingError(f"--start_checkpoint {start_checkpoint}: its step does not match its record")
+        log.info("resumed from %s at step %d", start_checkpoint, int(step_var.numpy()))
+    first = int(step_var.numpy()) + 1
+    if first > schedule.total:
+        raise TrainingError(
+            f"--start_checkpoint: already at step {first - 1}, the schedule ends at step {schedule.total}"
+        )
+
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    writers = _writers(tf, summaries_dir)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x: Any, y: Any, rate: Any) -> tuple[Any, Any, Any]:
+        optimizer.learning_rate.assign(rate)
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, logits)
+        grads = tape.gradient(loss, model.trainable_variables)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+        finite = tf.logical_and(finite, tf.math.is_finite(loss))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.float32))
+        return loss, accuracy, finite
+
+    rng = np.random.default_rng([settings.seed, first])
+    progress = Progress(schedule.total, first, stream, settings.log_every)
+    run_log = (train_dir / "train.log").open("a", encoding="utf-8")
+    started = time.monotonic()
+    validation_accuracy: float | None = None
+    last = first - 1
+    try:
+        if first == 1 and writers:
+            _feature_images(tf, writers["train"], training, labels)
+        for step in range(first, schedule.total + 1):
+            rate = schedule.rate_at(step)
+            index = rng.integers(0, len(training), settings.batch_size)
+            x, y = training.x[index], training.y[index]
+            loss, accuracy, finite = train_step(x, y, tf.constant(rate, tf.float32))
+            loss_v, accuracy_v = float(loss), float(accuracy)
+            if settings.check_nans and not bool(finite):
+                progress.interrupt()
+                raise TrainingError(_nan_report(tf, model, x, step))
+            step_var.assign(step)
+            last = step
+            line = (
+                f"Step #{step}: rate {rate:g}, accuracy {100 * accuracy_v:.1f}%, cross entropy {loss_v:.6f}"
+            )
+            run_log.write(line + "\n")
+            progress.step(step, line)
+            if writers:
+                with writers["train"].as_default(step=step):
+                    tf.summary.scalar("cross_entropy", loss_v)
+                    tf.summary.scalar("accuracy", accuracy_v)
+                    tf.summary.scalar("learning_rate", rate)
+            is_last = step == schedule.total
+            if step % settings.eval_step_interval == 0 or is_last:
+                progress.interrupt()
+                validation_accuracy, matrix = _report(
+                    model,
+                    validation,
+                    labels,
+                    title=f"Step {step}: Validation accuracy",
+                    sinks=(stream, run_log),
+                )
+                if writers:
+                    _eval_summaries(
+                        tf, writers, model, data=validation, labels=labels, step=step, matrix=matrix
+                    )
+            if step % settings.save_step_interval == 0 or is_last:
+                _save(checkpoint, train_dir, settings, step)
+    except KeyboardInterrupt:
+        progress.interrupt()
+        if last >= first:
+            path = _save(checkpoint, train_dir, settings, last)
+            stream.write(f"interrupted: saved {path} (resume with --start_checkpoint {path})\n")
+        raise
+    finally:
+        run_log.flush()
+    seconds = time.monotonic() - started
+    steps_done = last - first + 1
+    progress.interrupt()
+    test_accuracy, test_matrix = _report(
+        model, testing, labels, title="Final test accuracy", sinks=(stream, run_log)
+    )
+    run_log.close()
+    for writer in writers.values():
+        writer.flush()
+    return Result(
+        last_step=last,
+        validation_accuracy=validation_accuracy,
+        test_accuracy=test_accuracy,
+        test_matrix=test_matrix,
+        checkpoint=checkpoint_prefix(train_dir, settings.architecture, last),
+        seconds=seconds,
+        steps_per_second=steps_done / seconds if seconds > 0 else 0.0,
+    )
+
+
+def predict(model: Any, features: npt.NDArray[np.float32], batch: int = 512) -> npt.NDArray[np.float32]:
+    """Softmax scores of the Keras model (eval mode) for every input."""
+    import tensorflow as tf
+
+    out = [
+        tf.nn.softmax(model(features[i : i + batch], training=False)).numpy()
+        for i in range(0, len(features), batch)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _optimizer(tf: Any, name: str, rate: float) -> Any:
+    if name == "gradient_descent":
+        return tf.keras.optimizers.SGD(rate)
+    if name == "momentum":
+        return tf.keras.optimizers.SGD(rate, momentum=0.9)
+    if name == "adam":
+        return tf.keras.optimizers.Adam(rate)
+    raise TrainingError(f"--optimizer: expected gradient_descent, momentum or adam, got {name!r}")
+
+
+def _writers(tf: Any, summaries_dir: Path | None) -> dict[str, Any]:
+    if summaries_dir is None:
+        return {}
+    return {
+        name: tf.summary.create_file_writer(str(summaries_dir / name)) for name in ("train", "validation")
+    }
+
+
+def _report(
+    model: Any, data: FeatureSet, labels: list[str], *, title: str, sinks: Sequence[TextIO]
+) -> tuple[float, npt.NDArray[np.int64]]:
+    """Print the labelled confusion matrix and ``<title> = A% (N=count)``; (accuracy, matrix)."""
+    predicted = np.argmax(predict(model, data.x), axis=1) if len(data) else np.zeros(0, np.int64)
+    accuracy = float(np.mean(predicted == data.y)) if len(data) else 0.0
+    matrix = confusion(data.y, predicted, len(labels))
+    text = f"{confusion_text(matrix, labels)}\n{title} = {100 * accuracy:.1f}% (N={len(data)})\n"
+    for sink in sinks:
+        sink.write(text)
+        sink.flush()
+    return accuracy, matrix
+
+
+def _save(checkpoint: Any, train_dir: Path, settings: RunSettings, step: int) -> Path:
+    prefix = checkpoint_prefix(train_dir, settings.architecture, step)
+    checkpoint.write(str(prefix))
+    record = {
+        "step": step,
+        **settings.record,
+        **settings.identity,
+        "schedule": {"steps": list(settings.schedule.steps), "rates": list(settings.schedule.rates)},
+    }
+    Path(f"{prefix}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    log.info("saved %s", prefix)
+    return prefix
+
+
+def _nan_report(tf: Any, model: Any, x: Any, step: int) -> str:
+    """Which layer first went non-finite at ``step``: its weights, else its output on the batch."""
+    for layer in model.layers:
+        for weight in layer.weights:
+            if not np.all(np.isfinite(weight.numpy())):
+                return f"step {step}: weights of layer {layer.name!r} ({weight.name}) are NaN or Inf"
+    value = tf.convert_to_tensor(x)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.InputLayer):
+            continue
+        value = layer(value, training=True)
+        if not np.all(np.isfinite(value.numpy())):
+            return f"step {step}: layer {layer.name!r} output NaN or Inf (loss or gradients not finite)"
+    return f"step {step}: the loss or a gradient is NaN or Inf (every layer's output was finite)"
+
+
+def _eval_summaries(
+    tf: Any,
+    writers: dict[str, Any],
+    model: Any,
+    *,
+    data: FeatureSet,
+    labels: list[str],
+    step: int,
+    matrix: npt.NDArray[np.int64],
+) -> None:
+    accuracy = float(np.trace(matrix)) / max(1, int(matrix.sum()))
+    with writers["validation"].as_default(step=step):
+        tf.summary.scalar("accuracy", accuracy)
+        scores = predict(model, data.x[:512])
+        if len(scores):
+            picked = scores[np.arange(len(scores)), data.y[:512]]
+            tf.summary.scalar("cross_entropy", float(-np.mean(np.log(np.maximum(picked, 1e-12)))))
+        tf.summary.image("confusion_matrix", _matrix_image(matrix)[None], step=step)
+        tf.summary.text("confusion_matrix", confusion_markdown(matrix, labels), step=step)
+    with writers["train"].as_default(step=step):
+        for weight in model.trainable_weights:
+            tf.summary.histogram(f"weights/{weight.path if hasattr(weight, 'path') else weight.name}", weight)
+        sample = data.x[:64]
+        if len(sample):
+            value = tf.convert_to_tensor(sample)
+            for layer in model.layers:
+                if isinstance(layer, tf.keras.layers.InputLayer):
+                    continue
+                value = layer(value, training=False)
+                tf.summary.histogram(f"activations/{layer.name}", value)
+
+
+def _matrix_image(matrix: npt.NDArray[np.int64], cell: int = 12) -> npt.NDArray[np.float32]:
+    """The confusion matrix as a heat map (rows normalised), ``cell`` pixels per entry, RGB."""
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, np.maximum(rows, 1)).astype(np.float32)
+    image = np.kron(share, np.ones((cell, cell), np.float32))
+    rgb = np.stack([image, image * 0.5, 1.0 - image], axis=-1)  # blue (none) -> orange (all)
+    return rgb.astype(np.float32)
+
+
+def _feature_images(tf: Any, writer: Any, data: FeatureSet, labels: list[str], count: int = 6) -> None:
+    with writer.as_default(step=0):
+        for label_index in sorted(set(data.y.tolist()))[:count]:
+            example = data.x[int(np.flatnonzero(data.y == label_index)[0])]
+            low, high = float(example.min()), float(example.max())
+            image = (example.T[::-1] - low) / (high - low if high > low else 1.0)  # features up, time right
+            tf.summary.image(
+                f"features/{labels[label_index]}", image[None, :, :, None].astype(np.float32), step=0
+            )
