@@ -425,3 +425,52 @@ def test_a_model_bundle_that_fails_its_checks_stops_run_before_any_device_opens(
     assert result.returncode == 67, stderr
     assert stderr.startswith(f"kwsd: error: {bundle}: ")
     assert "nosuchmic" not in stderr and "Traceback" not in stderr  # no device was tried
+
+
+@needs_mosquitto
+def test_detections_made_while_the_broker_is_down_survive_a_daemon_kill(tmp_path):
+    # The subscriber's persistent session is registered, then the broker goes away. The
+    # daemon hears three words, spools them, and is killed; with the broker back, a new daemon
+    # delivers them first, with their original boot id and sequence numbers.
+    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
+    mosquitto.start()
+    subscriber = broker.Subscriber(mosquitto.port, "kwsd/pi1/detection", client_id="kept").wait_subscribed()
+    mosquitto.stop()
+    samples = read_wav(demo_wav_path(), 16000)[: 8500 * 16]
+    fifo = tmp_path / "mic.fifo"
+    writer = alsa.PacedFifoWriter(fifo, rate_hz=16000, frame_bytes=2, chunk_frames=16000 * BLOCK_MS // 1000)
+    conf = alsa.write_asound_conf(tmp_path / "asound.conf", alsa.file_pcm("kwsdtest", fifo))
+    spool = tmp_path / "spool"
+    config = (
+        f"audio:\n  device: kwsdtest\n  block_ms: {BLOCK_MS}\n"
+        f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: {spool}\n"
+    )
+    first = Daemon(tmp_path, config, alsa.capture_env(conf))
+    second = None
+    try:
+        first.wait_for_log("capturing from kwsdtest")
+        writer.start(samples.tobytes())
+        assert writer.payload_done.wait(20)
+        journal = spool / "journal.jsonl"
+        deadline = time.monotonic() + 10
+        while journal.read_text().count('"add"') < 3:
+            assert time.monotonic() < deadline, journal.read_text()
+            time.sleep(0.1)
+        first.proc.kill()  # SIGKILL: no clean stop, nothing flushed but what the spool holds
+        first.proc.wait(5)
+        mosquitto.start()
+        second = Daemon(tmp_path, config, alsa.capture_env(conf))
+        messages = subscriber.wait_for(lambda ms: len(ms) >= 3, 20, "the spooled detections")
+        code = second.stop()
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+        writer.stop()
+        subscriber.close()
+        mosquitto.stop()
+    assert code == 0, second.log
+    events = [json.loads(m.payload) for m in messages]
+    assert [(e["label"], e["sequence"]) for e in events] == [("stop", 1), ("stop", 2), ("go", 3)]
+    assert len({e["boot_id"] for e in events}) == 1
+    assert "republishing 3 spooled detections" in second.log
