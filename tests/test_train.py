@@ -164,6 +164,10 @@ def test_a_checkpoint_from_another_architecture_is_refused_by_name(tmp_path, dat
             "--how_many_training_steps and --learning_rate must be lists of equal length",
         ),
         (["--model_architecture=resnet9000"], "--model_architecture: unknown 'resnet9000'"),
+        (
+            ["--sample_rate=22050"],
+            "at 22050 Hz use multiples of 20 ms, e.g. --window_size_ms=40 --window_stride_ms=20",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_naming_the_flag(tmp_path, data_dir, capsys, flags, message):
@@ -215,3 +219,62 @@ def test_check_nans_stops_a_diverging_run_naming_the_layer(tmp_path, data_dir, c
     assert code == 1, err
     errors = [line for line in err.splitlines() if line.startswith("train: error: ")]
     assert len(errors) == 1 and "NaN or Inf" in errors[0] and "layer '" in errors[0], err
+
+
+def test_custom_data_at_22050_hz_with_5_second_clips_trains_and_exports(tmp_path, capsys):
+    # A baby monitor: "crying" (a wailing harmonic tone) against "quiet" (room noise), two
+    # folders of 5 s clips at 22.05 kHz, no _background_noise_ and no other words.
+    from kwsd.audio import write_wav
+    from kwsd.bundle import read_bundle
+
+    rate, seconds = 22050, 5
+    rng = np.random.default_rng(7)
+    t = np.arange(rate * seconds) / rate
+    data = tmp_path / "baby"
+    for n in range(40):
+        wail = 450 + 120 * np.sin(2 * np.pi * (0.7 + 0.1 * (n % 5)) * t)
+        phase = 2 * np.pi * np.cumsum(wail) / rate
+        crying = (
+            sum(np.sin(k * phase) / k for k in (1, 2, 3))
+            * 0.3
+            * (0.5 + 0.5 * np.sin(2 * np.pi * 0.4 * t) ** 2)
+        )
+        quiet = rng.normal(0, 0.01, len(t))
+        for word, audio in (("crying", crying), ("quiet", quiet)):
+            (data / word).mkdir(parents=True, exist_ok=True)
+            noisy = audio + rng.normal(0, 0.005, len(t))
+            write_wav(
+                data / word / f"room{n}_nohash_0.wav", (np.clip(noisy, -1, 1) * 32767).astype(np.int16), rate
+            )
+    from tools.train import main
+
+    code = main(
+        [
+            "--data_url=",
+            f"--work_dir={tmp_path / 'work'}",
+            f"--data_dir={data}",
+            "--wanted_words=crying,quiet",
+            "--sample_rate=22050",
+            "--clip_duration_ms=5000",
+            "--window_size_ms=40",  # 30 ms is 661.5 samples at 22.05 kHz: refused with a hint
+            "--window_stride_ms=20",
+            "--feature_bin_count=13",
+            "--model_architecture=tiny_conv",
+            "--how_many_training_steps=20",
+            "--learning_rate=0.01",
+            "--batch_size=16",
+            "--eval_step_interval=20",
+            "--augment_copies=1",
+            "--workers=1",
+            "--representative_count=20",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    bundle = read_bundle(tmp_path / "work" / "models" / "tiny_conv.kwsd")
+    assert (bundle.frontend.sample_rate_hz, bundle.frontend.clip_duration_ms) == (22050, 5000)
+    assert bundle.frontend.feature_shape == (249, 13)
+    assert list(bundle.labels) == ["_silence_", "_unknown_", "crying", "quiet"]
+    assert bundle.metrics["test_accuracy"] >= 0.75, err  # an easy task, even in 20 steps
+    assert (tmp_path / "work" / "train" / "tiny_conv.ckpt-20.index").exists()
+    assert list((tmp_path / "work" / "logs").rglob("events.out.tfevents.*"))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -89,7 +90,14 @@ def frontend_for(args: argparse.Namespace) -> FrontendSpec:
             mfcc=mfcc,
         )
     except SpecError as err:
-        raise TrainingError(f"front end flags: {err}") from None
+        step_ms = 1000 // math.gcd(args.sample_rate, 1000)
+        hint = ""
+        if "whole number of samples" in str(err) and step_ms > 1:
+            hint = (
+                f"; at {args.sample_rate} Hz use multiples of {step_ms} ms, e.g. "
+                f"--window_size_ms={2 * step_ms} --window_stride_ms={step_ms}"
+            )
+        raise TrainingError(f"front end flags: {err}{hint}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -267,7 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="archive to download and extract into --data_dir once "
         "(http, https or file://); empty: use the data already there (default: Speech Commands v0.02)",
     )
-    add("--data_dir", default="/tmp/speech_dataset/", help="data: <word>/*.wav, _background_noise_/*.wav")
+    add(
+        "--work_dir",
+        default="",
+        help="one folder for everything, as the course lays it out: data/, train/, logs/ and models/ "
+        "under it (each still settable with its own flag)",
+    )
+    add(
+        "--data_dir", default=None, help="data: <word>/*.wav, _background_noise_/*.wav (/tmp/speech_dataset/)"
+    )
     add(
         "--background_volume",
         type=float,
@@ -314,11 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval_step_interval", type=int, default=400, help="validate every this many steps")
     add("--learning_rate", default="0.001,0.0001", help="learning rate of each phase, comma-separated")
     add("--batch_size", type=int, default=100, help="clips per step")
-    add("--summaries_dir", default="/tmp/retrain_logs", help="TensorBoard logs; empty: none")
+    add("--summaries_dir", default=None, help="TensorBoard logs (/tmp/retrain_logs); empty: none")
     add("--wanted_words", default="yes,no,up,down,left,right,on,off,stop,go", help="words to recognise")
-    add("--train_dir", default="/tmp/speech_commands_train", help="checkpoints, run log and feature cache")
+    add("--train_dir", default=None, help="checkpoints, run log, feature cache (/tmp/speech_commands_train)")
     add(
-        "--model_dir", default="/tmp/speech_commands_model", help="exported bundles, .tflite, labels, C array"
+        "--model_dir",
+        default=None,
+        help="exported bundles, .tflite, labels, C array (/tmp/speech_commands_model)",
     )
     add("--save_step_interval", type=int, default=100, help="save a checkpoint every this many steps")
     add("--start_checkpoint", default="", help="resume from this checkpoint (<train_dir>/<arch>.ckpt-<step>)")
@@ -364,8 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Where each folder goes: train.py's defaults, or the course's layout under --work_dir.
+FOLDERS = {
+    "data_dir": ("/tmp/speech_dataset/", "data"),
+    "train_dir": ("/tmp/speech_commands_train", "train"),
+    "summaries_dir": ("/tmp/retrain_logs", "logs"),
+    "model_dir": ("/tmp/speech_commands_model", "models"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for key, (default, sub) in FOLDERS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, str(Path(args.work_dir) / sub) if args.work_dir else default)
     level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(args.verbosity, args.verbosity)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     _quiet_tensorflow()
