@@ -278,3 +278,13 @@ def test_custom_data_at_22050_hz_with_5_second_clips_trains_and_exports(tmp_path
     assert bundle.metrics["test_accuracy"] >= 0.75, err  # an easy task, even in 20 steps
     assert (tmp_path / "work" / "train" / "tiny_conv.ckpt-20.index").exists()
     assert list((tmp_path / "work" / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_the_same_seed_gives_the_same_run(tmp_path, data_dir, capsys):
+    logs = []
+    for run in ("a", "b"):
+        code, err = train(tmp_path / run, data_dir, "--no_export", "--augment_copies=2", capsys=capsys)
+        assert code == 0, err
+        logs.append([line for line in (tmp_path / run / "train" / "train.log").read_text().splitlines()])
+    assert logs[0] == logs[1]
+    assert any(line.startswith("Step #10: ") for line in logs[0])

@@ -167,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
     # 3. training
     import tensorflow as tf
 
+    # One seed for Python, numpy and TensorFlow, and deterministic kernels: the same run twice
+    # gives the same step lines and the same weights.
     tf.keras.utils.set_random_seed(args.seed)
+    tf.config.experimental.enable_op_determinism()
     options = json.loads(args.model_options) if args.model_options else {}
     frames, features = spec.feature_shape
     model = models.build_model(
@@ -398,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, key, str(Path(args.work_dir) / sub) if args.work_dir else default)
     level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(args.verbosity, args.verbosity)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if level != "DEBUG":
+        # TensorFlow's own INFO chatter ("Sharding callback duration: ..." at every checkpoint,
+        # "Assets written to: ..." at export) reaches the root handler through these loggers.
+        for name in ("absl", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     _quiet_tensorflow()
     from tools.training.dataset import DatasetError
     from tools.training.models import ModelError
