@@ -288,3 +288,16 @@ def test_the_same_seed_gives_the_same_run(tmp_path, data_dir, capsys):
         logs.append([line for line in (tmp_path / run / "train" / "train.log").read_text().splitlines()])
     assert logs[0] == logs[1]
     assert any(line.startswith("Step #10: ") for line in logs[0])
+
+
+def test_only_the_newest_five_checkpoints_are_kept(tmp_path):
+    from tools.training.trainer import _prune
+
+    for step in (100, 200, 300, 400, 500, 600, 700, 1000):
+        for suffix in (".index", ".data-00000-of-00001", ".json"):
+            (tmp_path / f"conv.ckpt-{step}{suffix}").write_text("x")
+    (tmp_path / "tiny_conv.ckpt-100.index").write_text("x")  # another architecture: left alone
+    _prune(tmp_path, "conv", keep=5)
+    kept = sorted({p.name.split(".")[1] for p in tmp_path.glob("conv.ckpt-*")})
+    assert kept == ["ckpt-1000", "ckpt-400", "ckpt-500", "ckpt-600", "ckpt-700"]
+    assert (tmp_path / "tiny_conv.ckpt-100.index").exists()

@@ -424,7 +424,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 if __name__ == "__main__":

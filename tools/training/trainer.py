@@ -279,19 +279,7 @@ def train(
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     writers = _writers(tf, summaries_dir)
 
-    @tf.function(reduce_retracing=True)
-    def train_step(x: Any, y: Any, rate: Any) -> tuple[Any, Any, Any]:
-        optimizer.learning_rate.assign(rate)
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = loss_fn(y, logits)
-        grads = tape.gradient(loss, model.trainable_variables)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
-        finite = tf.logical_and(finite, tf.math.is_finite(loss))
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.float32))
-        return loss, accuracy, finite
-
+    train_steps = make_train_steps(model, optimizer, loss_fn)
     rng = np.random.default_rng([settings.seed, first])
     progress = Progress(schedule.total, first, stream, settings.log_every)
     run_log = (train_dir / "train.log").open("a", encoding="utf-8")
@@ -301,43 +289,57 @@ def train(
     try:
         if first == 1 and writers:
             _feature_images(tf, writers["train"], training, labels)
-        for step in range(first, schedule.total + 1):
-            rate = schedule.rate_at(step)
-            index = rng.integers(0, len(training), settings.batch_size)
-            x, y = training.x[index], training.y[index]
-            loss, accuracy, finite = train_step(x, y, tf.constant(rate, tf.float32))
-            loss_v, accuracy_v = float(loss), float(accuracy)
-            if settings.check_nans and not bool(finite):
-                progress.interrupt()
-                raise TrainingError(_nan_report(tf, model, x, step))
-            step_var.assign(step)
-            last = step
-            line = (
-                f"Step #{step}: rate {rate:g}, accuracy {100 * accuracy_v:.1f}%, cross entropy {loss_v:.6f}"
+        step = first
+        while step <= schedule.total:
+            # One call runs the steps up to the next evaluation or checkpoint (at most
+            # STEPS_PER_CALL): the per-step Python and dispatch cost is paid once per call.
+            end = min(
+                schedule.total,
+                step + STEPS_PER_CALL - 1,
+                _next_multiple(step, settings.eval_step_interval),
+                _next_multiple(step, settings.save_step_interval),
             )
-            run_log.write(line + "\n")
-            progress.step(step, line)
-            if writers:
-                with writers["train"].as_default(step=step):
-                    tf.summary.scalar("cross_entropy", loss_v)
-                    tf.summary.scalar("accuracy", accuracy_v)
-                    tf.summary.scalar("learning_rate", rate)
-            is_last = step == schedule.total
-            if step % settings.eval_step_interval == 0 or is_last:
+            count = end - step + 1
+            index = rng.integers(0, len(training), (count, settings.batch_size))
+            rates = np.array([schedule.rate_at(s) for s in range(step, end + 1)], np.float32)
+            losses, accuracies, finite = (
+                t.numpy() for t in train_steps(training.x[index], training.y[index], rates)
+            )
+            for k in range(count):
+                current = step + k
+                if settings.check_nans and not finite[k]:
+                    progress.interrupt()
+                    step_var.assign(current)
+                    raise TrainingError(_nan_report(tf, model, training.x[index[k]], current))
+                line = (
+                    f"Step #{current}: rate {rates[k]:g}, accuracy {100 * accuracies[k]:.1f}%, "
+                    f"cross entropy {losses[k]:.6f}"
+                )
+                run_log.write(line + "\n")
+                progress.step(current, line)
+                if writers:
+                    with writers["train"].as_default(step=current):
+                        tf.summary.scalar("cross_entropy", float(losses[k]))
+                        tf.summary.scalar("accuracy", float(accuracies[k]))
+                        tf.summary.scalar("learning_rate", float(rates[k]))
+            step_var.assign(end)
+            last, step = end, end + 1
+            is_last = end == schedule.total
+            if end % settings.eval_step_interval == 0 or is_last:
                 progress.interrupt()
                 validation_accuracy, matrix = _report(
                     model,
                     validation,
                     labels,
-                    title=f"Step {step}: Validation accuracy",
+                    title=f"Step {end}: Validation accuracy",
                     sinks=(stream, run_log),
                 )
                 if writers:
                     _eval_summaries(
-                        tf, writers, model, data=validation, labels=labels, step=step, matrix=matrix
+                        tf, writers, model, data=validation, labels=labels, step=end, matrix=matrix
                     )
-            if step % settings.save_step_interval == 0 or is_last:
-                _save(checkpoint, train_dir, settings, step)
+            if end % settings.save_step_interval == 0 or is_last:
+                _save(checkpoint, train_dir, settings, end)
     except KeyboardInterrupt:
         progress.interrupt()
         if last >= first:
@@ -364,6 +366,54 @@ def train(
         seconds=seconds,
         steps_per_second=steps_done / seconds if seconds > 0 else 0.0,
     )
+
+
+#: Most training steps one call of the compiled step function runs.
+STEPS_PER_CALL = 25
+#: Checkpoints kept in train_dir (train.py's Saver keeps 5 too); older ones are deleted.
+CHECKPOINTS_KEPT = 5
+
+
+def _next_multiple(step: int, interval: int) -> int:
+    """The first multiple of ``interval`` at or after ``step``."""
+    return -(-step // interval) * interval
+
+
+def make_train_steps(model: Any, optimizer: Any, loss_fn: Any) -> Any:
+    """A compiled function running ``n`` training steps in one call.
+
+    ``(xs [n, batch, frames, features], ys [n, batch], rates [n])`` -> per-step
+    ``(cross entropy [n], accuracy [n], finite [n])``; step k runs at ``rates[k]`` on batch k.
+    The optimizer's variables are made first (none may be created inside the loop).
+    """
+    import tensorflow as tf
+
+    optimizer.build(model.trainable_variables)
+
+    @tf.function(reduce_retracing=True)
+    def train_steps(xs: Any, ys: Any, rates: Any) -> tuple[Any, Any, Any]:
+        n = tf.shape(xs)[0]
+        losses = tf.TensorArray(tf.float32, size=n)
+        accuracies = tf.TensorArray(tf.float32, size=n)
+        finites = tf.TensorArray(tf.bool, size=n)
+        for k in tf.range(n):
+            optimizer.learning_rate.assign(rates[k])
+            with tf.GradientTape() as tape:
+                logits = model(xs[k], training=True)
+                loss = loss_fn(ys[k], logits)
+            grads = tape.gradient(loss, model.trainable_variables)
+            finite = tf.math.is_finite(loss)
+            for grad in grads:
+                if grad is not None:
+                    finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(grad)))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            hits = tf.cast(tf.equal(tf.argmax(logits, axis=1), tf.cast(ys[k], tf.int64)), tf.float32)
+            losses = losses.write(k, loss)
+            accuracies = accuracies.write(k, tf.reduce_mean(hits))
+            finites = finites.write(k, finite)
+        return losses.stack(), accuracies.stack(), finites.stack()
+
+    return train_steps
 
 
 def predict(model: Any, features: npt.NDArray[np.float32], batch: int = 512) -> npt.NDArray[np.float32]:
@@ -420,7 +470,20 @@ def _save(checkpoint: Any, train_dir: Path, settings: RunSettings, step: int) ->
     }
     Path(f"{prefix}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     log.info("saved %s", prefix)
+    _prune(train_dir, settings.architecture, keep=CHECKPOINTS_KEPT)
     return prefix
+
+
+def _prune(train_dir: Path, architecture: str, *, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints of ``architecture`` (by step)."""
+    steps = sorted(
+        int(path.name.removesuffix(".index").rsplit("-", 1)[1])
+        for path in train_dir.glob(f"{architecture}.ckpt-*.index")
+        if path.name.removesuffix(".index").rsplit("-", 1)[1].isdigit()
+    )
+    for step in steps[:-keep]:
+        for path in train_dir.glob(f"{architecture}.ckpt-{step}.*"):
+            path.unlink(missing_ok=True)
 
 
 def _nan_report(tf: Any, model: Any, x: Any, step: int) -> str:
