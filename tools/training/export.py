@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,10 @@ def convert(model: Any, spec: FrontendSpec, representative: npt.NDArray[np.float
             yield [window.reshape(1, frames, features).astype(np.float32)]
 
     chatter = io.StringIO()  # the converter prints its signature to stdout
-    with contextlib.redirect_stdout(chatter):
+    with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+        # "Statistics for quantized inputs were expected": the int8 input's scale comes from
+        # the representative data, which is what we want.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         float_model = tf.lite.TFLiteConverter.from_keras_model(serving).convert()
         converter = tf.lite.TFLiteConverter.from_keras_model(serving)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
