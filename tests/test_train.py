@@ -30,6 +30,15 @@ def data_dir(tmp_path_factory):
     return out
 
 
+def summary_tags(path):
+    """Every summary tag in a TensorBoard event file."""
+    import tensorflow as tf
+
+    return {
+        value.tag for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value
+    }
+
+
 def train(tmp_path, data_dir, *extra, steps="6,4", rates="0.01,0.002", arch="tiny_conv", capsys=None):
     from tools.train import main
 
@@ -87,6 +96,12 @@ def test_a_tiny_run_logs_trains_checkpoints_and_exports_both_bundles(tmp_path, d
     assert (train_dir / "tiny_conv_labels.txt").read_text().split() == ["_silence_", "_unknown_", "yes", "no"]
     events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
     assert {p.parent.name for p in events} == {"train", "validation"}
+    tags = {p.parent.name: summary_tags(p) for p in events}
+    assert {"cross_entropy", "accuracy", "learning_rate"} <= tags["train"]
+    assert any(t.startswith("weights/") for t in tags["train"])
+    assert any(t.startswith("activations/") for t in tags["train"])
+    assert {"features/yes", "features/no"} <= tags["train"]
+    assert {"accuracy", "cross_entropy", "confusion_matrix"} <= tags["validation"]
 
     from kwsd.bundle import read_bundle
 
