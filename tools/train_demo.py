@@ -73,10 +73,11 @@ from kwsd.audio import float_to_int16, write_wav  # noqa: E402
 from kwsd.bundle import Bundle, make_bundle, write_bundle  # noqa: E402
 from kwsd.detection import resolve_detection  # noqa: E402
 from kwsd.errors import KwsdError  # noqa: E402
-from kwsd.frontend import FrontendKind, FrontendSpec, compute_features  # noqa: E402
+from kwsd.frontend import FrontendKind, FrontendSpec  # noqa: E402
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL  # noqa: E402
 from kwsd.pipeline import Detection  # noqa: E402
 from kwsd.smoother import RecognizeCommands, SmootherSettings  # noqa: E402
+from tools.training import features  # noqa: E402
 from tools.training.dataset import (  # noqa: E402
     BACKGROUND_NOISE_DIR,
     PARTITIONS,
@@ -87,6 +88,7 @@ from tools.training.dataset import (  # noqa: E402
     load_dataset,
     speaker_of,
 )
+from tools.training.features import Augmentation, Recipe  # noqa: E402
 
 log = logging.getLogger("train_demo")
 
@@ -171,24 +173,6 @@ def frontend_for(settings: Settings) -> FrontendSpec:
 # Step 3: audio -> features, with augmentation on the audio.
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one input's audio is made, enough to rebuild it exactly (see :func:`render`).
-
-    ``mixed = clip(shift(clip) + noise[offset : offset + clip_samples] * volume, -1, 1)``
-    in float (int16 / 32768), then back to int16 with :func:`kwsd.audio.float_to_int16`.
-    Silence items have no clip (zeros). A positive shift pads zeros at the start, a
-    negative one at the end.
-    """
-
-    label: str
-    path: str | None
-    shift_samples: int = 0
-    noise: str | None = None
-    noise_offset: int = 0
-    noise_volume: float = 0.0
-
-
 class AudioStore:
     """A loaded data set's clips and background noise (each read once, by
     :func:`tools.training.dataset.load_dataset`) with the front end they are rendered for."""
@@ -208,50 +192,24 @@ class AudioStore:
         return self.dataset.clip(rel)
 
 
-def render(recipe: Recipe, store: AudioStore) -> Int16Array:
-    """The int16 audio of one input (the formula in :class:`Recipe`)."""
-    n = store.spec.clip_samples
-    audio = np.zeros(n) if recipe.path is None else store.clip(recipe.path).copy()
-    shift = recipe.shift_samples
-    if shift > 0:
-        audio = np.concatenate((np.zeros(shift), audio[:-shift]))
-    elif shift < 0:
-        audio = np.concatenate((audio[-shift:], np.zeros(-shift)))
-    if recipe.noise is not None:
-        background = store.noise[recipe.noise][recipe.noise_offset : recipe.noise_offset + n]
-        audio = np.clip(audio + background * recipe.noise_volume, -1.0, 1.0)
-    return float_to_int16(audio)
-
-
 def make_recipe(
     item: Item, store: AudioStore, settings: Settings, rng: np.random.Generator, augment: bool
 ) -> Recipe:
-    """train.py's get_data choices for one item: shift and noise when ``augment``; silence
-    always gets noise at a volume in [0, 1)."""
-    spec = store.spec
-    shift = 0
-    if augment and settings.time_shift_ms > 0:
-        limit = spec.sample_rate_hz * settings.time_shift_ms // 1000
-        shift = int(rng.integers(-limit, limit))  # uniform in [-limit, limit)
-    is_silence = item.label == SILENCE_LABEL
-    if not store.noise or not (augment or is_silence):
-        return Recipe(item.label, item.path, shift)
-    name = sorted(store.noise)[int(rng.integers(len(store.noise)))]
-    offset = int(rng.integers(0, len(store.noise[name]) - spec.clip_samples + 1))
-    if is_silence:
-        volume = float(rng.uniform(0.0, 1.0))
-    elif rng.uniform(0.0, 1.0) < settings.background_frequency:
-        volume = float(rng.uniform(0.0, settings.background_volume))
-    else:
-        volume = 0.0
-    return Recipe(item.label, item.path, shift, name, offset, volume)
+    """train.py's get_data choices for one item (:func:`tools.training.features.make_recipe`)."""
+    augmentation = Augmentation(
+        settings.background_volume, settings.background_frequency, settings.time_shift_ms
+    )
+    label_index = store.dataset.label_index(item.label)
+    return features.make_recipe(item, label_index, store.dataset, augmentation, rng, augment=augment)
+
+
+def render(recipe: Recipe, store: AudioStore) -> Int16Array:
+    """The int16 audio of one input (:func:`tools.training.features.render`)."""
+    return features.render(recipe, store.dataset, store.spec.clip_samples)
 
 
 def features_for(recipes: list[Recipe], store: AudioStore) -> npt.NDArray[np.float32]:
-    out = np.empty((len(recipes), *store.spec.feature_shape), np.float32)
-    for i, recipe in enumerate(recipes):
-        out[i] = compute_features(store.spec, render(recipe, store))
-    return out
+    return features.compute_all(recipes, store.dataset, store.spec, workers=1)
 
 
 # --------------------------------------------------------------------------------------
@@ -967,9 +925,9 @@ def run(
     x_train = features_for(train_recipes, store)
     x_val = features_for(val_recipes, store)
     x_test = features_for(test_recipes, store)
-    y_train = np.array([labels.index(r.label) for r in train_recipes], np.int64)
-    y_val = np.array([labels.index(r.label) for r in val_recipes], np.int64)
-    y_test = np.array([labels.index(r.label) for r in test_recipes], np.int64)
+    y_train = np.array([r.label_index for r in train_recipes], np.int64)
+    y_val = np.array([r.label_index for r in val_recipes], np.int64)
+    y_test = np.array([r.label_index for r in test_recipes], np.int64)
     log.info(
         "step 3: features %s for %d training inputs (%d augmented copies), %d validation, %d test, in %.1f s",
         "x".join(map(str, spec.feature_shape)),
@@ -981,7 +939,11 @@ def run(
     )
     (work_dir / "test_items.json").write_text(
         json.dumps(
-            {"data_dir": str(data_dir), "labels": labels, "items": [asdict(r) for r in test_recipes]},
+            {
+                "data_dir": str(data_dir),
+                "labels": labels,
+                "items": [{"label": labels[r.label_index], **asdict(r)} for r in test_recipes],
+            },
             indent=1,
         )
         + "\n"
