@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(err, EXIT_CANT_WRITE)
     except ConfigError as err:
         return _fail(err, EXIT_CONFIG)
+
     except AudioDeviceError as err:
         return _fail(err, EXIT_NO_DEVICE)
     except _SettingError as err:
@@ -197,6 +198,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     devices = sub.add_parser("devices", help="list capture devices and the sample rates they support")
     devices.set_defaults(handler=_cmd_devices)
+
+    _add_record_parser(sub)
 
     model = sub.add_parser("model", help="inspect or create model bundles")
     model_sub = model.add_subparsers(title="model commands", metavar="COMMAND")
@@ -417,6 +420,128 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     run_daemon(args.config, verbose=bool(args.verbose))
     return EXIT_OK
+
+
+def _add_record_parser(sub: Any) -> None:
+    rec = sub.add_parser(
+        "record",
+        help="record training clips from a microphone: guided words, background noise, or long chunks",
+        description="Record training data in the layout tools/train.py reads (see kwsd/record.py).",
+    )
+    rec.add_argument("mode", choices=["guided", "background", "continuous"])
+    rec.add_argument("--out", default="data", metavar="DIR", help="the data folder (default ./data)")
+    rec.add_argument("--device", help="capture device: a name substring or an index (default: the system's)")
+    rec.add_argument("--sample-rate", type=int, default=16000, metavar="HZ", help="the model's rate (16000)")
+    rec.add_argument("--channels", type=int, default=1, help="channels to open the device with (mixed)")
+    rec.add_argument("--block-ms", type=int, default=20, metavar="MS", help=argparse.SUPPRESS)
+    guided = rec.add_argument_group("guided")
+    guided.add_argument("--words", metavar="A,B,...", help="the words to record, each a folder")
+    guided.add_argument("--speaker", help="who speaks: the file names' speaker part, kept in one partition")
+    guided.add_argument("--takes", type=int, default=5, help="clips of each word (5)")
+    guided.add_argument("--clip-ms", type=int, default=1000, metavar="MS", help="clip length (1000)")
+    guided.add_argument(
+        "--take-ms", type=int, default=2000, metavar="MS", help="audio recorded per take (2000)"
+    )
+    guided.add_argument("--countdown", type=int, default=3, metavar="S", help="seconds of countdown (3)")
+    guided.add_argument("--retries", type=int, default=3, help="retakes of a refused take (3)")
+    guided.add_argument("--yes", action="store_true", help="do not wait for Enter before each word")
+    noise = rec.add_argument_group("background")
+    noise.add_argument("--seconds", type=float, default=300.0, help="length of the recording (300)")
+    noise.add_argument("--name", help="file name in _background_noise_ (default: room-<date-time>)")
+    chunks = rec.add_argument_group("continuous")
+    chunks.add_argument("--label", help="the folder the chunks go to (e.g. crying)")
+    chunks.add_argument("--prefix", help="file name prefix (default: rec-<date>)")
+    chunks.add_argument("--chunk-seconds", type=float, default=30.0, help="length of each chunk (30)")
+    chunks.add_argument("--hours", type=float, help="stop after this long (default: until Ctrl-C or SIGTERM)")
+    chunks.add_argument(
+        "--min-free-mb", type=int, default=500, help="stop before the disk has less free (500)"
+    )
+    rec.set_defaults(handler=_cmd_record)
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    import datetime as dt
+    from collections import Counter
+
+    from kwsd import record
+    from kwsd.sources import MicrophoneSource
+
+    for flag in ("sample_rate", "channels", "takes", "clip_ms", "take_ms", "chunk_seconds", "seconds"):
+        if getattr(args, flag) <= 0:
+            raise _SettingError(
+                f"--{flag.replace('_', '-')}: expected a positive number, got {getattr(args, flag)}"
+            )
+    if args.countdown < 0 or args.retries < 0 or args.min_free_mb < 0:
+        raise _SettingError("--countdown, --retries and --min-free-mb: expected 0 or more")
+    if args.mode == "guided" and args.take_ms < args.clip_ms:
+        raise _SettingError(f"--take-ms {args.take_ms}: must be at least --clip-ms ({args.clip_ms})")
+    out_dir = Path(args.out)
+    # Every name is checked before the device opens.
+    try:
+        names = _record_names(args, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    except record.RecordError as err:
+        raise _SettingError(str(err)) from None
+    source = MicrophoneSource(
+        int(args.device) if args.device and args.device.isdigit() else args.device,
+        args.sample_rate,
+        channels=args.channels,
+        block_ms=args.block_ms,
+    )
+    capture = record.Capture(source, args.sample_rate, sys.stderr, meter=sys.stderr.isatty())
+    saved: Counter[str] = Counter()
+    try:
+        with record.stop_on_signals(capture):
+            if args.mode == "guided":
+                settings = record.GuidedSettings(
+                    words=names["words"],
+                    speaker=names["speaker"][0],
+                    takes=args.takes,
+                    clip_ms=args.clip_ms,
+                    take_ms=args.take_ms,
+                    countdown_s=args.countdown,
+                    retries=args.retries,
+                    ask=not args.yes,
+                )
+                saved = record.guided(capture, out_dir, settings)
+            elif args.mode == "background":
+                path = record.background(capture, out_dir, names["name"][0], args.seconds)
+                print(f"saved {path}" if path else "nothing recorded", file=sys.stderr)
+                saved[record.BACKGROUND_NOISE_DIR] += 1 if path else 0
+            else:
+                label = names["label"][0]
+                paths = record.continuous(
+                    capture,
+                    out_dir,
+                    label=label,
+                    prefix=names["prefix"][0],
+                    chunk_s=args.chunk_seconds,
+                    total_s=args.hours * 3600 if args.hours else None,
+                    min_free_mb=args.min_free_mb,
+                )
+                saved[label] += len(paths)
+    finally:
+        source.close()
+        print(record.summary(saved, out_dir), file=sys.stderr)
+    return EXIT_OK
+
+
+def _record_names(args: argparse.Namespace, stamp: str) -> dict[str, tuple[str, ...]]:
+    """The words, speaker, label, name and prefix ``kwsd record`` will use, each checked."""
+    from kwsd.record import check_name
+
+    if args.mode == "guided":
+        if not args.words or not args.speaker:
+            raise _SettingError("guided: give --words A,B,... and --speaker NAME")
+        words = tuple(check_name("--words", w.strip()) for w in args.words.split(",") if w.strip())
+        return {"words": words, "speaker": (check_name("--speaker", args.speaker),)}
+    if args.mode == "background":
+        return {"name": (check_name("--name", args.name or f"room-{stamp}"),)}
+    if not args.label:
+        raise _SettingError("continuous: give --label (the folder the chunks go to)")
+    return {
+        "label": (check_name("--label", args.label, allow_reserved=True),),
+        "prefix": (check_name("--prefix", args.prefix or f"rec-{stamp}"),),
+    }
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
