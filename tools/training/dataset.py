@@ -68,7 +68,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -368,10 +368,17 @@ def read_clip(path: Path, sample_rate_hz: int) -> tuple[Int16Array, str | None]:
     channels averaged); what cannot be read raises :class:`kwsd.errors.InputNotFoundError` or
     :class:`~kwsd.errors.AudioFormatError` naming the file.
     """
+    samples, info = read_samples(path, sample_rate_hz)
+    return samples, None if is_native(info, sample_rate_hz) else info.describe()
+
+
+def read_samples(path: Path, sample_rate_hz: int) -> tuple[Int16Array, AudioInfo]:
+    """Mono int16 samples at ``sample_rate_hz`` and what the file's header said, the file opened
+    once by kwsd's reader (converted as in :func:`read_clip`, which raises the same errors)."""
     with open_audio(path, sample_rate_hz) as reader:
         info = reader.info
         samples = _samples_of(reader.blocks(_READ_BLOCK_SAMPLES))
-    return samples, None if _is_native(info, sample_rate_hz) else info.describe()
+    return samples, info
 
 
 def _samples_of(blocks: Iterator[Int16Array]) -> Int16Array:
@@ -381,7 +388,8 @@ def _samples_of(blocks: Iterator[Int16Array]) -> Int16Array:
     return np.concatenate([np.zeros(0, np.int16), *parts])
 
 
-def _is_native(info: AudioInfo, sample_rate_hz: int) -> bool:
+def is_native(info: AudioInfo, sample_rate_hz: int) -> bool:
+    """True for 16-bit PCM mono at ``sample_rate_hz``: what kwsd's reader passes through bit-exact."""
     return (info.sample_rate_hz, info.channels, info.encoding) == (sample_rate_hz, 1, Encoding.PCM16)
 
 
@@ -436,14 +444,11 @@ class _FileChecker:
                     return None
                 if decode and not self.doomed:
                     samples = _samples_of(reader.blocks(_READ_BLOCK_SAMPLES))
-        except KwsdError as err:
-            self.problems[rel] = _reason(err, path)
-            return None
-        except OSError as err:  # a read error past the header
-            self.problems[rel] = f"cannot read it ({err.strerror or err})"
+        except (KwsdError, OSError) as err:
+            self.problems[rel] = read_error_reason(err, path)
             return None
         self.report.checked += self.count
-        if not _is_native(info, rate) and rel not in self.report.converted:
+        if not is_native(info, rate) and rel not in self.report.converted:
             self.report.converted[rel] = info.describe()
             self.report.resampled += info.sample_rate_hz != rate
             self.report.downmixed += info.channels > 1
@@ -459,22 +464,31 @@ class _FileChecker:
         return _fit(samples, settings.clip_samples)
 
 
-def _reason(err: KwsdError, path: Path) -> str:
-    """kwsd's message without its leading ``<path>: ``."""
+def read_error_reason(err: KwsdError | OSError, path: Path) -> str:
+    """Why ``path`` could not be read, without the path: kwsd's reader's message without its
+    leading ``<path>: ``, or the OS's for a read error past the header."""
+    if isinstance(err, OSError):
+        return f"cannot read it ({err.strerror or err})"
     message = str(err)
     prefix = f"{path}: "
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-@contextmanager
-def _reader_log_held(report: CheckReport) -> Iterator[None]:
+def _reader_log_held(report: CheckReport) -> AbstractContextManager[None]:
     """Hold back kwsd.audio's per-file INFO lines; keep its warnings in the report as well."""
+    return hold_reader_log(report.reader_warnings)
+
+
+@contextmanager
+def hold_reader_log(warnings: list[str], *, pass_warnings: bool = True) -> Iterator[None]:
+    """While inside: kwsd.audio's INFO lines are dropped and its warnings appended to
+    ``warnings`` (and still logged unless ``pass_warnings`` is False)."""
     audio_log = logging.getLogger("kwsd.audio")
 
     def keep(record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
-            report.reader_warnings.append(record.getMessage())
-            return True
+            warnings.append(record.getMessage())
+            return pass_warnings
         return False
 
     audio_log.addFilter(keep)
@@ -543,7 +557,7 @@ class Dataset:
 
 
 @dataclass
-class _Scan:
+class DataScan:
     """What is in the data folder, before any file is opened (all lists sorted)."""
 
     files: list[tuple[str, str]]  # (label, rel) for every .wav in a word folder, in (folder, name) order
@@ -552,11 +566,29 @@ class _Scan:
     ignored: list[str]
 
 
+def scan_data_dir(data_dir: Path | str) -> DataScan:
+    """The word folders, .wav files, noise files and ignored entries of ``data_dir``, found as
+    :func:`load_dataset` finds them (nothing opened; :class:`DatasetError` if it cannot be listed)."""
+    return _scan(Path(data_dir))
+
+
+def split_files(
+    data_dir: Path | str, settings: DatasetSettings, rels: Sequence[str]
+) -> tuple[dict[str, str], str]:
+    """file -> partition for ``rels`` (relative to ``data_dir``, posix), as :func:`load_dataset`
+    splits them: by validation_list.txt and testing_list.txt when there, else by :func:`which_set`.
+    Second value: one line saying which rule decided. :class:`DatasetError` when only one list is
+    there or a list cannot be read."""
+    report = CheckReport(settings.sample_rate_hz, settings.clip_duration_ms)
+    split, _ = _partition_rule(Path(data_dir), settings, set(rels), report)
+    return split, report.notes[-1]
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in _IGNORED_DIRS
 
 
-def _scan(data_dir: Path) -> _Scan:
+def _scan(data_dir: Path) -> DataScan:
     files: list[tuple[str, str]] = []
     folders: dict[str, int] = {}
     ignored: list[str] = []
@@ -590,7 +622,7 @@ def _scan(data_dir: Path) -> _Scan:
         folders[entry.name] = len(wavs)
         label = entry.name.lower()
         files.extend((label, f"{entry.name}/{name}") for name in wavs)
-    return _Scan(files, folders, noise, ignored)
+    return DataScan(files, folders, noise, ignored)
 
 
 def _layout_hint(data_dir: Path) -> str:
@@ -794,7 +826,7 @@ def _progress(done: int, total: int, started: float) -> None:
         log.info("checked %d of about %d files (%.0f s)", done, total, time.monotonic() - started)
 
 
-def _check_wanted_folders(data_dir: Path, wanted: list[str], scan: _Scan) -> None:
+def _check_wanted_folders(data_dir: Path, wanted: list[str], scan: DataScan) -> None:
     have: dict[str, int] = {}
     for folder, count in scan.folders.items():
         have[folder.lower()] = have.get(folder.lower(), 0) + count
