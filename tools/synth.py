@@ -7,8 +7,8 @@ Layout (what ``tensorflow/examples/speech_commands`` and ``tools/train_demo.py``
     OUT/_background_noise_/<kind>.wav     long noise recordings (white, pink, brown, hum)
     OUT/voices.json                       what each synthetic voice is made of
 
-A *voice* is one espeak-ng variant (``en+m3``, ``en+klatt2``, ...) at one base pitch and
-speed, heard through one "microphone" (a band-pass and sometimes a little reverb). Every
+A *voice* is one espeak-ng accent and variant (``en+m3``, ``en-us+klatt2``, ...) at one base
+pitch and speed, heard through one "microphone" (a band-pass and sometimes a little reverb). Every
 clip of a voice shares the ``<voice>`` part of its file name, so the Speech Commands hash
 split (which hashes the name up to ``_nohash_``) keeps a voice inside one partition, as
 it keeps a speaker. The repetitions ``<n>`` of a word differ in intonation (statement,
@@ -130,6 +130,7 @@ class Voice:
     lowpass_hz: int
     reverb_percent: int  # 0 = dry
     level: float  # peak level of the speaker's words, fraction of full scale
+    accent: str = "en"  # an espeak-ng English voice: en, en-us, en-029, en-gb-scotland, ...
 
     def sox_effects(self) -> list[str]:
         effects = ["highpass", str(self.highpass_hz), "lowpass", str(self.lowpass_hz)]
@@ -138,8 +139,16 @@ class Voice:
         return effects
 
 
-def make_voices(count: int, seed: int) -> list[Voice]:
-    """``count`` distinct voices, a deterministic function of ``seed``."""
+#: English accents espeak-ng speaks (``--accents``); each is used as ``<accent>+<variant>``.
+ACCENTS = ("en", "en-us", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+
+
+def make_voices(count: int, seed: int, accents: Sequence[str] = ("en",)) -> list[Voice]:
+    """``count`` distinct voices, a deterministic function of ``seed`` (and ``accents``).
+
+    With the one default accent the voices are exactly those of earlier kwsd versions (the
+    demo model's data); with several, each voice also draws its accent.
+    """
     rng = np.random.default_rng([seed, 0x5EED])
     voices: list[Voice] = []
     tags: set[str] = set()
@@ -155,12 +164,15 @@ def make_voices(count: int, seed: int) -> list[Voice]:
         lowpass = int(rng.integers(3800, 7600))
         reverb = int(rng.integers(10, 60)) if rng.random() < 0.3 else 0
         level = float(np.exp(rng.uniform(np.log(LEVEL_RANGE[0]), np.log(LEVEL_RANGE[1]))))
+        accent = accents[0] if len(accents) == 1 else accents[int(rng.integers(len(accents)))]
         # The tag names the voice; it must not contain "_nohash_" (it never does: no "_").
         tag = f"{variant.lower()}-p{pitch}-s{speed}"
+        if accent != "en":
+            tag = f"{accent}-{tag}"
         if tag in tags:
             continue
         tags.add(tag)
-        voices.append(Voice(tag, variant, pitch, speed, highpass, lowpass, reverb, level))
+        voices.append(Voice(tag, variant, pitch, speed, highpass, lowpass, reverb, level, accent))
     return voices
 
 
@@ -183,7 +195,7 @@ def speak(voice: Voice, text: str, pitch: int, speed_wpm: int) -> npt.NDArray[np
     espeak = [
         "espeak-ng",
         "-v",
-        f"en+{voice.variant}",
+        f"{voice.accent}+{voice.variant}",
         "-p",
         str(pitch),
         "-s",
@@ -297,10 +309,11 @@ def synthesise(
     repetitions: int,
     seed: int,
     jobs: int = 2,
+    accents: Sequence[str] = ("en",),
 ) -> dict[str, object]:
     """Write the data set under ``out``; returns a summary (also saved as voices.json)."""
     check_tools()
-    voices = make_voices(voice_count, seed)
+    voices = make_voices(voice_count, seed, accents)
     all_words = list(dict.fromkeys([*words, *unknown_words]))
     tasks = [(voice, word, rep) for voice in voices for word in all_words for rep in range(repetitions)]
     for word in all_words:
@@ -364,7 +377,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=3, help="clips per voice and word (default 3)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2, help="parallel espeak-ng/sox pipelines")
+    parser.add_argument(
+        "--accents",
+        default="en",
+        help=f"comma-separated espeak-ng English accents, or 'all' ({', '.join(ACCENTS)}); default en",
+    )
     args = parser.parse_args(argv)
+    accents = (
+        ACCENTS if args.accents == "all" else tuple(a.strip() for a in args.accents.split(",") if a.strip())
+    )
+    unknown = sorted(set(accents) - set(ACCENTS))
+    if unknown or not accents:
+        parser.error(
+            f"--accents: unknown {', '.join(unknown) or '(none given)'}; "
+            f"expected some of {', '.join(ACCENTS)}"
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.voices < 1 or args.repetitions < 1:
         parser.error("--voices and --repetitions must be at least 1")
@@ -377,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             repetitions=args.repetitions,
             seed=args.seed,
             jobs=args.jobs,
+            accents=accents,
         )
     except SynthError as err:
         print(f"synth: error: {err}", file=sys.stderr)
