@@ -6,12 +6,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.training_tools import missing_training_tools
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_benchmark_prints_all_three_measurements():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--seconds", "3", "--repeats", "1", "--json"],
+        [
+            sys.executable,
+            str(ROOT / "tools" / "benchmark.py"),
+            "--seconds",
+            "3",
+            "--repeats",
+            "1",
+            "--json",
+            "--no-training",
+        ],
         capture_output=True,
         check=False,
         timeout=300,
@@ -28,6 +41,7 @@ def test_benchmark_prints_all_three_measurements():
         assert heading in out
     figures = json.loads(out.strip().splitlines()[-1])
     assert set(figures) == {
+        "training",
         "cpu_ms_per_audio_s",
         "frontend_ms",
         "interpreter_ms",
@@ -38,3 +52,23 @@ def test_benchmark_prints_all_three_measurements():
         "startup_s",
     }
     assert figures["cpu_ms_per_audio_s"] > 0 and figures["startup_s"] > 0
+    assert figures["training"] is None and "4. training throughput" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(missing_training_tools() is not None, reason=str(missing_training_tools()))
+def test_benchmark_measures_training_throughput_on_a_set_it_makes():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--seconds", "2", "--repeats", "1", "--json"],
+        capture_output=True,
+        check=False,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    training = json.loads(out.strip().splitlines()[-1])["training"]
+    assert training["kwsd_steps_per_s"] > 0 and training["baseline_steps_per_s"] > 0
+    assert training["ratio"] == training["kwsd_steps_per_s"] / training["baseline_steps_per_s"]
+    assert "kwsd (precomputed pool)" in out and "baseline (features/step)" in out

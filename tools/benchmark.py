@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per mode (default 5)")
     parser.add_argument("--block-ms", type=int, default=250, help="block size fed to the pipeline")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument(
+        "--no-training",
+        action="store_true",
+        help="skip 4 (needs TensorFlow, espeak-ng and sox; about a minute)",
+    )
     args = parser.parse_args()
 
     bundle = read_bundle(args.model)
@@ -137,10 +143,12 @@ def main() -> int:
         f"({', '.join(f'{s * 1000:.0f}' for s in startup)}) (target < {TARGET_STARTUP_S * 1000:.0f} ms: "
         f"{startup_s / TARGET_STARTUP_S:.2f} x target) {'OK' if startup_s < TARGET_STARTUP_S else 'OVER'}"
     )
+    training = training_throughput(skip=args.no_training)
     if args.json:
         print(
             json.dumps(
                 {
+                    "training": training,
                     "cpu_ms_per_audio_s": round(total, 4),
                     "frontend_ms": round(frontend, 4),
                     "interpreter_ms": round(interp, 4),
@@ -153,6 +161,46 @@ def main() -> int:
             )
         )
     return 0
+
+
+def training_throughput(*, skip: bool) -> dict[str, Any] | None:
+    """4: tools/benchmark_train.py's measurement on a small synthetic set made for it."""
+    print()
+    print("4. training throughput: steps per second from the feature pool vs recomputing features per step")
+    missing = "--no-training" if skip else _missing_training_tools()
+    if missing:
+        print(f"   skipped: {missing}")
+        return None
+    import logging
+    import tempfile
+
+    tools = str(Path(__file__).resolve().parent.parent)
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    from tools import benchmark_train
+    from tools.synth import synthesise
+
+    logging.getLogger("synth").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="kwsd-bench-") as tmp:
+        synthesise(
+            Path(tmp), ["yes", "no", "stop", "go"], ["up", "down"], voice_count=40, repetitions=1, seed=9
+        )
+        figures = benchmark_train.measure(benchmark_train.defaults(data_dir=tmp))
+    for line in benchmark_train.report_lines(figures):
+        print("   " + line.strip())
+    return {k: v for k, v in figures.items() if not isinstance(v, list)}
+
+
+def _missing_training_tools() -> str | None:
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return "TensorFlow is not installed (pip install 'kwsd[train]')"
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
 
 
 def measure_startup(model: str) -> float:
