@@ -22,6 +22,7 @@ from kwsd.errors import (
     RuntimeDependencyError,
     StreamError,
 )
+from kwsd.evaluate import EvaluationError
 from kwsd.sources import AudioDeviceError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(err, EXIT_CANT_WRITE)
     except ConfigError as err:
         return _fail(err, EXIT_CONFIG)
+    except EvaluationError as err:
+        return _fail(err, EXIT_BAD_AUDIO)  # a ground-truth file that does not fit (input data)
 
     except AudioDeviceError as err:
         return _fail(err, EXIT_NO_DEVICE)
@@ -200,6 +203,7 @@ def _build_parser() -> argparse.ArgumentParser:
     devices.set_defaults(handler=_cmd_devices)
 
     _add_record_parser(sub)
+    _add_evaluate_parsers(sub)
 
     model = sub.add_parser("model", help="inspect or create model bundles")
     model_sub = model.add_subparsers(title="model commands", metavar="COMMAND")
@@ -714,3 +718,455 @@ def _yaml_scalar(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+# --------------------------------------------------------------------------------------
+# Streaming accuracy and calibration (kwsd/evaluate.py).
+
+
+def _add_evaluate_parsers(sub: Any) -> None:
+    from kwsd.evaluate import (
+        DEFAULT_AVERAGE_WINDOWS_MS,
+        DEFAULT_SUPPRESSIONS_MS,
+        DEFAULT_TARGET_FA_PER_HOUR,
+        DEFAULT_THRESHOLDS,
+        DEFAULT_TOLERANCE_MS,
+    )
+    from kwsd.smoother import FiringRule
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="streaming accuracy of a model on a long WAV with its ground truth",
+        description="Run a long WAV through the daemon's pipeline (in accelerated audio time) and score "
+        "its detections against a ground-truth file (TensorFlow's streaming test format: 'label, "
+        "time_ms' lines, the start of each word's clip; a detection's clip start is its window's end "
+        "minus the window's span). Prints TensorFlow's matched / correct / wrong / false positive "
+        "figures, false accepts per hour (keyword detections that are wrong or match no word) and "
+        "the miss rate per label; --json gives the report as JSON.",
+    )
+    evaluate.add_argument("--audio", required=True, metavar="LONG.wav", help="the audio (a WAV file)")
+    evaluate.add_argument(
+        "--truth", required=True, metavar="LONG.txt", help="its ground truth ('label, time_ms' lines)"
+    )
+    _add_model_argument(evaluate)
+    _add_detection_arguments(
+        evaluate, "detection settings (default: the bundle's recommended values, else TensorFlow's)"
+    )
+    _add_truth_arguments(evaluate, DEFAULT_TOLERANCE_MS)
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="sweep threshold, averaging window and suppression; pick them for a false-accept target",
+        description="Run the audio through the daemon's pipeline once, replay the smoother with every "
+        "setting of a grid on the recorded scores, and pick the setting with the lowest miss rate "
+        "whose false accepts per hour (over all the audio: the words audio and any background "
+        "audio) are within the target. Shows the trade-off as a table (and a DET plot with "
+        "--plot) and writes the values into config.yaml's detection section in place, comments "
+        "kept, the old file kept as .bak (--dry-run, or no --config: print the snippet). Exit 1 "
+        "when no setting reaches the target (the closest is shown, nothing is written).",
+    )
+    cal.add_argument("--audio", required=True, metavar="LONG.wav", help="audio with words (a WAV file)")
+    cal.add_argument("--truth", required=True, metavar="LONG.txt", help="its ground truth")
+    cal.add_argument(
+        "--background-audio",
+        action="append",
+        default=[],
+        metavar="NOISE.wav",
+        help="audio with no words, for false accepts (repeatable)",
+    )
+    _add_model_argument(cal)
+    cal.add_argument(
+        "--target-fa-per-hour",
+        type=float,
+        default=DEFAULT_TARGET_FA_PER_HOUR,
+        metavar="N",
+        help=f"false accepts per hour allowed (default {DEFAULT_TARGET_FA_PER_HOUR})",
+    )
+    cal.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="the config.yaml to write (and whose model and settings to use)",
+    )
+    cal.add_argument("--dry-run", action="store_true", help="print the detection snippet, write nothing")
+    cal.add_argument("--plot", metavar="DET.png", help="write a DET plot (needs matplotlib)")
+    cal.add_argument("--per-label", action="store_true", help="also tune a threshold per keyword")
+    cal.add_argument("--json", action="store_true", help="print the result as JSON")
+    fixed = cal.add_argument_group("fixed detection settings (default: the config's, else the bundle's)")
+    fixed.add_argument("--clip-stride-ms", type=int, metavar="MS", help="run the model every MS of audio")
+    fixed.add_argument("--minimum-count", type=int, metavar="N", help="windows needed before deciding")
+    fixed.add_argument("--rule", choices=[rule.value for rule in FiringRule], help="firing rule")
+    grid = cal.add_argument_group("the grid")
+    grid.add_argument(
+        "--thresholds",
+        metavar="P,P,...",
+        default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS),
+        help="thresholds to try (default %(default)s)",
+    )
+    grid.add_argument(
+        "--average-windows-ms",
+        metavar="MS,MS,...",
+        default=",".join(map(str, DEFAULT_AVERAGE_WINDOWS_MS)),
+        help="averaging windows to try (default %(default)s)",
+    )
+    grid.add_argument(
+        "--suppressions-ms",
+        metavar="MS,MS,...",
+        default=",".join(map(str, DEFAULT_SUPPRESSIONS_MS)),
+        help="suppression times to try (default %(default)s)",
+    )
+    _add_truth_arguments(cal, DEFAULT_TOLERANCE_MS)
+    cal.set_defaults(handler=_cmd_calibrate)
+
+
+def _add_truth_arguments(parser: argparse.ArgumentParser, tolerance_ms: float) -> None:
+    parser.add_argument(
+        "--tolerance-ms",
+        type=float,
+        default=tolerance_ms,
+        metavar="MS",
+        help=f"a detection matches a word whose clip starts within MS of its own (default {tolerance_ms:g})",
+    )
+    parser.add_argument(
+        "--skip-malformed",
+        action="store_true",
+        help="leave out malformed ground-truth lines (counted and listed) instead of refusing the file",
+    )
+
+
+def _detection_dict(settings: Any, clip_stride_ms: int) -> dict[str, Any]:
+    return {
+        "clip_stride_ms": clip_stride_ms,
+        "average_window_ms": settings.average_window_ms,
+        "threshold": settings.threshold,
+        "label_thresholds": dict(settings.label_thresholds or {}),
+        "suppression_ms": settings.suppression_ms,
+        "minimum_count": settings.minimum_count,
+        "rule": settings.rule.value,
+    }
+
+
+def _check_tolerance(args: argparse.Namespace) -> None:
+    import math
+
+    if not math.isfinite(args.tolerance_ms) or args.tolerance_ms <= 0:
+        raise _SettingError(
+            f"--tolerance-ms: expected a positive number of milliseconds, got {args.tolerance_ms}"
+        )
+
+
+def _run_stream(path: str, bundle: Any, classifier: Any, settings: Any, clip_stride_ms: int) -> Any:
+    from kwsd.evaluate import run_stream
+    from kwsd.pipeline import PipelineError
+    from kwsd.smoother import SmootherError
+
+    try:
+        return run_stream(
+            path,
+            bundle.frontend,
+            classifier,
+            bundle.labels,
+            settings=settings,
+            clip_stride_ms=clip_stride_ms,
+        )
+    except (SmootherError, PipelineError) as err:
+        raise _SettingError(str(err)) from None
+
+
+def _truth_lines(truth: Any) -> list[str]:
+    if not truth.skipped:
+        return []
+    shown = "; ".join(f"line {n}: {why}" for n, why in truth.skipped[:5])
+    more = f" (and {len(truth.skipped) - 5} more)" if len(truth.skipped) > 5 else ""
+    return [f"{truth.source}: skipped {len(truth.skipped)} malformed line(s): {shown}{more}"]
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from kwsd.evaluate import check_truth, figures, read_truth, score_detections, stream_report
+
+    _check_tolerance(args)
+    truth = read_truth(args.truth, skip_malformed=args.skip_malformed)
+    bundle, classifier = _load(args.model)
+    check_truth(truth, bundle.labels)
+    settings, clip_stride_ms = _detection_settings(bundle, args)
+    detections, recorded, audio = _run_stream(args.audio, bundle, classifier, settings, clip_stride_ms)
+    check_truth(truth, bundle.labels, audio.audio_ms)
+    scored = score_detections(
+        detections, truth.words, window_ms=recorded.window_ms, tolerance_ms=args.tolerance_ms
+    )
+    result = figures(scored, truth.words, bundle.labels, audio.audio_ms)
+    detection = _detection_dict(settings, clip_stride_ms)
+    report = stream_report(
+        audio=audio,
+        truth=truth,
+        model={"name": bundle.name, "sha256": bundle.sha256},
+        detection=detection,
+        tolerance_ms=args.tolerance_ms,
+        result=result,
+    )
+    for line in _truth_lines(truth):
+        print(f"kwsd: warning: {line}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(
+        f"audio:   {audio.path} ({audio.audio_ms / 1000:.1f} s = {audio.hours:.4f} h, sha256 "
+        f"{audio.sha256[:16]}...); truth {truth.source}: {len(truth.words)} words"
+    )
+    print(f"model:   {bundle.name} (sha256 {bundle.sha256[:16]}...); detection {json.dumps(detection)}")
+    print(f"result:  {result.reference_text()} (tolerance {args.tolerance_ms:g} ms, clip starts)")
+    miss = result.miss_rate
+    print(
+        f"false accepts: {result.false_accepts} ({result.false_accepts_per_hour:.2f} per hour); miss rate "
+        + (
+            f"{100 * miss:.1f}% of {result.keyword_words} keyword words"
+            if miss is not None
+            else "- (no keyword words)"
+        )
+    )
+    print(f"{'label':>12} {'words':>6} {'detected':>8} {'missed':>6} {'miss %':>7} {'false accepts':>13}")
+    for label, f in result.per_label.items():
+        rate = "-" if f.miss_rate is None else f"{100 * f.miss_rate:.1f}"
+        print(f"{label:>12} {f.words:6d} {f.detected:8d} {f.missed:6d} {rate:>7} {f.false_accepts:13d}")
+    return EXIT_OK
+
+
+def _number_list(flag: str, text: str, kind: type, low: float, high: float | None) -> list[Any]:
+    values: list[Any] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        try:
+            value = kind(part)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
+            raise _SettingError(f"{flag}: expected comma-separated {kind.__name__}s {bound}, got {part!r}")
+        values.append(value)
+    if not values:
+        raise _SettingError(f"{flag}: expected at least one value")
+    return sorted(set(values))
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import importlib.util
+    import math
+
+    from kwsd import evaluate as ev
+    from kwsd.config import load_config, parse_config
+    from kwsd.detection import DetectionError, resolve_detection
+    from kwsd.labels import UNKNOWN_LABEL
+
+    _check_tolerance(args)
+    target = args.target_fa_per_hour
+    if not math.isfinite(target) or target < 0:
+        raise _SettingError(f"--target-fa-per-hour: expected a number >= 0, got {target}")
+    thresholds = _number_list("--thresholds", args.thresholds, float, 0.0, 1.0)
+    windows = _number_list("--average-windows-ms", args.average_windows_ms, int, 1, None)
+    suppressions = _number_list("--suppressions-ms", args.suppressions_ms, int, 0, None)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise RuntimeDependencyError(
+            "--plot needs matplotlib, which is not installed: install matplotlib for --plot"
+        )
+    config = load_config(args.config) if args.config else None  # a config with problems: exit 78
+    model_path = args.model
+    if config is not None and config.model is not None:
+        if model_path is not None and Path(model_path).absolute() != config.model:
+            raise _SettingError(
+                f"-m {model_path}: {args.config} uses the model {config.model}; calibrate the model "
+                "the config uses (or leave out -m)"
+            )
+        model_path = str(config.model)
+    truth = ev.read_truth(args.truth, skip_malformed=args.skip_malformed)
+    bundle, classifier = _load(model_path)
+    labels = bundle.labels
+    ev.check_truth(truth, labels)
+    if not any(ev.is_keyword(w.label) for w in truth.words):
+        raise ev.EvaluationError(
+            f"{truth.source}: no keyword words (only {UNKNOWN_LABEL} or none): the miss rate cannot be "
+            f"measured; give audio with words of {', '.join(x for x in labels if ev.is_keyword(x))}"
+        )
+    overrides: dict[str, Any] = dict(config.detection) if config is not None else {}
+    overrides.update(
+        {
+            key: getattr(args, key)
+            for key in ("clip_stride_ms", "minimum_count", "rule")
+            if getattr(args, key) is not None
+        }
+    )
+    try:
+        current, clip_stride_ms = resolve_detection(
+            bundle.detection, overrides, window_stride_ms=bundle.frontend.window_stride_ms
+        )
+    except DetectionError as err:
+        raise _SettingError(str(err)) from None
+    usable = [w for w in windows if w // clip_stride_ms + 1 >= current.minimum_count]
+    if not usable:
+        raise _SettingError(
+            f"--average-windows-ms: none holds minimum_count ({current.minimum_count}) windows at a "
+            f"{clip_stride_ms} ms clip stride"
+        )
+    if len(usable) < len(windows):
+        log.warning("averaging windows %s hold too few windows; left out", sorted(set(windows) - set(usable)))
+
+    started = time.perf_counter()
+    measured: list[Any] = []
+    current_figures = None
+    for path, words in [(args.audio, truth.words)] + [(p, ()) for p in args.background_audio]:
+        detections, recorded, audio = _run_stream(path, bundle, classifier, current, clip_stride_ms)
+        if words:
+            ev.check_truth(truth, labels, audio.audio_ms)
+        measured.append(ev.Measured(audio, recorded, tuple(words)))
+        scored = ev.score_detections(
+            detections, words, window_ms=recorded.window_ms, tolerance_ms=args.tolerance_ms
+        )
+        one = ev.figures(scored, words, labels, audio.audio_ms)
+        current_figures = one if current_figures is None else current_figures + one
+    assert current_figures is not None
+    streamed_s = time.perf_counter() - started
+    sweeper = ev.Sweeper(
+        measured, minimum_count=current.minimum_count, rule=current.rule, tolerance_ms=args.tolerance_ms
+    )
+    points = ev.sweep(sweeper, thresholds=thresholds, average_windows_ms=usable, suppressions_ms=suppressions)
+    choice = ev.choose(points, target)
+    if args.per_label and choice.reachable:
+        choice = ev.Choice(ev.refine_per_label(sweeper, choice.point, thresholds, target), True, target)
+    sweeper.check_replay(choice.point.setting)
+    log.info(
+        "streamed %.2f h in %.1f s; %d settings replayed in %.1f s",
+        sum(m.audio.hours for m in measured),
+        streamed_s,
+        len(points),
+        time.perf_counter() - started - streamed_s,
+    )
+
+    hours = sum(m.audio.hours for m in measured)
+    sources = [
+        f"{Path(m.audio.path).name} ({m.audio.hours:.3f} h, "
+        + (f"{len(m.truth)} words" if m.truth else "background only")
+        + ")"
+        for m in measured
+    ]
+    measured_on = f"{' + '.join(sources)}: {hours:.3f} h in all"
+    if hours and 1 / hours > target:
+        log.warning(
+            "one false accept in %.3f h of audio is %.2f per hour, more than the target %g: "
+            "the target is only checked to that resolution (give more --background-audio)",
+            hours,
+            1 / hours,
+            target,
+        )
+    chosen = choice.point
+    values = ev.detection_values(
+        chosen.setting, clip_stride_ms=clip_stride_ms, minimum_count=current.minimum_count, rule=current.rule
+    )
+    outcome = (
+        f"{chosen.fa_per_hour:.3f} false accepts per hour, miss rate {100 * chosen.miss_rate:.2f}% "
+        f"({chosen.figures.reference_text()})"
+    )
+    comment = [
+        f"kwsd calibrate: model {bundle.name} (sha256 {bundle.sha256[:12]}), target {target:g} false "
+        "accepts per hour,",
+        f"measured on {measured_on}:",
+        f"{outcome}",
+    ]
+    snippet = ev.detection_snippet(values, comment)
+    front = ev.frontier(points)
+    if args.plot:
+        title = f"{bundle.name}: {measured_on}"
+        ev.plot_det(points, choice, args.plot, title=title)
+    report = {
+        "kind": "kwsd calibration",
+        "model": {"name": bundle.name, "sha256": bundle.sha256},
+        "audio": [
+            {**m.audio.to_dict(), "words": len(m.truth), "background_only": not m.truth} for m in measured
+        ],
+        "hours": round(hours, 6),
+        "tolerance_ms": args.tolerance_ms,
+        "target_fa_per_hour": target,
+        "reachable": choice.reachable,
+        "detection": values,
+        "figures": chosen.figures.to_dict(),
+        "current": {
+            "detection": _detection_dict(current, clip_stride_ms),
+            "figures": current_figures.to_dict(),
+        },
+        "frontier": [
+            {
+                "threshold": p.setting.threshold,
+                "average_window_ms": p.setting.average_window_ms,
+                "suppression_ms": p.setting.suppression_ms,
+                "false_accepts_per_hour": round(p.fa_per_hour, 4),
+                "miss_rate": round(p.miss_rate, 4),
+            }
+            for p in front
+        ],
+        "settings_tried": len(points),
+    }
+    out: TextIO = sys.stdout
+    if args.json:
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        print(
+            f"model:       {bundle.name} (sha256 {bundle.sha256[:16]}...); clip stride {clip_stride_ms} ms, "
+            f"minimum count {current.minimum_count}, rule {current.rule.value}",
+            file=out,
+        )
+        print(f"measured on: {measured_on}", file=out)
+        print(
+            "false accepts: keyword detections that are wrong or match no word, per hour of all the audio; "
+            "miss rate: keyword words not detected correctly",
+            file=out,
+        )
+        print(
+            f"current settings ({_setting_text(current)}): {current_figures.false_accepts_per_hour:.3f} "
+            f"false accepts per hour, miss rate "
+            f"{100 * (current_figures.miss_rate or 0.0):.2f}%",
+            file=out,
+        )
+        print(
+            f"frontier of {len(points)} settings (none has both fewer false accepts and fewer misses):",
+            file=out,
+        )
+        for row in ev.grid_table(front):
+            print(f"  {row}", file=out)
+    if not choice.reachable:
+        print(
+            f"kwsd: error: no setting reaches {target:g} false accepts per hour on this audio; the closest: "
+            f"{chosen.setting.text()}: {outcome}; nothing written",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.json:
+        print(f"chosen for {target:g} false accepts per hour: {chosen.setting.text()}: {outcome}", file=out)
+    if args.config is None or args.dry_run:
+        if not args.json:
+            print(
+                ("" if args.config is None else f"--dry-run: {args.config} not written\n") + snippet,
+                end="",
+                file=out,
+            )
+        return EXIT_OK
+    config_dir = Path(args.config).absolute().parent
+    ev.write_detection(
+        args.config, values, parse=lambda text, source: parse_config(text, source, base_dir=config_dir)
+    )
+    print(
+        f"wrote {args.config}: detection {', '.join(f'{k} {ev.yaml_value(v)}' for k, v in values.items())} "
+        f"(the previous file is {args.config}.bak)",
+        file=sys.stderr if args.json else out,
+    )
+    return EXIT_OK
+
+
+def _setting_text(settings: Any) -> str:
+    per = settings.label_thresholds or {}
+    return (
+        f"threshold {settings.threshold:g}"
+        + (f" ({', '.join(f'{k} {v:g}' for k, v in per.items())})" if per else "")
+        + f", average window {settings.average_window_ms} ms, suppression {settings.suppression_ms} ms"
+    )

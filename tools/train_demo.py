@@ -73,9 +73,12 @@ from kwsd.audio import float_to_int16, write_wav  # noqa: E402
 from kwsd.bundle import Bundle, make_bundle, write_bundle  # noqa: E402
 from kwsd.detection import resolve_detection  # noqa: E402
 from kwsd.errors import KwsdError  # noqa: E402
+
+# The streaming scoring lives in kwsd.evaluate (kwsd evaluate / calibrate use it too).
+from kwsd.evaluate import StreamScore, clip_start_ms, score_stream  # noqa: E402
+from kwsd.evaluate import smooth_scores as smooth  # noqa: E402
 from kwsd.frontend import FrontendKind, FrontendSpec  # noqa: E402
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL  # noqa: E402
-from kwsd.pipeline import Detection  # noqa: E402
 from kwsd.smoother import RecognizeCommands, SmootherSettings  # noqa: E402
 from tools.training import features  # noqa: E402
 from tools.training.dataset import (  # noqa: E402
@@ -495,17 +498,7 @@ def confusion_text(matrix: npt.NDArray[np.int64], labels: list[str]) -> str:
 # Times: kwsd stamps a window (its scores, and a detection) with the audio time at the
 # window's *end*, and so does everything here; the reference's ground truth (``demo.txt``,
 # the tuning stream's truth) gives the *start* of each word's clip. The two meet only in
-# :func:`score_stream`, through :func:`clip_start_ms`.
-
-
-def clip_start_ms(spec: FrontendSpec, window_end_ms: float) -> float:
-    """The reference's time for a window that kwsd stamps ``window_end_ms``: its start.
-
-    A window covers ``spec.span_samples`` (the frames of one clip: 990 ms for a 1000 ms
-    clip at 30/20 ms window/stride, not the whole 1000 ms), so it starts that long before
-    it ends.
-    """
-    return window_end_ms - spec.span_samples * 1000 / spec.sample_rate_hz
+# :func:`kwsd.evaluate.score_stream`, through :func:`kwsd.evaluate.clip_start_ms`.
 
 
 def build_stream(
@@ -587,69 +580,6 @@ def stream_scores(
     pipeline.on_scores = keep
     pipeline.feed(audio)
     return np.array(times, np.int64), np.array(scores, np.float32).reshape(-1, len(bundle.labels))
-
-
-def smooth(
-    times_ms: npt.NDArray[np.int64],
-    scores: npt.NDArray[np.float32],
-    labels: Sequence[str],
-    settings: SmootherSettings,
-) -> list[Detection]:
-    """The detections ``kwsd stream`` makes from these window scores: kwsd's own
-    RecognizeCommands over them, its new commands other than silence, stamped (as the
-    pipeline stamps them) with the end of the window that fired."""
-    smoother = RecognizeCommands(labels, settings)
-    out: list[Detection] = []
-    for time_ms, window_scores in zip(times_ms, scores, strict=True):
-        result = smoother.update(window_scores, int(time_ms))
-        if result.is_new_command and result.label != SILENCE_LABEL:
-            out.append(Detection(result.label, result.score, result.time_ms))
-    return out
-
-
-@dataclass(frozen=True)
-class StreamScore:
-    truth: int
-    correct: int
-    wrong: int
-    false_positive: int
-
-    @property
-    def merit(self) -> int:
-        return self.correct - self.wrong - self.false_positive
-
-    def text(self) -> str:
-        n = max(1, self.truth)
-        matched = self.correct + self.wrong
-        return (
-            f"{100 * matched / n:.1f}% matched, {100 * self.correct / n:.1f}% correct, "
-            f"{100 * self.wrong / n:.1f}% wrong, {100 * self.false_positive / n:.1f}% "
-            f"false positive (of {self.truth} words)"
-        )
-
-
-def score_stream(
-    detections: Sequence[Detection],
-    truth: list[tuple[str, float]],
-    spec: FrontendSpec,
-    tolerance_ms: float = 750.0,
-) -> StreamScore:
-    """The reference's streaming score: each detection (its window's start, see
-    :func:`clip_start_ms`) against the first ground-truth clip start within the tolerance;
-    same label and not yet matched is correct, else wrong."""
-    matched: set[int] = set()
-    correct = wrong = false_positive = 0
-    for detection in detections:
-        start_ms = clip_start_ms(spec, detection.time_ms)
-        hit = next((i for i, (_, t) in enumerate(truth) if abs(t - start_ms) <= tolerance_ms), None)
-        if hit is None:
-            false_positive += 1
-        elif truth[hit][0] == detection.label and hit not in matched:
-            matched.add(hit)
-            correct += 1
-        else:
-            wrong += 1
-    return StreamScore(len(truth), correct, wrong, false_positive)
 
 
 AVERAGE_WINDOWS_MS = (500, 750, 1000)

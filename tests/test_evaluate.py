@@ -1,0 +1,501 @@
+"""Streaming accuracy and calibration (kwsd/evaluate.py, kwsd evaluate, kwsd calibrate)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kwsd import evaluate as ev
+from kwsd.audio import write_wav
+from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
+from kwsd.classifier import TfliteClassifier
+from kwsd.config import parse_config
+from kwsd.detection import resolve_detection
+from kwsd.frontend import FrontendKind, FrontendSpec
+from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
+from kwsd.pipeline import Detection
+from kwsd.smoother import FiringRule, SmootherSettings
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_WAV = demo_wav_path()
+DEMO_TRUTH = DEMO_WAV.with_suffix(".txt")
+MFCC = FrontendSpec(FrontendKind.MFCC)  # windows span 990 ms
+LABELS = (SILENCE_LABEL, UNKNOWN_LABEL, "yes", "no")
+
+
+def kwsd(*args: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kwsd", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The reference's scoring.
+
+
+def test_the_reference_scoring_example() -> None:
+    # REFERENCE: truth a@1000 and b@9000; detections a@1200, b@5000, a@8700; tolerance 500:
+    # 2 matched, 1 correct, 1 wrong, 1 false positive.
+    truth = [("a", 1000.0), ("b", 9000.0)]
+    starts = [("a", 1200), ("b", 5000), ("a", 8700)]
+    scored = ev.score_detections(
+        [Detection(label, 0.9, t) for label, t in starts], truth, window_ms=0.0, tolerance_ms=500
+    )
+    assert [s.outcome for s in scored] == [ev.CORRECT, ev.FALSE_POSITIVE, ev.WRONG]
+    result = ev.figures(scored, truth, [SILENCE_LABEL, "a", "b"], audio_ms=10_000)
+    assert (result.matched, result.correct, result.wrong, result.false_positive) == (2, 1, 1, 1)
+    assert result.reference_text() == (
+        "100.0% matched, 50.0% correct, 50.0% wrong, 50.0% false positive (of 2 words)"
+    )
+    # The same through kwsd's times: a detection is stamped at its window's end, 990 ms after
+    # the clip start the truth gives.
+    at_window_ends = [Detection(label, 0.9, t + 990) for label, t in starts]
+    assert ev.score_stream(at_window_ends, truth, MFCC, tolerance_ms=500) == ev.StreamScore(2, 1, 1, 1)
+    # Both keywords here: b@5000 and a@8700 are false accepts; b was missed.
+    assert result.false_accepts == 2
+    assert result.per_label["a"] == ev.LabelFigures(words=1, detected=1, false_accepts=1)
+    assert result.per_label["b"] == ev.LabelFigures(words=1, detected=0, false_accepts=1)
+    assert result.miss_rate == 0.5
+    assert result.false_accepts_per_hour == pytest.approx(2 / (10 / 3600))
+
+
+def test_any_hit_marks_a_word_matched_and_the_tolerance_is_inclusive() -> None:
+    truth = [("yes", 1000.0)]
+    # A wrong label first: the word is matched, so the right label after it is wrong too
+    # (the reference's CalculateAccuracyStats).
+    scored = ev.score_detections(
+        [Detection("no", 0.9, 1000), Detection("yes", 0.9, 1100)], truth, window_ms=0.0, tolerance_ms=750
+    )
+    assert [s.outcome for s in scored] == [ev.WRONG, ev.WRONG]
+    edge = ev.score_detections([Detection("yes", 0.9, 1750)], truth, window_ms=0.0, tolerance_ms=750)
+    late = ev.score_detections([Detection("yes", 0.9, 1751)], truth, window_ms=0.0, tolerance_ms=750)
+    assert (edge[0].outcome, late[0].outcome) == (ev.CORRECT, ev.FALSE_POSITIVE)
+
+
+def test_unknown_detections_are_scored_but_are_not_false_accepts() -> None:
+    truth = [("yes", 1000.0), (UNKNOWN_LABEL, 4000.0)]
+    found = [Detection(UNKNOWN_LABEL, 0.9, 9000), Detection("yes", 0.9, 4100), Detection("no", 0.9, 20_000)]
+    scored = ev.score_detections(found, truth, window_ms=0.0, tolerance_ms=750)
+    result = ev.figures(scored, truth, LABELS, audio_ms=1_800_000)
+    assert (result.correct, result.wrong, result.false_positive) == (0, 1, 2)
+    assert result.false_accepts == 2  # yes on the unknown word, no on nothing; not _unknown_
+    assert result.false_accepts_per_hour == 4.0
+    assert result.miss_rate == 1.0  # the one keyword word
+    assert result.per_label[UNKNOWN_LABEL].missed == 1
+    combined = result + ev.figures([], [], LABELS, audio_ms=1_800_000)
+    assert (combined.false_accepts, combined.hours, combined.false_accepts_per_hour) == (2, 1.0, 2.0)
+
+
+# --------------------------------------------------------------------------------------
+# Ground-truth files.
+
+
+def test_truth_files_read_the_reference_format() -> None:
+    text = "yes, 1234.562500\n\n# a comment\n_unknown_, 4000.000000\n"
+    truth = ev.parse_truth(text, "t.txt")
+    assert truth.words == (ev.TruthWord("yes", 1234.5625), ev.TruthWord(UNKNOWN_LABEL, 4000.0))
+    assert truth.lines == (1, 4)
+    assert ev.format_truth(truth.words) == "yes, 1234.562500\n_unknown_, 4000.000000\n"
+
+
+def test_malformed_truth_lines_are_refused_with_their_numbers_or_skipped_and_counted() -> None:
+    text = "yes, 1000\nno 2000\nstop, soon\n, 3000\ngo, -5\nyes, 4000, x\nno, 5000\n"
+    with pytest.raises(ev.TruthError) as err:
+        ev.parse_truth(text, "t.txt")
+    assert str(err.value) == (
+        "t.txt: 5 malformed line(s): line 2: expected 'label, time_ms', got 'no 2000'; "
+        "line 3: time_ms: expected a number of milliseconds, got 'soon'; "
+        "line 4: no label before the comma in ', 3000'; "
+        "line 5: time_ms: expected a finite time >= 0, got '-5'; "
+        "line 6: expected 'label, time_ms', got 'yes, 4000, x' "
+        "(expected 'label, time_ms' lines; --skip-malformed leaves them out)"
+    )
+    truth = ev.parse_truth(text, "t.txt", skip_malformed=True)
+    assert truth.words == (ev.TruthWord("yes", 1000.0), ev.TruthWord("no", 5000.0))
+    assert [n for n, _ in truth.skipped] == [2, 3, 4, 5, 6]
+
+
+def test_labels_the_model_does_not_know_are_refused() -> None:
+    truth = ev.parse_truth("yes, 1000\nmaybe, 2000\nup, 3000\nmaybe, 4000\n", "t.txt")
+    with pytest.raises(ev.TruthError) as err:
+        ev.check_truth(truth, LABELS)
+    assert str(err.value) == (
+        "t.txt: label(s) the model does not know: 'maybe' (lines 2, 4); 'up' (line 3); the model's "
+        "labels are _silence_, _unknown_, yes, no (words of no label are written _unknown_)"
+    )
+    late = ev.parse_truth("yes, 1000\nno, 9000\n", "t.txt")
+    with pytest.raises(ev.TruthError, match=r"line 2: no at 9000 ms starts after the audio ends \(5000 ms\)"):
+        ev.check_truth(late, LABELS, audio_ms=5000)
+
+
+# --------------------------------------------------------------------------------------
+# The command: the demo model on its demo audio, and bad input.
+
+
+def test_evaluate_finds_every_demo_word(tmp_path: Path) -> None:
+    result = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    figures = report["figures"]
+    assert (figures["words"], figures["correct"], figures["wrong"], figures["false_positive"]) == (
+        10,
+        10,
+        0,
+        0,
+    )
+    assert (figures["false_accepts"], figures["miss_rate"]) == (0, 0.0)
+    assert report["audio"]["file"] == "demo.wav"
+    assert report["audio"]["sha256"] == ev.file_sha256(DEMO_WAV)
+    assert report["model"] == {"name": "demo", "sha256": read_bundle(demo_bundle_path()).sha256}
+    assert report["detection"]["threshold"] == 0.6  # the bundle's recommendation
+    assert report["tolerance_ms"] == 750.0
+    text = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH)
+    assert "100.0% matched, 100.0% correct, 0.0% wrong, 0.0% false positive (of 10 words)" in text.stdout
+
+
+def test_evaluate_refuses_bad_input_with_its_exit_code(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text(DEMO_TRUTH.read_text() + "stop at 31000\n")
+    result = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", bad)
+    assert result.returncode == 65
+    assert (
+        "bad.txt: 1 malformed line(s): line 11: expected 'label, time_ms', got 'stop at 31000'"
+        in result.stderr
+    )
+    skipped = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", bad, "--skip-malformed", "--json")
+    assert skipped.returncode == 0
+    assert json.loads(skipped.stdout)["truth"]["skipped_lines"] == [
+        {"line": 11, "why": "expected 'label, time_ms', got 'stop at 31000'"}
+    ]
+    assert "skipped 1 malformed line(s): line 11" in skipped.stderr
+
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("left, 500.0\n")
+    result = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", unknown)
+    assert result.returncode == 65
+    assert "label(s) the model does not know: 'left' (line 1)" in result.stderr
+
+    short = tmp_path / "short.wav"
+    write_wav(short, np.zeros(8000, np.int16), 16000)
+    result = kwsd("evaluate", "--audio", short, "--truth", DEMO_TRUTH)
+    assert result.returncode == 65
+    assert result.stderr.strip() == (
+        f"kwsd: error: {short}: 500 ms of audio, shorter than one clip of the model (1000 ms): "
+        "nothing to evaluate"
+    )
+    assert kwsd("evaluate", "--audio", DEMO_WAV, "--truth", tmp_path / "none.txt").returncode == 66
+    assert kwsd("evaluate", "--audio", tmp_path / "none.wav", "--truth", DEMO_TRUTH).returncode == 66
+    assert (
+        kwsd("evaluate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--tolerance-ms", "0").returncode == 64
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Replaying settings on recorded scores.
+
+
+def _scores(spec: list[tuple[int, int, int, float]], n: int, labels: tuple[str, ...] = LABELS) -> Any:
+    """Window scores every 20 ms (window ends from 990 ms): silence at 0.95 except, for each
+    (first window, last window, label index, score), that label at that score (and the rest
+    shared by silence and unknown, so that it is the top label)."""
+    scores = np.zeros((n, len(labels)), np.float32)
+    scores[:, 0] = 0.95
+    scores[:, 1] = 0.05
+    for a, b, index, value in spec:
+        scores[a:b] = 0.0
+        scores[a:b, 0] = scores[a:b, 1] = (1 - value) / 2
+        scores[a:b, index] = value
+    times = np.arange(n, dtype=np.int64) * 20 + 990
+    return ev.RecordedScores(labels, times, scores, 20, 990.0, float(times[-1] + 10))
+
+
+def test_replayed_firing_is_recognize_commands_own() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    dominant = np.repeat(rng.integers(0, len(LABELS), n // 25), 25)
+    scores = rng.random((n, len(LABELS))).astype(np.float32) * 0.5
+    scores[np.arange(n), dominant] += rng.random(n).astype(np.float32)
+    scores /= scores.sum(axis=1, keepdims=True)
+    recorded = ev.RecordedScores(LABELS, np.arange(n, dtype=np.int64) * 20 + 990, scores, 20, 990.0, 41_000.0)
+    for window in (100, 500, 1000):
+        averages = ev.average_scores(recorded, window, 3)
+        for rule in FiringRule:
+            for suppression in (0, 300, 1500):
+                for threshold, per_label in ((0.3, {}), (0.5, {"yes": 0.8}), (0.7, {SILENCE_LABEL: 0.2})):
+                    settings = SmootherSettings(window, threshold, suppression, 3, rule, per_label or None)
+                    replayed = ev.fire(
+                        averages, ev.label_threshold_list(LABELS, threshold, per_label), suppression, rule
+                    )
+                    assert replayed == ev.smooth(recorded, settings)
+
+
+def _sweeper(fa_score: float) -> ev.Sweeper:
+    """Four words (yes 0.9, no 0.9, yes 0.9, no 0.45: a weak one) over 20 s, and 1 h of
+    background audio (as 20 s repeated... here one 20 s stretch stands for it) with one
+    spurious 'yes' at ``fa_score``."""
+    truth = (
+        ev.TruthWord("yes", 1000.0),
+        ev.TruthWord("no", 5000.0),
+        ev.TruthWord("yes", 9000.0),
+        ev.TruthWord("no", 13000.0),
+    )
+    words = _scores([(50, 80, 2, 0.9), (250, 280, 3, 0.9), (450, 480, 2, 0.9), (650, 680, 3, 0.45)], 1000)
+    noise = _scores([(500, 530, 2, fa_score)], 1000)
+    audio = ev.AudioFacts("words.wav", "0" * 64, 20 * 16000, 16000)
+    background = ev.AudioFacts("noise.wav", "1" * 64, 20 * 16000, 16000)
+    return ev.Sweeper(
+        [ev.Measured(audio, words, truth), ev.Measured(background, noise)],
+        minimum_count=3,
+        rule=FiringRule.TF,
+    )
+
+
+def test_calibration_picks_the_lowest_miss_rate_within_the_target() -> None:
+    sweeper = _sweeper(fa_score=0.6)
+    points = ev.sweep(
+        sweeper, thresholds=(0.3, 0.4, 0.5, 0.7, 0.8), average_windows_ms=(250,), suppressions_ms=(500,)
+    )
+    hours = 40 / 3600
+    by_threshold = {p.setting.threshold: (p.figures.false_accepts, p.miss_rate) for p in points}
+    # Below 0.45 all four words are found; below 0.6 the spurious 'yes' fires.
+    assert by_threshold == {0.3: (1, 0.0), 0.4: (1, 0.0), 0.5: (1, 0.25), 0.7: (0, 0.25), 0.8: (0, 0.25)}
+    lenient = ev.choose(points, target_fa_per_hour=1 / hours)
+    assert lenient.reachable and lenient.point.setting.threshold in (0.3, 0.4)
+    assert lenient.point.miss_rate == 0.0
+    strict = ev.choose(points, target_fa_per_hour=0.5)
+    assert strict.reachable
+    # 0.7 and 0.8 are as good: the lower middle of the two.
+    assert (strict.point.setting.threshold, strict.point.miss_rate) == (0.7, 0.25)
+    sweeper.check_replay(strict.point.setting)
+    assert [p.setting.threshold for p in ev.frontier(points)] == [0.7, 0.3]
+
+
+def test_an_unreachable_target_gives_the_closest_setting() -> None:
+    sweeper = _sweeper(fa_score=0.99)  # above every threshold tried
+    points = ev.sweep(sweeper, thresholds=(0.3, 0.5, 0.9), average_windows_ms=(250,), suppressions_ms=(500,))
+    choice = ev.choose(points, target_fa_per_hour=0.5)
+    assert not choice.reachable
+    assert choice.point.figures.false_accepts == 1
+    assert choice.point.setting.threshold == 0.3  # all have 1 false accept; it misses nothing
+
+
+def test_per_label_thresholds_lower_the_misses_within_the_target() -> None:
+    sweeper = _sweeper(fa_score=0.6)  # a spurious 'yes'; the weak word is a 'no'
+    thresholds = (0.3, 0.4, 0.5, 0.7)
+    points = ev.sweep(sweeper, thresholds=thresholds, average_windows_ms=(250,), suppressions_ms=(500,))
+    start = ev.choose(points, target_fa_per_hour=0.5).point
+    refined = ev.refine_per_label(sweeper, start, thresholds, 0.5)
+    assert refined.miss_rate == 0.0 and refined.figures.false_accepts == 0
+    # The weak 'no' needs a threshold below 0.45; 'yes' keeps the global 0.7 (above the spurious 0.6).
+    assert refined.setting.threshold == 0.7
+    assert dict(refined.setting.label_thresholds) == {"no": 0.4}
+    sweeper.check_replay(refined.setting)
+
+
+# --------------------------------------------------------------------------------------
+# Writing config.yaml.
+
+
+CONFIG = (REPO / "config.yaml").read_text()
+VALUES = {
+    "clip_stride_ms": 20,
+    "average_window_ms": 750,
+    "threshold": 0.65,
+    "label_thresholds": {"yes": 0.7},
+    "suppression_ms": 1000,
+    "minimum_count": 3,
+    "rule": "tf",
+}
+
+
+def test_detection_values_are_edited_in_place_keeping_every_comment(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    ev.write_detection(path, VALUES, parse=lambda text, source: parse_config(text, source, base_dir=tmp_path))
+    new = path.read_text().splitlines()
+    old = CONFIG.splitlines()
+    assert len(new) == len(old)
+    changed = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+    assert changed == [
+        ("  clip_stride_ms: null", "  clip_stride_ms: 20"),
+        ("  average_window_ms: null", "  average_window_ms: 750"),
+        ("  threshold: null", "  threshold: 0.65"),
+        ("  label_thresholds: {}", '  label_thresholds: {"yes": 0.7}'),
+        ("  suppression_ms: null", "  suppression_ms: 1000"),
+        ("  minimum_count: null", "  minimum_count: 3"),
+        ("  rule: null", "  rule: tf"),
+    ]
+    assert (tmp_path / "config.yaml.bak").read_text() == CONFIG
+    assert dict(parse_config(path.read_text()).detection) == VALUES
+
+
+def test_a_block_mapping_and_missing_keys_are_handled() -> None:
+    text = (
+        "model: null\ndetection:\n  # t\n  threshold: 0.5  # mine\n  label_thresholds:\n    no: 0.9\n"
+        "\nlog_level: info\n"
+    )
+    new = ev.edit_detection_text(text, {"threshold": 0.7, "label_thresholds": {}, "suppression_ms": 900})
+    assert new == (
+        "model: null\ndetection:\n  # t\n  threshold: 0.7  # mine\n  label_thresholds: {}\n"
+        "  suppression_ms: 900\n\nlog_level: info\n"
+    )
+    assert (
+        ev.edit_detection_text("model: null\n", {"threshold": 0.7})
+        == "model: null\n\ndetection:\n  threshold: 0.7\n"
+    )
+
+
+def test_an_unparsable_config_is_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    broken = CONFIG.replace("log_level: info", "log_level: [info")
+    path.write_text(broken)
+    result = kwsd("calibrate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--config", path)
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.startswith(f"kwsd: error: {path}:")
+    assert path.read_text() == broken
+    assert not (tmp_path / "config.yaml.bak").exists()
+
+
+def test_calibrate_writes_config_yaml_and_names_what_it_measured(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    result = kwsd("calibrate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--config", path, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert path.read_text() == CONFIG
+    assert "measured on: demo.wav (0.008 h, 10 words): 0.008 h in all" in result.stdout
+    snippet = result.stdout[result.stdout.index("# kwsd calibrate") :]
+    assert "detection:\n  clip_stride_ms: 20\n" in snippet
+    result = kwsd("calibrate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--config", path, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["reachable"] and report["figures"]["miss_rate"] == 0.0
+    assert report["audio"][0]["file"] == "demo.wav" and report["hours"] == pytest.approx(
+        29.9 / 3600, abs=1e-4
+    )
+    written = parse_config(path.read_text(), base_dir=tmp_path).detection
+    assert {k: v for k, v in report["detection"].items() if k != "label_thresholds"} == dict(written)
+    # The chosen values, run through kwsd evaluate (the pipeline itself), give the same figures.
+    settings, _ = resolve_detection({}, dict(written), window_stride_ms=20)
+    flags = [
+        "--average-window-ms",
+        settings.average_window_ms,
+        "--threshold",
+        settings.threshold,
+        "--suppression-ms",
+        settings.suppression_ms,
+    ]
+    check = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--json", *flags)
+    assert json.loads(check.stdout)["figures"] == report["figures"]
+
+
+def test_calibrate_says_when_no_setting_reaches_the_target(tmp_path: Path) -> None:
+    # Every word given the wrong label: every keyword detection is a false accept.
+    swap = {"yes": "no", "no": "yes", "stop": "go", "go": "stop"}
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text(
+        "".join(f"{swap.get(w.label, w.label)}, {w.start_ms:f}\n" for w in ev.read_truth(DEMO_TRUTH).words)
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    result = kwsd(
+        "calibrate",
+        "--audio",
+        DEMO_WAV,
+        "--truth",
+        wrong,
+        "--config",
+        path,
+        "--thresholds",
+        "0.3,0.4",
+        "--target-fa-per-hour",
+        "0.5",
+    )
+    assert result.returncode == 1
+    assert (
+        "kwsd: error: no setting reaches 0.5 false accepts per hour on this audio; the closest: "
+        in result.stderr
+    )
+    assert "nothing written" in result.stderr
+    assert path.read_text() == CONFIG and not (tmp_path / "config.yaml.bak").exists()
+
+
+def test_plot_is_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "det.png"
+    result = kwsd("calibrate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--plot", png)
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------
+# The demo model on a stream made by tools/make_stream.py from synthetic voices.
+
+
+@pytest.fixture(scope="module")
+def synthetic_stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    sys.path.insert(0, str(REPO / "tools"))
+    import make_stream
+    import synth
+
+    root = tmp_path_factory.mktemp("synthetic")
+    data = root / "data"
+    synth.synthesise(data, ["yes", "no", "stop", "go"], ["up", "left"], voice_count=3, repetitions=1, seed=5)
+    clips = sorted(
+        p.relative_to(data).as_posix() for p in data.glob("*/*.wav") if p.parent.name != "_background_noise_"
+    )
+    (data / "testing_list.txt").write_text("\n".join(clips) + "\n")
+    (data / "validation_list.txt").write_text("")
+    settings = make_stream.StreamSettings(duration_s=90.0, background_volume=0.05)
+    stream = make_stream.generate(data, ["yes", "no", "stop", "go"], settings, seed=1)
+    wav, txt = root / "stream.wav", root / "stream.txt"
+    write_wav(wav, stream.audio, 16000)
+    txt.write_text(ev.format_truth(stream.truth()))
+    return wav, txt
+
+
+def test_figures_on_a_generated_stream_are_consistent(synthetic_stream: tuple[Path, Path]) -> None:
+    wav, txt = synthetic_stream
+    bundle = read_bundle(demo_bundle_path())
+    settings, stride = resolve_detection(bundle.detection, {}, window_stride_ms=20)
+    truth = ev.read_truth(txt)
+    assert len(truth.words) == 30
+    detections, recorded, audio = ev.run_stream(
+        wav,
+        bundle.frontend,
+        TfliteClassifier(bundle),
+        bundle.labels,
+        settings=settings,
+        clip_stride_ms=stride,
+    )
+    assert audio.audio_ms == 90_000
+    # Replaying the recorded scores gives the pipeline's own detections.
+    assert ev.smooth(recorded, settings) == detections
+    scored = ev.score_detections(detections, truth.words, window_ms=recorded.window_ms)
+    result = ev.figures(scored, truth.words, bundle.labels, audio.audio_ms)
+    assert result.words == 30
+    assert result.matched == result.correct + result.wrong
+    assert result.correct + result.wrong + result.false_positive == len(detections)
+    assert sum(f.detected for f in result.per_label.values()) == result.correct
+    assert sum(f.words for f in result.per_label.values()) == 30
+    keyword_bad = sum(s.outcome != ev.CORRECT and ev.is_keyword(s.detection.label) for s in scored)
+    assert result.false_accepts == keyword_bad == sum(f.false_accepts for f in result.per_label.values())
+    assert result.correct >= 15  # synthetic voices the model never heard; most words are found
+    cli = kwsd("evaluate", "--audio", wav, "--truth", txt, "--json")
+    assert json.loads(cli.stdout)["figures"] == result.to_dict()
