@@ -16,13 +16,13 @@ from kwsd import __version__
 from kwsd.config import ConfigError
 from kwsd.errors import (
     AudioFormatError,
+    EvaluationError,
     InputNotFoundError,
     ModelError,
     OutputError,
     RuntimeDependencyError,
     StreamError,
 )
-from kwsd.evaluate import EvaluationError
 from kwsd.sources import AudioDeviceError
 
 log = logging.getLogger(__name__)
@@ -986,7 +986,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     labels = bundle.labels
     ev.check_truth(truth, labels)
     if not any(ev.is_keyword(w.label) for w in truth.words):
-        raise ev.EvaluationError(
+        raise EvaluationError(
             f"{truth.source}: no keyword words (only {UNKNOWN_LABEL} or none): the miss rate cannot be "
             f"measured; give audio with words of {', '.join(x for x in labels if ev.is_keyword(x))}"
         )

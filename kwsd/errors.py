@@ -29,3 +29,11 @@ class RuntimeDependencyError(KwsdError):
 
 class OutputError(KwsdError):
     """An output file that cannot be written (missing folder, a directory in the way, no space)."""
+
+
+class EvaluationError(KwsdError):
+    """A ground-truth file or a calibration request that cannot be used (names the thing).
+
+    Here rather than in :mod:`kwsd.evaluate` so that the command line can catch it without
+    importing the evaluation code (and numpy) at start-up.
+    """

@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.classifier import Classifier
-from kwsd.errors import AudioFormatError, InputNotFoundError, KwsdError, OutputError
+from kwsd.errors import AudioFormatError, EvaluationError, InputNotFoundError, OutputError
 from kwsd.frontend import FrontendSpec
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.pipeline import Detection, Pipeline
@@ -77,10 +77,6 @@ DEFAULT_AVERAGE_WINDOWS_MS = (250, 500, 750, 1000, 1250, 1500)
 DEFAULT_SUPPRESSIONS_MS = (500, 750, 1000, 1500, 2000)
 DEFAULT_TARGET_FA_PER_HOUR = 0.5
 MS_PER_HOUR = 3_600_000.0
-
-
-class EvaluationError(KwsdError):
-    """A ground-truth file or a calibration request that cannot be used (names the thing)."""
 
 
 class TruthError(EvaluationError):

@@ -42,6 +42,7 @@ def test_benchmark_prints_all_three_measurements():
     figures = json.loads(out.strip().splitlines()[-1])
     assert set(figures) == {
         "training",
+        "streaming",
         "cpu_ms_per_audio_s",
         "frontend_ms",
         "interpreter_ms",
@@ -53,11 +54,12 @@ def test_benchmark_prints_all_three_measurements():
     }
     assert figures["cpu_ms_per_audio_s"] > 0 and figures["startup_s"] > 0
     assert figures["training"] is None and "4. training throughput" in out
+    assert figures["streaming"] is None and "5. streaming accuracy" in out
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(missing_training_tools() is not None, reason=str(missing_training_tools()))
-def test_benchmark_measures_training_throughput_on_a_set_it_makes():
+def test_benchmark_measures_training_and_streaming_accuracy_on_a_set_it_makes():
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--seconds", "2", "--repeats", "1", "--json"],
         capture_output=True,
@@ -68,7 +70,10 @@ def test_benchmark_measures_training_throughput_on_a_set_it_makes():
     )
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()
-    training = json.loads(out.strip().splitlines()[-1])["training"]
+    figures = json.loads(out.strip().splitlines()[-1])
+    training, streaming = figures["training"], figures["streaming"]
+    assert 0 <= streaming["correct_percent"] <= 100 and streaming["hours"] > 0.6
+    assert abs(streaming["false_accepts_per_hour"] - streaming["false_accepts"] / streaming["hours"]) < 0.01
     assert training["kwsd_steps_per_s"] > 0 and training["baseline_steps_per_s"] > 0
     assert training["ratio"] == training["kwsd_steps_per_s"] / training["baseline_steps_per_s"]
     assert "kwsd (precomputed pool)" in out and "baseline (features/step)" in out

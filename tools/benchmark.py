@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """kwsd's speed benchmark: every figure is measured in this one run, on this machine.
 
-    python tools/benchmark.py [--model BUNDLE] [--seconds 60] [--repeats 5]
+    python tools/benchmark.py [--model BUNDLE] [--seconds 60] [--repeats 5] [--no-training]
 
 Prints:
   1. CPU time per audio second of the stream pipeline (front end, interpreter, smoother and
@@ -10,7 +10,11 @@ Prints:
      the 2 ms target;
   2. the incremental front end against recomputing the whole window at every stride,
      as a ratio of the front end's CPU time, both measured interleaved in this run;
-  3. start-up of ``kwsd stream`` to the first processed window, in a fresh process.
+  3. start-up of ``kwsd stream`` to the first processed window, in a fresh process;
+  4. training throughput: tools/benchmark_train.py (the trainer's step on the feature pool
+     against recomputing features every step) on a small espeak-ng set made for the run;
+  5. streaming accuracy and false accepts per hour of the model on streams generated from
+     that set (voices the demo model never heard): 10 minutes of words and 30 of background.
 
 CPU times are thread CPU time (``time.thread_time_ns``), the median of ``--repeats``
 interleaved runs, so another process on the machine slows the wall clock but not these.
@@ -19,13 +23,18 @@ interleaved runs, so another process on the machine slows the wall clock but not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import platform
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +152,15 @@ def main() -> int:
         f"({', '.join(f'{s * 1000:.0f}' for s in startup)}) (target < {TARGET_STARTUP_S * 1000:.0f} ms: "
         f"{startup_s / TARGET_STARTUP_S:.2f} x target) {'OK' if startup_s < TARGET_STARTUP_S else 'OVER'}"
     )
-    training = training_throughput(skip=args.no_training)
+    with synthetic_set(skip=args.no_training) as data_dir:
+        training = training_throughput(data_dir, skip=args.no_training)
+        streaming = streaming_accuracy(data_dir, args.model, skip=args.no_training)
     if args.json:
         print(
             json.dumps(
                 {
                     "training": training,
+                    "streaming": streaming,
                     "cpu_ms_per_audio_s": round(total, 4),
                     "frontend_ms": round(frontend, 4),
                     "interpreter_ms": round(interp, 4),
@@ -163,41 +175,103 @@ def main() -> int:
     return 0
 
 
-def training_throughput(*, skip: bool) -> dict[str, Any] | None:
-    """4: tools/benchmark_train.py's measurement on a small synthetic set made for it."""
-    print()
-    print("4. training throughput: steps per second from the feature pool vs recomputing features per step")
-    missing = "--no-training" if skip else _missing_training_tools()
-    if missing:
-        print(f"   skipped: {missing}")
-        return None
-    import logging
-    import tempfile
+#: Voices of the synthetic set sections 4 and 5 use: another seed than the demo's training set,
+#: so the streams of section 5 are spoken by voices the demo model never heard.
+SYNTH_SEED = 9
 
-    tools = str(Path(__file__).resolve().parent.parent)
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    from tools import benchmark_train
+
+@contextlib.contextmanager
+def synthetic_set(*, skip: bool) -> Iterator[Path | None]:
+    """A small espeak-ng set in a temporary folder (None when skipped or espeak-ng/sox are missing)."""
+    if skip or _missing_tools(("espeak-ng", "sox")):
+        yield None
+        return
+    _tools_on_path()
     from tools.synth import synthesise
 
     logging.getLogger("synth").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="kwsd-bench-") as tmp:
-        synthesise(
-            Path(tmp), ["yes", "no", "stop", "go"], ["up", "down"], voice_count=40, repetitions=1, seed=9
-        )
-        figures = benchmark_train.measure(benchmark_train.defaults(data_dir=tmp))
+        words, others = ["yes", "no", "stop", "go"], ["up", "down", "left", "right"]
+        synthesise(Path(tmp), words, others, voice_count=60, repetitions=1, seed=SYNTH_SEED)
+        yield Path(tmp)
+
+
+def training_throughput(data_dir: Path | None, *, skip: bool) -> dict[str, Any] | None:
+    """4: tools/benchmark_train.py's measurement on the synthetic set."""
+    print()
+    print("4. training throughput: steps per second from the feature pool vs recomputing features per step")
+    missing = "--no-training" if skip else _missing_tools(("espeak-ng", "sox"), tensorflow=True)
+    if missing or data_dir is None:
+        print(f"   skipped: {missing}")
+        return None
+    _tools_on_path()
+    from tools import benchmark_train
+
+    figures = benchmark_train.measure(benchmark_train.defaults(data_dir=str(data_dir)))
     for line in benchmark_train.report_lines(figures):
         print("   " + line.strip())
     return {k: v for k, v in figures.items() if not isinstance(v, list)}
 
 
-def _missing_training_tools() -> str | None:
+def streaming_accuracy(data_dir: Path | None, model: str, *, skip: bool) -> dict[str, Any] | None:
+    """5: ``kwsd evaluate`` of the model on generated streams of the set's voices."""
+    print()
+    print("5. streaming accuracy on generated audio (tools/make_stream.py, then `kwsd evaluate`)")
+    missing = "--no-training" if skip else _missing_tools(("espeak-ng", "sox"))
+    if missing or data_dir is None:
+        print(f"   skipped: {missing}")
+        return None
+    root = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(root.parent)}
+    results: dict[str, Any] = {}
+    streams = (
+        ("words", ["--duration_s", "600"]),
+        ("background", ["--background_only", "--duration_s", "1800"]),
+    )
+    for name, extra in streams:
+        wav = data_dir / f"{name}.wav"
+        make = [sys.executable, str(root / "make_stream.py"), "--data_dir", str(data_dir)]
+        make += ["--wanted_words", "yes,no,stop,go", "--output_audio_file", str(wav), "--seed", "1", *extra]
+        subprocess.run(make, check=True, capture_output=True, env=env)
+        evaluate = [sys.executable, "-m", "kwsd", "evaluate", "-m", model, "--audio", str(wav)]
+        evaluate += ["--truth", str(wav.with_suffix(".txt")), "--json"]
+        result = subprocess.run(evaluate, check=True, capture_output=True, env=env)
+        results[name] = json.loads(result.stdout)["figures"]
+    words, noise = results["words"], results["background"]
+    hours = words["hours"] + noise["hours"]
+    false_accepts = words["false_accepts"] + noise["false_accepts"]
+    print(
+        f"   {words['words']} words in {words['hours'] * 60:.0f} min by voices the demo never heard: "
+        f"{words['matched_percent']:.1f}% matched, {words['correct_percent']:.1f}% correct, "
+        f"{words['wrong_percent']:.1f}% wrong, {words['false_positive_percent']:.1f}% false positive; "
+        f"miss rate {100 * words['miss_rate']:.1f}%"
+    )
+    print(
+        f"   false accepts: {false_accepts} in {hours:.2f} h (the words + {noise['hours'] * 60:.0f} min of "
+        f"background only) = {false_accepts / hours:.2f} per hour"
+    )
+    return {
+        "correct_percent": words["correct_percent"],
+        "miss_rate": words["miss_rate"],
+        "false_accepts": false_accepts,
+        "hours": round(hours, 3),
+        "false_accepts_per_hour": round(false_accepts / hours, 3),
+    }
+
+
+def _tools_on_path() -> None:
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def _missing_tools(commands: tuple[str, ...], *, tensorflow: bool = False) -> str | None:
     import importlib.util
     import shutil
 
-    if importlib.util.find_spec("tensorflow") is None:
+    if tensorflow and importlib.util.find_spec("tensorflow") is None:
         return "TensorFlow is not installed (pip install 'kwsd[train]')"
-    for tool in ("espeak-ng", "sox"):
+    for tool in commands:
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
@@ -230,8 +304,6 @@ def measure_startup(model: str) -> float:
 
 
 def _cores() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 
