@@ -993,7 +993,9 @@ def plot_det(
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_xlabel("false accepts per hour")
         ax.set_ylabel("miss rate (%)")
-        ax.set_title(title, fontsize=9)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)  # long file names wrap
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
