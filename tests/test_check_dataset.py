@@ -20,24 +20,13 @@ import pytest
 
 from kwsd.audio import open_audio, write_wav
 from tests import wavgen
+from tests.test_dataset import speakers
 from tools import check_dataset as cd
-from tools.training.dataset import DatasetSettings, load_dataset, read_samples, which_set
+from tools.training.dataset import DatasetSettings, load_dataset, read_samples
 
 RATE = 16000
 REPO = Path(__file__).resolve().parent.parent
 Int16Array = npt.NDArray[np.int16]
-
-
-def speakers(partition: str, count: int, prefix: str = "spk") -> list[str]:
-    """The first ``count`` names ``<prefix>NNN`` that the hash split puts in ``partition`` (10/10)."""
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        name = f"{prefix}{i:03d}"
-        if which_set(f"{name}_nohash_0.wav", 10, 10) == partition:
-            found.append(name)
-        i += 1
-    return found
 
 
 TRAINING, VALIDATION, TESTING = (speakers(p, 1)[0] for p in ("training", "validation", "testing"))

@@ -40,14 +40,6 @@ T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def broker(tmp_path):
-    broker = MosquittoBroker(tmp_path / "broker")
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
 def subscribers():
     made = []
 

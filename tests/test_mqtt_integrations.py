@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from kwsd.config import HermesConfig, HomeAssistantConfig, MqttConfig
 from kwsd.mqtt import ModelFacts, MqttPublisher
-from tests.broker import HOST, MosquittoBroker, Subscriber, mosquitto_available, wait_until
+from tests.broker import HOST, Subscriber, mosquitto_available, wait_until
 from tests.test_mqtt import DETECTION_TOPIC, DEVICE, STATUS_TOPIC, detections, make_events
 
 pytestmark = pytest.mark.skipif(
@@ -28,14 +28,6 @@ MODEL = ModelFacts(
     labels=("_silence_", "_unknown_", "yes", "no"),
     thresholds={"_silence_": 0.5, "_unknown_": 0.5, "yes": 0.8, "no": 0.6},
 )
-
-
-@pytest.fixture
-def broker(tmp_path):
-    broker = MosquittoBroker(tmp_path / "broker")
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 @pytest.fixture
