@@ -164,9 +164,13 @@ def test_hermes_hotwords_for_keywords_paused_by_toggle_off_for_this_site(broker,
 
 def test_stats_are_retained_on_their_own_topic(broker, clients, publishers):
     pub = publishers(broker.port)
+    live = clients(broker.port, f"kwsd/{DEVICE}/stats", "watcher")
     wait_until(lambda: pub.connected, 10.0, "the publisher to connect")
     pub.publish_stats({"uptime_s": 60, "mqtt": pub.counters()})
-    late = clients(broker.port, f"kwsd/{DEVICE}/stats", "dashboard")  # subscribes afterwards
+    # Once a subscriber has it live, the broker holds it: a dashboard subscribing later gets
+    # it at once, marked retained.
+    assert not live.wait_for_count(1, timeout_s=5.0)[0].retain
+    late = clients(broker.port, f"kwsd/{DEVICE}/stats", "dashboard")
     message = late.wait_for_count(1, timeout_s=5.0)[0]
     assert message.retain
     stats = json.loads(message.payload)
