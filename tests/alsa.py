@@ -149,12 +149,28 @@ class PacedFifoWriter:
         #: Most a chunk was written after its due time (pipe full: nobody reading).
         self.max_late_s = 0.0
         self.error: BaseException | None = None
+        self._pause_at_byte: int | None = None
+        self._resumed = threading.Event()
+        #: Silence sent while paused, in frames.
+        self.paused_frames = 0
+        #: Set once the writer has reached the pause point.
+        self.paused = threading.Event()
 
-    def start(self, payload: bytes) -> None:
+    def start(self, payload: bytes, *, pause_at_frame: int | None = None) -> None:
+        """Send ``payload``; with ``pause_at_frame``, send silence from that frame on until
+        :meth:`resume` (``paused_frames`` counts it), then the rest: a test can then do what
+        it must at that point of the audio however long that takes on a busy machine."""
         if len(payload) % self.frame_bytes:
             raise ValueError("payload must be whole frames")
+        if pause_at_frame is not None:
+            if (pause_at_frame * self.frame_bytes) % (self.chunk_frames * self.frame_bytes):
+                raise ValueError("pause_at_frame must be a multiple of chunk_frames")
+            self._pause_at_byte = pause_at_frame * self.frame_bytes
         self._thread = threading.Thread(target=self._run, args=(payload,), name="fifo-writer", daemon=True)
         self._thread.start()
+
+    def resume(self) -> None:
+        self._resumed.set()
 
     def _run(self, payload: bytes) -> None:
         assert self._fd is not None
@@ -173,10 +189,17 @@ class PacedFifoWriter:
                     time.sleep(delay)
                 else:
                     self.max_late_s = max(self.max_late_s, -delay)
-                chunk = payload[written : written + chunk_bytes] if written < len(payload) else silence
+                holding = written == self._pause_at_byte and not self._resumed.is_set()
+                if holding:
+                    self.paused.set()
+                    chunk = silence
+                else:
+                    chunk = payload[written : written + chunk_bytes] if written < len(payload) else silence
                 if not self._write(chunk):
                     break
-                if written < len(payload):
+                if holding:
+                    self.paused_frames += self.chunk_frames
+                elif written < len(payload):
                     written += len(chunk)
                     if written >= len(payload):
                         self.finished_s = time.monotonic()

@@ -38,6 +38,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 HOST = "127.0.0.1"
+#: The least any wait below allows. A wait returns as soon as its condition holds, so this only
+#: decides how long a failing test takes; generous, because CI and users' machines are busy.
+PATIENCE_S = 60.0
 
 
 def mosquitto_available() -> bool:
@@ -87,6 +90,7 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    timeout_s = max(timeout_s, PATIENCE_S)
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
@@ -139,6 +143,7 @@ class MosquittoBroker:
             self._proc = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self.conf_path)], stdout=log_file, stderr=subprocess.STDOUT
             )
+        timeout_s = max(timeout_s, PATIENCE_S)
         deadline = time.monotonic() + timeout_s
         while True:
             if self._proc.poll() is not None:
@@ -224,6 +229,7 @@ class Subscriber:
         self._client.loop_start()
 
     def wait_subscribed(self, timeout_s: float = 5.0) -> Subscriber:
+        timeout_s = max(timeout_s, PATIENCE_S)
         with self._cond:
             if not self._cond.wait_for(lambda: self._subscribed, timeout_s):
                 raise AssertionError(f"subscriber not subscribed to {self.topic} after {timeout_s} s")
@@ -238,6 +244,7 @@ class Subscriber:
         self, predicate: Callable[[list[Message]], bool], timeout_s: float = 10.0, what: str = "messages"
     ) -> list[Message]:
         """Wait until ``predicate(messages so far)`` holds; returns the messages then."""
+        timeout_s = max(timeout_s, PATIENCE_S)
         with self._cond:
             if not self._cond.wait_for(lambda: predicate(self._messages), timeout_s):
                 raise AssertionError(
