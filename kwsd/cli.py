@@ -195,7 +195,14 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", metavar="FILE", help="a config.yaml (default: built-in defaults)")
     run.set_defaults(handler=_cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a config.yaml and exit (78 if it has problems)")
+    check = sub.add_parser(
+        "check-config",
+        help="make every check `kwsd run` makes before it opens the device, and exit",
+        description="Check a config.yaml as `kwsd run` does before it opens the device: every key, "
+        "the model it names (loaded), the detection settings against that model, the TLS files and "
+        "the spool folder. Exit 0 if `kwsd run` would start; else the same message and exit code "
+        "as `kwsd run` (78 config, 66 model file missing, 67 model unusable).",
+    )
     check.add_argument("config", metavar="FILE")
     check.set_defaults(handler=_cmd_check_config)
 
@@ -361,6 +368,13 @@ def _cmd_stream(args: argparse.Namespace) -> int:
                 detections += 1
             if first_window_s is None and pipeline.stats.windows:
                 first_window_s = time.perf_counter() - started
+    if not pipeline.stats.windows:
+        spec = bundle.frontend
+        heard_ms = pipeline.samples_seen * 1000 // spec.sample_rate_hz
+        raise AudioFormatError(
+            f"{'stdin' if source == '-' else source}: {heard_ms} ms of audio, shorter than one clip "
+            f"({spec.clip_duration_ms} ms): nothing to classify"
+        )
     if args.stats:
         _print_stats(pipeline, detections, first_window_s)
     return EXIT_OK
@@ -549,20 +563,27 @@ def _record_names(args: argparse.Namespace, stamp: str) -> dict[str, tuple[str, 
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from kwsd.config import load_config
+    from kwsd.daemon import prepare
 
-    config = load_config(args.config)
+    # Every check `kwsd run` makes before it opens the device, with the same exit codes.
+    prepared = prepare(args.config)
+    config, bundle, settings = prepared.config, prepared.bundle, prepared.smoother.settings
     print(
-        f"{args.config}: OK (model {config.model or 'built-in demo'}, "
+        f"{args.config}: OK (model {config.model or 'built-in demo'}: {bundle.name}, "
+        f"{', '.join(bundle.labels)}; clip stride {prepared.clip_stride_ms} ms, "
+        f"threshold {settings.threshold:g}; "
         f"events to {'mqtt ' + str(config.mqtt.host) if config.mqtt.host else 'stdout'})"
     )
     return EXIT_OK
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from kwsd.sources import list_devices
+    from kwsd.sources import NO_CAPTURE_DEVICES, AudioDeviceError, list_devices
 
-    for device in list_devices():
+    devices = list_devices()
+    if not devices:
+        raise AudioDeviceError(NO_CAPTURE_DEVICES)  # exit 75, as `kwsd record` with no device
+    for device in devices:
         print(device.describe())
     return EXIT_OK
 
@@ -790,6 +811,12 @@ def _add_evaluate_parsers(sub: Any) -> None:
         metavar="FILE",
         help="the config.yaml to write (and whose model and settings to use)",
     )
+    cal.add_argument(
+        "--set-model",
+        action="store_true",
+        help="with -m and -c: also write the calibrated model into the config's model: key (without "
+        "it, a config that uses another model is refused: its settings would not fit)",
+    )
     cal.add_argument("--dry-run", action="store_true", help="print the detection snippet, write nothing")
     cal.add_argument("--plot", metavar="DET.png", help="write a DET plot (needs matplotlib)")
     cal.add_argument("--per-label", action="store_true", help="also tune a threshold per keyword")
@@ -957,6 +984,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     import math
 
     from kwsd import evaluate as ev
+    from kwsd.bundle import demo_bundle_path
     from kwsd.config import load_config, parse_config
     from kwsd.detection import DetectionError, resolve_detection
     from kwsd.labels import UNKNOWN_LABEL
@@ -974,13 +1002,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         )
     config = load_config(args.config) if args.config else None  # a config with problems: exit 78
     model_path = args.model
-    if config is not None and config.model is not None:
-        if model_path is not None and Path(model_path).absolute() != config.model:
+    set_model: Path | None = None
+    if args.set_model and (model_path is None or config is None):
+        raise _SettingError(
+            "--set-model: give the model to write with -m and the config to write it to with -c"
+        )
+    if config is not None:
+        # Settings tuned for one model do not fit another (its stride, its labels): never leave a
+        # config whose model differs from the one calibrated, which `kwsd run` would refuse.
+        config_model = config.model or demo_bundle_path()
+        if args.set_model:
+            set_model = Path(model_path).absolute()
+        elif model_path is not None and Path(model_path).absolute() != Path(config_model).absolute():
+            in_config = config.model or "the built-in demo (model: null)"
             raise _SettingError(
-                f"-m {model_path}: {args.config} uses the model {config.model}; calibrate the model "
-                "the config uses (or leave out -m)"
+                f"-m {model_path}: {args.config} uses the model {in_config}; calibrate the model the "
+                "config uses (leave out -m), or add --set-model to write this one into the config too"
             )
-        model_path = str(config.model)
+        else:
+            model_path = str(config.model) if config.model is not None else None
     truth = ev.read_truth(args.truth, skip_malformed=args.skip_malformed)
     bundle, classifier = _load(model_path)
     labels = bundle.labels
@@ -1075,6 +1115,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         f"{outcome}",
     ]
     snippet = ev.detection_snippet(values, comment)
+    if set_model is not None:
+        snippet = f"model: {json.dumps(str(set_model))}\n" + snippet
     front = ev.frontier(points)
     if args.plot:
         title = f"{bundle.name}: {measured_on}"
@@ -1153,10 +1195,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         return EXIT_OK
     config_dir = Path(args.config).absolute().parent
     ev.write_detection(
-        args.config, values, parse=lambda text, source: parse_config(text, source, base_dir=config_dir)
+        args.config,
+        values,
+        parse=lambda text, source: parse_config(text, source, base_dir=config_dir),
+        model=set_model,
     )
     print(
-        f"wrote {args.config}: detection {', '.join(f'{k} {ev.yaml_value(v)}' for k, v in values.items())} "
+        f"wrote {args.config}: "
+        + (f"model {set_model}, " if set_model is not None else "")
+        + f"detection {', '.join(f'{k} {ev.yaml_value(v)}' for k, v in values.items())} "
         f"(the previous file is {args.config}.bak)",
         file=sys.stderr if args.json else out,
     )

@@ -48,6 +48,35 @@ log = logging.getLogger(__name__)
 RELOAD_CLOSE_TIMEOUT_S = 1.0
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Everything ``kwsd run`` builds and checks before it opens the device."""
+
+    config: Config
+    source: str  # the config file, for messages ("<defaults>" without one)
+    bundle: Bundle
+    classifier: TfliteClassifier
+    smoother: RecognizeCommands
+    clip_stride_ms: int
+
+
+def prepare(config_path: str | None) -> Prepared:
+    """Load and check the config, the model it names and the settings against that model.
+
+    ``kwsd run`` and ``kwsd check-config`` both call this, so a config that one refuses the
+    other refuses too, with the same message and exit code: ConfigError (78) for the file and
+    for settings that do not fit the model, InputNotFoundError (66) for a model file that is
+    not there, ModelError (67) for one that cannot be used. Opens no device and no connection.
+    """
+    source = config_path or "<defaults>"
+    config = load_config(config_path) if config_path else default_config()
+    bundle = read_bundle(config.model or demo_bundle_path())
+    classifier = TfliteClassifier(bundle)
+    smoother, clip_stride_ms = _smoother(bundle, config, source)
+    _check_mqtt(config, source)
+    return Prepared(config, source, bundle, classifier, smoother, clip_stride_ms)
+
+
 @dataclass
 class _Running:
     """What the daemon runs with now; replaced piece by piece on reload."""
@@ -58,15 +87,12 @@ class _Running:
 
 def run_daemon(config_path: str | None, *, verbose: bool) -> None:
     """Run until SIGTERM/SIGINT. Raises ConfigError (and model errors) before any device opens."""
-    source = config_path or "<defaults>"
-    config = load_config(config_path) if config_path else default_config()
+    prepared = prepare(config_path)
+    config, source, bundle, smoother = prepared.config, prepared.source, prepared.bundle, prepared.smoother
     if not verbose:
         logging.getLogger().setLevel(config.log_level.logging_level)
-    bundle = read_bundle(config.model or demo_bundle_path())
-    classifier = TfliteClassifier(bundle)
     spec = bundle.frontend
-    smoother, clip_stride_ms = _smoother(bundle, config, source)
-    pipeline = Pipeline(spec, classifier, smoother, clip_stride_ms)
+    pipeline = Pipeline(spec, prepared.classifier, smoother, prepared.clip_stride_ms)
     publisher = _publisher(config, source, bundle, smoother.settings)
     running = _Running(config, source)
     audio = config.audio

@@ -1141,18 +1141,47 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
 
+def edit_model_text(text: str, model: Path, source: str = "<config>") -> str:
+    """``text`` with the top-level ``model:`` value set to ``model`` (its comment kept); a file
+    without the key gets it as its first line after the opening comments."""
+    from kwsd.config import ConfigError
+
+    lines = text.splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    value = json.dumps(str(model))  # a YAML double-quoted string
+    for i, line in enumerate(lines):
+        m = _TOP_KEY.match(line.rstrip("\r\n"))
+        if m and m["key"] == "model":
+            inline = _TRAILING_COMMENT.match(m["rest"].strip())
+            comment = inline["comment"] or "" if inline else ""
+            if i + 1 < len(lines) and lines[i + 1][:1].isspace() and lines[i + 1].strip():
+                raise ConfigError(
+                    ["model: written over several lines; kwsd calibrate edits `model: PATH` on one line "
+                     "only: nothing written"],
+                    source,
+                )  # fmt: skip
+            lines[i] = f"model: {value}{comment}{newline}"
+            return "".join(lines)
+    first = 0
+    while first < len(lines) and (not lines[first].strip() or lines[first].lstrip().startswith("#")):
+        first += 1
+    return "".join([*lines[:first], f"model: {value}{newline}", *lines[first:]])
+
+
 def write_detection(
     path: str | os.PathLike[str],
     values: Mapping[str, Any],
     *,
     parse: Callable[[str, str], Any],
+    model: Path | None = None,
 ) -> str:
-    """Edit ``path``'s detection section in place (:func:`edit_detection_text`); returns the new text.
+    """Edit ``path``'s detection section in place (:func:`edit_detection_text`), and its
+    ``model:`` too when ``model`` is given; returns the new text.
 
     ``parse(text, source)`` must accept the file before (else its error propagates and nothing is
-    written) and the edited text after, which must then hold exactly ``values``. The new file
-    replaces the old one atomically, with the same permissions; the old one is kept as
-    ``<name>.bak``.
+    written) and the edited text after, which must then hold exactly ``values`` (and ``model``).
+    The new file replaces the old one atomically, with the same permissions; the old one is kept
+    as ``<name>.bak``.
     """
     path = Path(path)
     from kwsd.config import ConfigError
@@ -1170,7 +1199,14 @@ def write_detection(
     parse(text, str(path))  # a config with problems is refused before anything is written
     bom = "\ufeff" if raw.startswith(b"\xef\xbb\xbf") else ""
     new_text = edit_detection_text(text, values, str(path))
+    if model is not None:
+        new_text = edit_model_text(new_text, model, str(path))
     config = parse(new_text, str(path))
+    if model is not None and getattr(config, "model", None) != model:
+        raise ConfigError(
+            [f"model: the edited file reads as {config.model}, not {model}: nothing written (a bug)"],
+            str(path),
+        )
     expected = _normalised(values)
     got = dict(getattr(config, "detection", {}))
     if got != expected:

@@ -132,7 +132,7 @@ class Listener:
         last_audio = self._started
         self._last_block = -float("inf")
         ready = False
-        log.info("listening")
+        flowing = False  # audio has come from the source open now ("listening" is logged then)
         try:
             while not stop.is_set():
                 self._between_blocks()
@@ -153,6 +153,7 @@ class Listener:
                     opened = True
                     if heard:
                         self.pipeline.reset()
+                    flowing = False
                     attempt = 0
                     last_audio = time.monotonic()
                     continue
@@ -172,6 +173,10 @@ class Listener:
                     continue
                 last_audio = self._last_block = now
                 heard = True
+                if not flowing:
+                    # Only now: an open device is not yet one that delivers audio.
+                    log.info("listening: audio is flowing")
+                    flowing = True
                 if not ready:
                     # Ready once audio really flows, not merely when the device opened.
                     self._notifier.ready("listening")
@@ -179,6 +184,13 @@ class Listener:
                 for detection in self.pipeline.feed(block):
                     event = self._stamper.stamp(
                         detection.label, detection.score, detection.time_ms, dt.datetime.now(dt.UTC)
+                    )
+                    # In the log whatever the outputs, so `journalctl -u kwsd` shows what was heard.
+                    log.info(
+                        "heard %s (score %.3f) at %d ms audio time",
+                        detection.label,
+                        detection.score,
+                        detection.time_ms,
                     )
                     self._publisher.publish(event)
                     self.detections += 1

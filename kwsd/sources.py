@@ -206,12 +206,15 @@ def list_devices() -> list[DeviceInfo]:
     return [_device_info(sd, device) for device in _capture_device_dicts(sd)]
 
 
+#: What is said when PortAudio sees no capture device at all.
+NO_CAPTURE_DEVICES = (
+    "there are no capture devices (is the microphone plugged in, and is the user in the 'audio' group?)"
+)
+
+
 def _listing(devices: list[DeviceInfo]) -> str:
     if not devices:
-        return (
-            "there are no capture devices (is the microphone plugged in, and is the user in "
-            "the 'audio' group?)"
-        )
+        return NO_CAPTURE_DEVICES
     return "the capture devices are: " + "; ".join(device.describe() for device in devices)
 
 

@@ -559,3 +559,139 @@ def test_package_data_ships_the_demo(tmp_path):
         "kwsd/demo/demo.wav",
         "kwsd/demo/demo.txt",
     } <= names
+
+
+# --------------------------------------------------------------------------------------
+# The README's exit-code table, row by row: each code produced by a real command.
+
+
+def readme_exit_codes():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("### Exit codes") :]
+    table = table[: table.index("\n\n", table.index("| code |"))]
+    return sorted(int(line.split("|")[1]) for line in table.splitlines()[3:] if line.startswith("| "))
+
+
+def in_process(code_text, *args, env=None):
+    """``python -c CODE ARGS``: for the two rows no input can cause (a bug, a missing runtime)."""
+    return subprocess.run(
+        [sys.executable, "-c", code_text, *map(str, args)],
+        capture_output=True,
+        check=False,
+        timeout=120,
+        env=env,
+    )
+
+
+# The TFLite runtimes made unimportable, as on a machine where neither is installed.
+NO_RUNTIME = """
+import sys
+sys.modules["ai_edge_litert"] = sys.modules["ai_edge_litert.interpreter"] = None
+sys.modules["tflite_runtime"] = sys.modules["tflite_runtime.interpreter"] = None
+from kwsd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# A handler that fails as a bug would.
+A_BUG = """
+import sys
+import kwsd.cli as cli
+def broken(args):
+    raise ZeroDivisionError("a bug")
+cli._cmd_devices = broken
+sys.exit(cli.main(["devices"]))
+"""
+
+
+def exit_code_cases(tmp_path):
+    """code -> a thunk running a command that must end with it, and text its stderr must hold."""
+    from alsa import SYSTEM_ALSA_CONF
+
+    short = tmp_path / "short.wav"
+    with wave.open(str(short), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.zeros(8000, np.int16).tobytes())
+    garbage = tmp_path / "garbage.kwsd"
+    garbage.write_bytes(b"not a model")
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("detection:\n  threshold: 3\n")
+    truth = tmp_path / "wrong.txt"
+    swap = {"yes": "no", "no": "yes", "stop": "go", "go": "stop"}
+    truth.write_text("".join(f"{swap.get(label, label)}, {t:f}\n" for label, t in ground_truth()))
+    no_devices = {**os.environ, "ALSA_CONFIG_PATH": SYSTEM_ALSA_CONF, "JACK_NO_START_SERVER": "1"}
+    bare = tmp_path / "demo.tflite"
+    bare.write_bytes(read_bundle(demo_bundle_path().with_name("demo-float.kwsd")).tflite)
+    with wave.open(str(DEMO_WAV)) as wav:
+        raw = wav.readframes(wav.getnframes())
+    return {
+        0: (lambda: kwsd("check-config", Path(__file__).resolve().parents[1] / "config.yaml"), ""),
+        1: (
+            lambda: kwsd(
+                "calibrate",
+                "--audio",
+                DEMO_WAV,
+                "--truth",
+                truth,
+                "--thresholds",
+                "0.3,0.4",
+                "--target-fa-per-hour",
+                "0.5",
+            ),
+            "no setting reaches 0.5 false accepts per hour",
+        ),
+        2: (lambda: kwsd("stream", "--demo", "--thresold", "0.5"), "unrecognized arguments"),
+        64: (
+            lambda: kwsd("stream", "--demo", "--threshold", "2"),
+            "threshold: expected a number from 0 to 1",
+        ),
+        65: (lambda: kwsd("stream", short), "500 ms of audio, shorter than one clip (1000 ms)"),
+        66: (lambda: kwsd("stream", tmp_path / "nope.wav"), "nope.wav"),
+        67: (lambda: kwsd("stream", "--demo", "-m", garbage), "not a kwsd model bundle"),
+        69: (lambda: in_process(NO_RUNTIME, "stream", "--demo"), "ai-edge-litert"),
+        70: (lambda: in_process(A_BUG), "Traceback"),
+        73: (
+            lambda: kwsd(
+                "model",
+                "import",
+                bare,
+                "--labels",
+                ",".join(read_bundle(demo_bundle_path()).labels),
+                "--frontend",
+                "mfcc",
+                "-o",
+                tmp_path / "no" / "such" / "x.kwsd",
+            ),
+            "cannot write the bundle",
+        ),
+        74: (lambda: kwsd("stream", "-", stdin=raw + b"\x01"), "1 trailing byte"),
+        75: (
+            lambda: subprocess.run(
+                [sys.executable, "-m", "kwsd", "devices"],
+                capture_output=True,
+                env=no_devices,
+                timeout=120,
+                check=False,
+            ),
+            "there are no capture devices",
+        ),
+        78: (lambda: kwsd("check-config", bad_config), "detection.threshold"),
+    }
+
+
+def test_every_exit_code_in_the_readme_has_a_case(tmp_path):
+    assert readme_exit_codes() == sorted(exit_code_cases(tmp_path))
+
+
+@pytest.mark.parametrize("code", readme_exit_codes())
+def test_every_exit_code_in_the_readme_is_what_the_code_gives(tmp_path, code):
+    run, needle = exit_code_cases(tmp_path)[code]
+    result = run()
+    stderr = result.stderr.decode()
+    if code == 75 and result.returncode == 0 and result.stdout.strip():
+        pytest.skip("this machine has a capture device: the no-device row cannot be produced here")
+    assert result.returncode == code, stderr
+    assert needle in stderr
+    if code not in (0, 2, 70):
+        assert "kwsd: error: " in stderr and "Traceback" not in stderr, stderr

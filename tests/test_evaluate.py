@@ -402,6 +402,37 @@ def test_calibrate_writes_config_yaml_and_names_what_it_measured(tmp_path: Path)
     assert json.loads(check.stdout)["figures"] == report["figures"]
 
 
+def test_calibrate_never_leaves_a_config_whose_model_is_not_the_one_calibrated(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)  # model: null, the built-in demo
+    other = tmp_path / "other.kwsd"
+    shutil.copyfile(demo_bundle_path(), other)
+    calibrate = ("calibrate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "-m", other, "--config", path)
+    result = kwsd(*calibrate)
+    assert result.returncode == 64, result.stderr
+    assert result.stderr == (
+        f"kwsd: error: -m {other}: {path} uses the model the built-in demo (model: null); calibrate the "
+        "model the config uses (leave out -m), or add --set-model to write this one into the config too\n"
+    )
+    assert path.read_text() == CONFIG
+    # --set-model writes the model and its settings together; kwsd run's own checks accept them.
+    result = kwsd(*calibrate, "--set-model")
+    assert result.returncode == 0, result.stderr
+    config = parse_config(path.read_text(), base_dir=tmp_path)
+    assert config.model == other
+    assert [line for line in path.read_text().splitlines() if line.startswith("model:")] == [
+        f'model: "{other}"'
+    ]
+    assert f"wrote {path}: model {other}, detection clip_stride_ms 20," in result.stdout
+    check = kwsd("check-config", path)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith(f"{path}: OK (model {other}: demo,")
+    # --set-model needs both ends.
+    result = kwsd("calibrate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--config", path, "--set-model")
+    assert result.returncode == 64
+    assert "--set-model: give the model to write with -m" in result.stderr
+
+
 def test_calibrate_says_when_no_setting_reaches_the_target(tmp_path: Path) -> None:
     # Every word given the wrong label: every keyword detection is a false accept.
     swap = {"yes": "no", "no": "yes", "stop": "go", "go": "stop"}

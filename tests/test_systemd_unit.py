@@ -24,7 +24,19 @@ def settings():
 def test_unit_matches_what_the_daemon_does():
     unit = settings()
     assert unit["Type"] == ["notify"]  # kwsd sends READY=1 and WATCHDOG=1 (kwsd/notify.py)
-    assert unit["RestartPreventExitStatus"] == [str(cli.EXIT_CONFIG)]
+    # What a restart cannot fix is not restarted in a loop.
+    assert unit["RestartPreventExitStatus"] == [
+        " ".join(
+            str(code)
+            for code in (
+                cli.EXIT_BAD_SETTING,
+                cli.EXIT_NO_INPUT,
+                cli.EXIT_BAD_MODEL,
+                cli.EXIT_MISSING_DEPENDENCY,
+                cli.EXIT_CONFIG,
+            )
+        )
+    ]
     assert unit["Restart"] == ["on-failure"]
     assert unit["ExecStart"] == ["/opt/kwsd/venv/bin/kwsd run -c /etc/kwsd/config.yaml"]
     assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # kwsd reloads on SIGHUP (kwsd/daemon.py)
