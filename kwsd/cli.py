@@ -123,7 +123,8 @@ def _silence_stdout() -> None:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kwsd",
-        description="Keyword spotting with TFLite models: on audio files, stdin, or (soon) a microphone.",
+        description="Keyword spotting with TFLite models: on audio files, stdin, or a microphone "
+        "(kwsd run), with events on stdout or over MQTT.",
     )
     parser.add_argument("--version", action="version", version=f"kwsd {__version__}")
     parser.add_argument(
@@ -444,15 +445,30 @@ def _add_record_parser(sub: Any) -> None:
     rec = sub.add_parser(
         "record",
         help="record training clips from a microphone: guided words, background noise, or long chunks",
-        description="Record training data in the layout tools/train.py reads (see kwsd/record.py).",
+        description="Record training data in the layout tools/train.py reads: "
+        "<out>/<word>/<speaker>_nohash_<n>.wav, <out>/_background_noise_/, <out>/<label>/. "
+        "`kwsd record MODE --help` shows each mode's options.",
     )
-    rec.add_argument("mode", choices=["guided", "background", "continuous"])
-    rec.add_argument("--out", default="data", metavar="DIR", help="the data folder (default ./data)")
-    rec.add_argument("--device", help="capture device: a name substring or an index (default: the system's)")
-    rec.add_argument("--sample-rate", type=int, default=16000, metavar="HZ", help="the model's rate (16000)")
-    rec.add_argument("--channels", type=int, default=1, help="channels to open the device with (mixed)")
-    rec.add_argument("--block-ms", type=int, default=20, metavar="MS", help=argparse.SUPPRESS)
-    guided = rec.add_argument_group("guided")
+    # What every mode takes.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", default="data", metavar="DIR", help="the data folder (default ./data)")
+    common.add_argument(
+        "--device", help="capture device: a name substring or an index (default: the system's)"
+    )
+    common.add_argument(
+        "--sample-rate", type=int, default=16000, metavar="HZ", help="the model's rate (16000)"
+    )
+    common.add_argument("--channels", type=int, default=1, help="channels to open the device with (mixed)")
+    common.add_argument("--block-ms", type=int, default=20, metavar="MS", help=argparse.SUPPRESS)
+    modes = rec.add_subparsers(dest="mode", metavar="MODE", required=True)
+    guided = modes.add_parser(
+        "guided",
+        parents=[common],
+        help="say each word when asked; each take is trimmed to one clip around the word",
+        description="Record --takes clips of each of --words, spoken by --speaker. Each take is "
+        "trimmed to --clip-ms around the word; a take that is too quiet, clipped, too long or cut "
+        "off is refused with the reason and retaken.",
+    )
     guided.add_argument("--words", metavar="A,B,...", help="the words to record, each a folder")
     guided.add_argument("--speaker", help="who speaks: the file names' speaker part, kept in one partition")
     guided.add_argument("--takes", type=int, default=5, help="clips of each word (5)")
@@ -463,10 +479,21 @@ def _add_record_parser(sub: Any) -> None:
     guided.add_argument("--countdown", type=int, default=3, metavar="S", help="seconds of countdown (3)")
     guided.add_argument("--retries", type=int, default=3, help="retakes of a refused take (3)")
     guided.add_argument("--yes", action="store_true", help="do not wait for Enter before each word")
-    noise = rec.add_argument_group("background")
+    noise = modes.add_parser(
+        "background",
+        parents=[common],
+        help="one long recording of the room, for _background_noise_",
+        description="Record the room with nobody speaking, into <out>/_background_noise_/.",
+    )
     noise.add_argument("--seconds", type=float, default=300.0, help="length of the recording (300)")
     noise.add_argument("--name", help="file name in _background_noise_ (default: room-<date-time>)")
-    chunks = rec.add_argument_group("continuous")
+    chunks = modes.add_parser(
+        "continuous",
+        parents=[common],
+        help="fixed-length chunks with no gap, until stopped (e.g. hours of a baby crying)",
+        description="Record chunks of --chunk-seconds into <out>/<label>/ with no gap between them, "
+        "until Ctrl-C, SIGTERM, --hours or a nearly full disk; the chunk so far is kept.",
+    )
     chunks.add_argument("--label", help="the folder the chunks go to (e.g. crying)")
     chunks.add_argument("--prefix", help="file name prefix (default: rec-<date>)")
     chunks.add_argument("--chunk-seconds", type=float, default=30.0, help="length of each chunk (30)")
@@ -474,7 +501,8 @@ def _add_record_parser(sub: Any) -> None:
     chunks.add_argument(
         "--min-free-mb", type=int, default=500, help="stop before the disk has less free (500)"
     )
-    rec.set_defaults(handler=_cmd_record)
+    for mode in (guided, noise, chunks):
+        mode.set_defaults(handler=_cmd_record)
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -485,12 +513,12 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from kwsd.sources import MicrophoneSource
 
     for flag in ("sample_rate", "channels", "takes", "clip_ms", "take_ms", "chunk_seconds", "seconds"):
-        if getattr(args, flag) <= 0:
-            raise _SettingError(
-                f"--{flag.replace('_', '-')}: expected a positive number, got {getattr(args, flag)}"
-            )
-    if args.countdown < 0 or args.retries < 0 or args.min_free_mb < 0:
-        raise _SettingError("--countdown, --retries and --min-free-mb: expected 0 or more")
+        value = getattr(args, flag, 1)  # each mode has its own flags
+        if value <= 0:
+            raise _SettingError(f"--{flag.replace('_', '-')}: expected a positive number, got {value}")
+    for flag in ("countdown", "retries", "min_free_mb"):
+        if getattr(args, flag, 0) < 0:
+            raise _SettingError(f"--{flag.replace('_', '-')}: expected 0 or more, got {getattr(args, flag)}")
     if args.mode == "guided" and args.take_ms < args.clip_ms:
         raise _SettingError(f"--take-ms {args.take_ms}: must be at least --clip-ms ({args.clip_ms})")
     out_dir = Path(args.out)
@@ -943,8 +971,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"{audio.sha256[:16]}...); truth {truth.source}: {len(truth.words)} words"
     )
     print(f"model:   {bundle.name} (sha256 {bundle.sha256[:16]}...); detection {json.dumps(detection)}")
-    print(f"result:  {result.reference_text()} (tolerance {args.tolerance_ms:g} ms, clip starts)")
     miss = result.miss_rate
+    if miss is not None:
+        heard = result.keyword_words - round(miss * result.keyword_words)
+        print(
+            f"heard:   {heard} of {result.keyword_words} keyword words ({100 * (1 - miss):.1f}%), each "
+            "with its own label"
+        )
+    print(f"result:  {result.reference_text()} (tolerance {args.tolerance_ms:g} ms, clip starts)")
+    if result.matched > result.words:
+        print(
+            "         (TensorFlow's figures: 'matched' counts every hit, a second hit on a word again, "
+            "so it can pass 100%)"
+        )
     print(
         f"false accepts: {result.false_accepts} ({result.false_accepts_per_hour:.2f} per hour); miss rate "
         + (

@@ -65,7 +65,8 @@ def main() -> int:
     parser.add_argument(
         "--no-training",
         action="store_true",
-        help="skip 4 (needs TensorFlow, espeak-ng and sox; about a minute)",
+        help="skip 4 and 5, the sections that make a synthetic data set (4 needs TensorFlow, both "
+        "need espeak-ng and sox; a few minutes)",
     )
     args = parser.parse_args()
 
