@@ -239,21 +239,35 @@ def _build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--frontend",
         required=True,
-        choices=["mfcc", "micro"],
+        choices=["tf_mfcc", "tf_average", "micro", "mfcc"],
         help="micro: the TFLite Micro front end (train.py --preprocess=micro, micro_speech); "
-        "mfcc: python_speech_features MFCC as kwsd computes it. Not train.py's default "
-        "--preprocess=mfcc, which uses TensorFlow's own Mfcc op (a different transform)",
+        "tf_mfcc / tf_average: TensorFlow's train.py --preprocess=mfcc (its default) / average, "
+        "computed exactly as its Spectrogram and Mfcc ops do; "
+        "mfcc: python_speech_features MFCC as kwsd's own training tool computes it",
     )
     imp.add_argument("--sample-rate", type=int, default=16000, metavar="HZ")
     imp.add_argument("--clip-duration-ms", type=int, default=1000, metavar="MS")
     imp.add_argument("--window-size-ms", type=int, default=30, metavar="MS")
-    imp.add_argument("--window-stride-ms", type=int, default=20, metavar="MS")
+    imp.add_argument(
+        "--window-stride-ms",
+        type=int,
+        metavar="MS",
+        help="default: 10 for tf_mfcc and tf_average (train.py's default), 20 for micro and mfcc",
+    )
+    imp.add_argument(
+        "--feature-bin-count",
+        type=int,
+        metavar="N",
+        help="tf_mfcc and tf_average only: train.py's --feature_bin_count (default 40). tf_mfcc: "
+        "MFCC coefficients; tf_average: pooling width floor(spectrogram bins / N), which gives "
+        "ceil(bins / width) features (43 at 16 kHz, 30 ms, 40)",
+    )
     imp.add_argument(
         "--mfcc",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an MFCC parameter (filter_count, cepstrum_count, fft_size, "
+        help="mfcc only: an MFCC parameter (filter_count, cepstrum_count, fft_size, "
         "low_freq_hz, high_freq_hz, preemphasis, lifter, append_energy, "
         "window_function); the rest take kwsd's defaults and are recorded",
     )
@@ -667,7 +681,14 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 def _cmd_model_import(args: argparse.Namespace) -> int:
     from kwsd.bundle import make_bundle, write_bundle
     from kwsd.classifier import TfliteClassifier
-    from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, SpecError
+    from kwsd.frontend import (
+        FrontendKind,
+        FrontendSpec,
+        MfccParams,
+        SpecError,
+        TfAverageParams,
+        TfMfccParams,
+    )
 
     path = Path(args.tflite)
     if not path.exists():
@@ -706,14 +727,23 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
             raise _SettingError(f"--mfcc: expected KEY=VALUE, got {item!r}")
         mfcc_fields[key] = _yaml_scalar(value)
     if mfcc_fields and kind is not FrontendKind.MFCC:
-        raise _SettingError("--mfcc: given for a micro front end")
+        raise _SettingError(f"--mfcc: given for a {kind.value} front end (it is for --frontend mfcc)")
+    if args.feature_bin_count is not None and not kind.truncates_samples:
+        raise _SettingError(
+            f"--feature-bin-count: given for a {kind.value} front end "
+            "(it is for --frontend tf_mfcc or tf_average)"
+        )
+    stride_ms = args.window_stride_ms
+    if stride_ms is None:
+        stride_ms = TF_DEFAULT_STRIDE_MS if kind.truncates_samples else MICRO_DEFAULT_STRIDE_MS
+    bin_count = TF_DEFAULT_FEATURE_BIN_COUNT if args.feature_bin_count is None else args.feature_bin_count
     try:
         frontend_dict: dict[str, Any] = {
             "kind": kind.value,
             "sample_rate_hz": args.sample_rate,
             "clip_duration_ms": args.clip_duration_ms,
             "window_size_ms": args.window_size_ms,
-            "window_stride_ms": args.window_stride_ms,
+            "window_stride_ms": stride_ms,
         }
         if kind is FrontendKind.MFCC:
             base = FrontendSpec(FrontendKind.MFCC, mfcc=MfccParams()).to_dict()["mfcc"]
@@ -723,9 +753,14 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
                     f"--mfcc {unknown[0]}: unknown parameter (expected one of {sorted(base)})"
                 )
             frontend_dict["mfcc"] = {**base, **mfcc_fields}
-        else:
+        elif kind is FrontendKind.MICRO:
             # The micro front end has no free parameters: record the ones pymicro-features fixes.
             frontend_dict["micro"] = FrontendSpec(FrontendKind.MICRO).to_dict()["micro"]
+        elif kind is FrontendKind.TF_MFCC:
+            # train.py sets only the coefficient count; the Mfcc op's defaults are recorded.
+            frontend_dict["tf_mfcc"] = dataclasses.asdict(TfMfccParams(dct_coefficient_count=bin_count))
+        else:
+            frontend_dict["tf_average"] = dataclasses.asdict(TfAverageParams(feature_bin_count=bin_count))
         spec = FrontendSpec.from_dict(frontend_dict, where="front end")
     except SpecError as err:
         raise _SettingError(str(err)) from None
@@ -754,6 +789,12 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
     )
     return EXIT_OK
 
+
+#: ``model import``'s default stride: micro_speech's 20 ms, or train.py's 10 ms for its front ends.
+MICRO_DEFAULT_STRIDE_MS = 20
+TF_DEFAULT_STRIDE_MS = 10
+#: train.py's --feature_bin_count default.
+TF_DEFAULT_FEATURE_BIN_COUNT = 40
 
 #: micro_speech's C++ label names -> the names train.py writes and the smoother knows.
 _REFERENCE_LABELS = {"silence": "_silence_", "unknown": "_unknown_"}

@@ -10,6 +10,22 @@ Frame ``f`` of a stream covers samples ``[f * stride, f * stride + window)``; on
 complete frames exist (no zero padding at the end, unlike ``python_speech_features``'
 own framing), so a clip of ``clip_samples`` has ``frame_count`` frames.
 
+Kinds:
+
+``mfcc``
+    python_speech_features' MFCC (kwsd's own training tool).
+``micro``
+    The TFLite Micro front end (train.py ``--preprocess=micro``, micro_speech).
+``tf_mfcc`` / ``tf_average``
+    TensorFlow's speech_commands train.py ``--preprocess=mfcc`` (its default) and
+    ``--preprocess=average``: the AudioSpectrogram op (periodic Hann window, FFT length the
+    next power of two, squared magnitude), then the Mfcc op, or average pooling across
+    frequency. Recomputed here in numpy from the C++ kernels' definitions (spectrogram.cc,
+    mfcc.cc, mfcc_mel_filterbank.cc, mfcc_dct.cc); TensorFlow is never imported. Sample
+    counts follow train.py's ``prepare_model_settings``, which truncates
+    (``int(rate * ms / 1000)``: 30 ms at 22,050 Hz is 661 samples); the other kinds refuse
+    a duration that is not a whole number of samples.
+
 Pure module: arrays in, arrays out, no clock, no hardware.
 """
 
@@ -17,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +57,13 @@ class SpecError(ValueError):
 class FrontendKind(enum.Enum):
     MFCC = "mfcc"
     MICRO = "micro"
+    TF_MFCC = "tf_mfcc"
+    TF_AVERAGE = "tf_average"
+
+    @property
+    def truncates_samples(self) -> bool:
+        """Whether durations become samples by truncation, as TensorFlow's train.py does."""
+        return self in (FrontendKind.TF_MFCC, FrontendKind.TF_AVERAGE)
 
 
 class WindowFunction(enum.Enum):
@@ -100,6 +124,41 @@ MICRO_WINDOW_MS = 30
 
 
 @dataclass(frozen=True)
+class TfMfccParams:
+    """TensorFlow's Mfcc op as train.py ``--preprocess=mfcc`` calls it (the op's attributes).
+
+    train.py sets only ``dct_coefficient_count`` (its ``--feature_bin_count``, default 40);
+    the other three are the op's defaults, stated here so a bundle says everything. The op
+    stores the frequency limits as float32, and so does the computation here.
+
+    The spectrogram before it has no free parameter: periodic Hann window of
+    ``window_samples``, FFT length the next power of two, squared magnitude.
+    """
+
+    dct_coefficient_count: int = 40
+    filterbank_channel_count: int = 40
+    lower_frequency_limit_hz: float = 20.0
+    upper_frequency_limit_hz: float = 4000.0
+
+
+@dataclass(frozen=True)
+class TfAverageParams:
+    """train.py ``--preprocess=average``: the spectrogram average-pooled across frequency.
+
+    ``feature_bin_count`` is train.py's flag; the pooling width and the number of features
+    that result are derived from it as ``prepare_model_settings`` does
+    (:attr:`FrontendSpec.average_window_bins`, :attr:`FrontendSpec.feature_count`): at a
+    480-sample window, 40 gives a width of 6 bins and 43 features, not 40.
+    """
+
+    feature_bin_count: int = 40
+
+
+#: TensorFlow's Mfcc op floors filterbank energies here before the log (mfcc.cc).
+TF_FILTERBANK_FLOOR = 1e-12
+
+
+@dataclass(frozen=True)
 class FrontendSpec:
     """Everything that turns int16 audio at ``sample_rate_hz`` into a model's input matrix."""
 
@@ -110,6 +169,8 @@ class FrontendSpec:
     window_stride_ms: int = 20
     mfcc: MfccParams | None = None
     micro: MicroParams | None = None
+    tf_mfcc: TfMfccParams | None = None
+    tf_average: TfAverageParams | None = None
     _derived: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -125,18 +186,18 @@ class FrontendSpec:
                 f"clip_duration_ms: expected at least window_size_ms ({self.window_size_ms}), "
                 f"got {self.clip_duration_ms}"
             )
+        # Exactly one parameter section, the one named like the kind; a missing one takes defaults.
+        for other in FrontendKind:
+            if other is not self.kind and getattr(self, other.value) is not None:
+                raise SpecError(f"{other.value}: parameters given for a front end of kind {self.kind.value}")
+        if getattr(self, self.kind.value) is None:
+            object.__setattr__(self, self.kind.value, _PARAMS_CLASSES[self.kind]())
         if self.kind is FrontendKind.MFCC:
-            if self.mfcc is None:
-                object.__setattr__(self, "mfcc", MfccParams())
-            if self.micro is not None:
-                raise SpecError("micro: parameters given for an mfcc front end")
             self._check_mfcc()
-        else:
-            if self.micro is None:
-                object.__setattr__(self, "micro", MicroParams())
-            if self.mfcc is not None:
-                raise SpecError("mfcc: parameters given for a micro front end")
+        elif self.kind is FrontendKind.MICRO:
             self._check_micro()
+        else:
+            self._check_tf()
 
     # Derived sizes: the only place they are computed.
 
@@ -161,8 +222,37 @@ class FrontendSpec:
     def feature_count(self) -> int:
         if self.mfcc is not None:
             return self.mfcc.cepstrum_count
-        assert self.micro is not None
-        return self.micro.channel_count
+        if self.micro is not None:
+            return self.micro.channel_count
+        if self.tf_mfcc is not None:
+            return self.tf_mfcc.dct_coefficient_count
+        # train.py's fingerprint_width: ceil(spectrogram bins / pooling width).
+        return -(-self.spectrogram_bin_count // self.average_window_bins)
+
+    @property
+    def fft_length_samples(self) -> int:
+        """tf_* kinds: the AudioSpectrogram op's FFT length, the window rounded up to a power of two."""
+        self._require_tf("fft_length_samples")
+        return 1 << (self.window_samples - 1).bit_length()
+
+    @property
+    def spectrogram_bin_count(self) -> int:
+        """tf_* kinds: frequency bins per spectrogram frame, ``1 + fft_length_samples / 2`` (257 at 480)."""
+        return 1 + self.fft_length_samples // 2
+
+    @property
+    def average_window_bins(self) -> int:
+        """tf_average: bins averaged into one feature, train.py's ``average_window_width``.
+
+        ``floor(spectrogram_bin_count / feature_bin_count)`` (6 at a 480-sample window and 40).
+        """
+        if self.tf_average is None:
+            raise SpecError(f"average_window_bins: only a tf_average front end has it, not {self.kind.value}")
+        return self.spectrogram_bin_count // self.tf_average.feature_bin_count
+
+    def _require_tf(self, name: str) -> None:
+        if not self.kind.truncates_samples:
+            raise SpecError(f"{name}: only tf_mfcc and tf_average front ends have it, not {self.kind.value}")
 
     @property
     def feature_shape(self) -> tuple[int, int]:
@@ -179,9 +269,12 @@ class FrontendSpec:
         return end_sample * 1000 // self.sample_rate_hz
 
     def describe(self) -> str:
+        samples = ""
+        if self.kind.truncates_samples:
+            samples = f" ({self.window_samples}/{self.stride_samples} samples)"
         return (
             f"{self.kind.value} {self.sample_rate_hz} Hz, {self.clip_duration_ms} ms clip, "
-            f"{self.window_size_ms}/{self.window_stride_ms} ms window/stride, "
+            f"{self.window_size_ms}/{self.window_stride_ms} ms window/stride{samples}, "
             f"{self.frame_count}x{self.feature_count} features"
         )
 
@@ -201,6 +294,10 @@ class FrontendSpec:
             out["mfcc"] = params
         if self.micro is not None:
             out["micro"] = asdict(self.micro)
+        if self.tf_mfcc is not None:
+            out["tf_mfcc"] = asdict(self.tf_mfcc)
+        if self.tf_average is not None:
+            out["tf_average"] = asdict(self.tf_average)
         return out
 
     @classmethod
@@ -214,8 +311,7 @@ class FrontendSpec:
             "clip_duration_ms",
             "window_size_ms",
             "window_stride_ms",
-            "mfcc",
-            "micro",
+            *(k.value for k in FrontendKind),
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -234,10 +330,11 @@ class FrontendSpec:
         # which would silently change what an old bundle means if a default ever changed.
         if kind.value not in data:
             raise SpecError(f"{where}.{kind.value}: missing (every parameter is stated explicitly)")
-        if "mfcc" in data:
-            kwargs["mfcc"] = _params_from_dict(MfccParams, data["mfcc"], f"{where}.mfcc")
-        if "micro" in data:
-            kwargs["micro"] = _params_from_dict(MicroParams, data["micro"], f"{where}.micro")
+        for section, params_class in _PARAMS_CLASSES.items():
+            if section.value in data:
+                kwargs[section.value] = _params_from_dict(
+                    params_class, data[section.value], f"{where}.{section.value}"
+                )
         try:
             return cls(**kwargs)
         except SpecError as err:
@@ -246,6 +343,9 @@ class FrontendSpec:
     # Validation helpers.
 
     def _samples(self, key: str, ms: int) -> int:
+        if self.kind.truncates_samples:
+            # train.py's int(rate * ms / 1000): for integers this is exactly the floor division.
+            return self.sample_rate_hz * ms // 1000
         exact = self.sample_rate_hz * ms / 1000
         if exact != int(exact):
             raise SpecError(f"{key}: {ms} ms is not a whole number of samples at {self.sample_rate_hz} Hz")
@@ -295,6 +395,54 @@ class FrontendSpec:
                 f"window_stride_ms: the micro front end needs a multiple of {p.native_step_ms} ms, "
                 f"got {self.window_stride_ms}"
             )
+
+    def _check_tf(self) -> None:
+        # What TensorFlow's ops refuse (or, where noted, silently get wrong) is refused here.
+        if self.window_samples < 2:
+            raise SpecError(
+                f"window_size_ms: the AudioSpectrogram op needs a window of at least 2 samples, "
+                f"{self.window_size_ms} ms at {self.sample_rate_hz} Hz is {self.window_samples}"
+            )
+        if self.stride_samples < 1:
+            raise SpecError(
+                f"window_stride_ms: {self.window_stride_ms} ms at {self.sample_rate_hz} Hz is 0 samples"
+            )
+        if self.tf_average is not None:
+            p = self.tf_average
+            _check_positive_int("tf_average.feature_bin_count", p.feature_bin_count)
+            if p.feature_bin_count > self.spectrogram_bin_count:
+                # train.py would divide by a pooling width of 0.
+                raise SpecError(
+                    f"tf_average.feature_bin_count: expected at most the spectrogram's "
+                    f"{self.spectrogram_bin_count} bins (a {self.window_samples}-sample window), "
+                    f"got {p.feature_bin_count}"
+                )
+            return
+        q = self.tf_mfcc
+        assert q is not None
+        _check_positive_int("tf_mfcc.dct_coefficient_count", q.dct_coefficient_count)
+        _check_positive_int("tf_mfcc.filterbank_channel_count", q.filterbank_channel_count)
+        if q.dct_coefficient_count > q.filterbank_channel_count:
+            raise SpecError(
+                f"tf_mfcc.dct_coefficient_count: expected at most filterbank_channel_count "
+                f"({q.filterbank_channel_count}), got {q.dct_coefficient_count}"
+            )
+        nyquist = self.sample_rate_hz / 2
+        # Above Nyquist the op does not fail: it logs and returns zeros. Refused here instead.
+        if not 0 <= q.lower_frequency_limit_hz < q.upper_frequency_limit_hz <= nyquist:
+            raise SpecError(
+                f"tf_mfcc.upper_frequency_limit_hz: expected 0 <= lower_frequency_limit_hz < "
+                f"upper_frequency_limit_hz <= {nyquist:g} (Nyquist at {self.sample_rate_hz} Hz), "
+                f"got {q.lower_frequency_limit_hz:g}..{q.upper_frequency_limit_hz:g}"
+            )
+
+
+_PARAMS_CLASSES: dict[FrontendKind, type[Any]] = {
+    FrontendKind.MFCC: MfccParams,
+    FrontendKind.MICRO: MicroParams,
+    FrontendKind.TF_MFCC: TfMfccParams,
+    FrontendKind.TF_AVERAGE: TfAverageParams,
+}
 
 
 def _check_positive_int(key: str, value: object) -> None:
@@ -381,6 +529,158 @@ class _MfccTransform:
         return features.astype(np.float32)
 
 
+class _TfSpectrogram:
+    """TensorFlow's AudioSpectrogram op (``magnitude_squared=True``) on a block of frames.
+
+    spectrogram.cc: each frame times a periodic Hann window ``0.5 - 0.5 cos(2 pi i / N)``,
+    zero-padded to the next power of two, real FFT in double precision, ``re^2 + im^2``;
+    the op returns float32, and that rounding is kept, because the Mfcc op and train.py's
+    pooling read those float32 values.
+    """
+
+    def __init__(self, spec: FrontendSpec) -> None:
+        n = spec.window_samples
+        self._window = 0.5 - 0.5 * np.cos((2 * np.pi * np.arange(n)) / n)
+        self._fft_length = spec.fft_length_samples
+
+    def __call__(self, frames: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``frames``: (n, window_samples); returns (n, spectrogram_bin_count) squared magnitudes."""
+        spectrum = np.fft.rfft(frames * self._window, self._fft_length)
+        power = spectrum.real**2 + spectrum.imag**2
+        rounded: npt.NDArray[np.float64] = power.astype(np.float32).astype(np.float64)
+        return rounded
+
+
+def tf_mel_filterbank(
+    bin_count: int, sample_rate_hz: int, channel_count: int, lower_hz: float, upper_hz: float
+) -> npt.NDArray[np.float64]:
+    """TensorFlow's MfccMelFilterbank as a (bin_count, channel_count) matrix.
+
+    mfcc_mel_filterbank.cc: ``channel_count + 1`` centres evenly spaced on the mel scale
+    ``1127 ln(1 + f / 700)`` from ``lower_hz`` (exclusive) to ``upper_hz``; bins from
+    ``int(1.5 + lower / hz_per_bin)`` to ``int(upper / hz_per_bin)`` (DC always excluded),
+    where ``hz_per_bin = rate / 2 / (bin_count - 1)``; each bin gives weight ``w`` to the
+    channel whose centre is just below it and ``1 - w`` to the next, ``w`` falling linearly
+    in mel from 1 at that centre to 0 at the next. The op applies it to the square root of
+    the squared magnitude, i.e. to magnitudes. Channels too narrow to hold a bin stay zero
+    (the op only logs that), and so they do here.
+    """
+    # The op's attributes are float32: use the values it sees.
+    lower_hz = float(np.float32(lower_hz))
+    upper_hz = float(np.float32(upper_hz))
+
+    def mel(freq_hz: float) -> float:
+        return 1127.0 * math.log1p(freq_hz / 700.0)
+
+    mel_low = mel(lower_hz)
+    spacing = (mel(upper_hz) - mel_low) / (channel_count + 1)
+    centres = [mel_low + spacing * (i + 1) for i in range(channel_count + 1)]
+    hz_per_bin = 0.5 * sample_rate_hz / (bin_count - 1)
+    start = int(1.5 + lower_hz / hz_per_bin)
+    end = min(int(upper_hz / hz_per_bin), bin_count - 1)
+    matrix = np.zeros((bin_count, channel_count))
+    channel = 0
+    for i in range(start, end + 1):
+        bin_mel = mel(i * hz_per_bin)
+        while channel < channel_count and centres[channel] < bin_mel:
+            channel += 1
+        below = channel - 1  # the channel this bin is on the falling side of; -1: none
+        if below >= 0:
+            weight = (centres[below + 1] - bin_mel) / (centres[below + 1] - centres[below])
+            matrix[i, below] = weight
+        else:
+            weight = (centres[0] - bin_mel) / (centres[0] - mel_low)
+        if below + 1 < channel_count:
+            matrix[i, below + 1] = 1.0 - weight
+    return matrix
+
+
+def tf_dct_matrix(input_count: int, coefficient_count: int) -> npt.NDArray[np.float64]:
+    """TensorFlow's MfccDct as an (input_count, coefficient_count) matrix.
+
+    mfcc_dct.cc: ``sqrt(2 / N) cos(pi i (j + 0.5) / N)``, the same scale for every ``i``
+    (coefficient 0 included, so not the orthonormal DCT-II).
+    """
+    j = np.arange(input_count)[:, None]
+    i = np.arange(coefficient_count)[None, :]
+    scale = math.sqrt(2.0 / input_count)
+    matrix: npt.NDArray[np.float64] = scale * np.cos(i * (np.pi / input_count) * (j + 0.5))
+    return matrix
+
+
+def tf_average_matrix(bin_count: int, width_bins: int) -> npt.NDArray[np.float64]:
+    """train.py's ``tf.nn.pool(..., [1, width], strides [1, width], 'AVG', 'SAME')`` across bins.
+
+    SAME padding gives ``ceil(bin_count / width)`` outputs; the padding, ``pad_total =
+    outputs * width - bin_count``, goes ``pad_total // 2`` before and the rest after, and an
+    average counts only real bins (TensorFlow's average pooling excludes padding).
+    """
+    outputs = -(-bin_count // width_bins)
+    before = max(outputs * width_bins - bin_count, 0) // 2
+    matrix = np.zeros((bin_count, outputs))
+    for k in range(outputs):
+        low = max(k * width_bins - before, 0)
+        high = min(k * width_bins - before + width_bins, bin_count)
+        matrix[low:high, k] = 1.0 / (high - low)
+    return matrix
+
+
+class _TfMfccTransform:
+    """train.py ``--preprocess=mfcc``: AudioSpectrogram then Mfcc, one rfft and two products per block.
+
+    mfcc.cc: filterbank on magnitudes (the square root of the spectrogram), floor at
+    ``TF_FILTERBANK_FLOOR``, natural log, DCT; float32 out.
+    """
+
+    def __init__(self, spec: FrontendSpec) -> None:
+        p = spec.tf_mfcc
+        assert p is not None
+        self._spectrogram = _TfSpectrogram(spec)
+        self._filterbank = tf_mel_filterbank(
+            spec.spectrogram_bin_count,
+            spec.sample_rate_hz,
+            p.filterbank_channel_count,
+            p.lower_frequency_limit_hz,
+            p.upper_frequency_limit_hz,
+        )
+        empty = np.flatnonzero(self._filterbank.sum(axis=0) < 0.5)
+        if empty.size:
+            # The op logs the same ("Missing N bands ... in mel-frequency design") and goes on.
+            log.warning(
+                "tf_mfcc: %d of %d mel channels (from channel %d) get almost no FFT bins at a %d-point FFT; "
+                "TensorFlow computes them the same way",
+                empty.size,
+                p.filterbank_channel_count,
+                empty[0],
+                spec.fft_length_samples,
+            )
+        self._dct = tf_dct_matrix(p.filterbank_channel_count, p.dct_coefficient_count)
+
+    def __call__(self, frames: npt.NDArray[np.float64]) -> FeatureArray:
+        """``frames``: (n, window_samples) float64 in [-1, 1); returns (n, dct_coefficient_count)."""
+        energies = np.sqrt(self._spectrogram(frames)) @ self._filterbank
+        np.maximum(energies, TF_FILTERBANK_FLOOR, out=energies)
+        features: npt.NDArray[np.float64] = np.log(energies) @ self._dct
+        return features.astype(np.float32)
+
+
+class _TfAverageTransform:
+    """train.py ``--preprocess=average``: AudioSpectrogram, then average pooling across frequency."""
+
+    def __init__(self, spec: FrontendSpec) -> None:
+        self._spectrogram = _TfSpectrogram(spec)
+        self._pool = tf_average_matrix(spec.spectrogram_bin_count, spec.average_window_bins)
+
+    def __call__(self, frames: npt.NDArray[np.float64]) -> FeatureArray:
+        """``frames``: (n, window_samples) float64 in [-1, 1); returns (n, feature_count)."""
+        pooled: npt.NDArray[np.float64] = self._spectrogram(frames) @ self._pool
+        return pooled.astype(np.float32)
+
+
+#: A stateless transform: complete frames (n, window_samples) float64 -> (n, feature_count).
+_FrameTransform = _MfccTransform | _TfMfccTransform | _TfAverageTransform
+
+
 def _frame_matrix(samples: Int16Array, count: int, spec: FrontendSpec) -> npt.NDArray[np.float64]:
     """(count, window) float64 view-copy of the first ``count`` frames of ``samples``."""
     starts = np.arange(count) * spec.stride_samples
@@ -404,21 +704,28 @@ def compute_features(spec: FrontendSpec, clip: Int16Array) -> FeatureArray:
     Training and ``kwsd label-wav`` use this; the stream path must agree with it.
     """
     clip = fit_to_clip(clip, spec)
-    if spec.kind is FrontendKind.MFCC:
-        transform = _mfcc_transform(spec)
+    if spec.kind is not FrontendKind.MICRO:
+        transform = _frame_transform(spec)
         return transform(_frame_matrix(clip, spec.frame_count, spec))
     frontend = StreamingFrontend(spec)
     return frontend.push(clip)[: spec.frame_count]
 
 
-_TRANSFORMS: dict[FrontendSpec, _MfccTransform] = {}
+_TRANSFORMS: dict[FrontendSpec, _FrameTransform] = {}
 
 
-def _mfcc_transform(spec: FrontendSpec) -> _MfccTransform:
-    # Cached per spec: building the filterbank costs ~0.3 ms, a clip's features less.
+def _frame_transform(spec: FrontendSpec) -> _FrameTransform:
+    # Cached per spec: building a filterbank costs ~0.3 ms, a clip's features less.
     transform = _TRANSFORMS.get(spec)
     if transform is None:
-        transform = _TRANSFORMS[spec] = _MfccTransform(spec)
+        if spec.kind is FrontendKind.MFCC:
+            transform = _MfccTransform(spec)
+        elif spec.kind is FrontendKind.TF_MFCC:
+            transform = _TfMfccTransform(spec)
+        else:
+            assert spec.kind is FrontendKind.TF_AVERAGE, spec.kind
+            transform = _TfAverageTransform(spec)
+        _TRANSFORMS[spec] = transform
     return transform
 
 
@@ -429,8 +736,8 @@ class StreamingFrontend:
     from 0 since construction or :meth:`reset`) covers stream samples
     ``[k * stride, k * stride + window)``.
 
-    For ``mfcc`` every frame depends on its own samples only, so this equals
-    :func:`compute_features` on the same samples. The ``micro`` front end is stateful
+    For ``mfcc``, ``tf_mfcc`` and ``tf_average`` every frame depends on its own samples
+    only, so this equals :func:`compute_features` on the same samples. The ``micro`` front end is stateful
     (noise reduction and PCAN adapt over time, as on the microcontroller): its frames
     depend on all audio since the last reset, exactly as in the micro_speech firmware.
 
@@ -442,14 +749,14 @@ class StreamingFrontend:
         self.frames_emitted = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._skip_samples = 0
-        if spec.kind is FrontendKind.MFCC:
-            self._mfcc: _MfccTransform | None = _mfcc_transform(spec)
+        if spec.kind is not FrontendKind.MICRO:
+            self._transform: _FrameTransform | None = _frame_transform(spec)
             self._micro: Any = None
         else:
             from pymicro_features import MicroFrontend
 
             assert spec.micro is not None
-            self._mfcc = None
+            self._transform = None
             self._micro = MicroFrontend()
             self._native_step_samples = spec.sample_rate_hz * spec.micro.native_step_ms // 1000
             self._decimation = spec.window_stride_ms // spec.micro.native_step_ms
@@ -468,11 +775,11 @@ class StreamingFrontend:
         samples = np.asarray(samples, dtype=np.int16)
         if self._pending.size:
             samples = np.concatenate((self._pending, samples))
-        if self._mfcc is not None:
-            return self._push_mfcc(samples)
+        if self._transform is not None:
+            return self._push_stateless(samples)
         return self._push_micro(samples)
 
-    def _push_mfcc(self, samples: Int16Array) -> FeatureArray:
+    def _push_stateless(self, samples: Int16Array) -> FeatureArray:
         spec = self.spec
         if self._skip_samples:
             # A stride longer than the window leaves samples between frames that no frame uses.
@@ -483,8 +790,8 @@ class StreamingFrontend:
             self._pending = samples
             return np.zeros((0, spec.feature_count), np.float32)
         count = 1 + (len(samples) - spec.window_samples) // spec.stride_samples
-        assert self._mfcc is not None
-        features = self._mfcc(_frame_matrix(samples, count, spec))
+        assert self._transform is not None
+        features = self._transform(_frame_matrix(samples, count, spec))
         next_start = count * spec.stride_samples
         self._pending = samples[next_start:].copy()
         self._skip_samples = max(0, next_start - len(samples))

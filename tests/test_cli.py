@@ -225,6 +225,60 @@ def test_model_import_refuses_facts_that_disagree_with_the_model(tmp_path):
     assert not (tmp_path / "x.kwsd").exists()
 
 
+@pytest.mark.parametrize(
+    ("frontend", "bins", "params"),
+    [
+        # 13 coefficients at a 20 ms stride: 49x13, the demo model's input.
+        (
+            "tf_mfcc",
+            "13",
+            {
+                "dct_coefficient_count": 13,
+                "filterbank_channel_count": 40,
+                "lower_frequency_limit_hz": 20.0,
+                "upper_frequency_limit_hz": 4000.0,
+            },
+        ),
+        # 12 bins: pooling width floor(257 / 12) = 21, ceil(257 / 21) = 13 features.
+        ("tf_average", "12", {"feature_bin_count": 12}),
+    ],
+)
+def test_model_import_with_train_py_front_ends(tmp_path, frontend, bins, params):
+    demo = read_bundle(demo_bundle_path())
+    bare = tmp_path / "model.tflite"
+    bare.write_bytes(demo.tflite)
+    out = tmp_path / "imported.kwsd"
+    labels = ",".join(demo.labels)
+    args = ["model", "import", bare, "--labels", labels, "--frontend", frontend, "-o", out]
+    # Without a stride, train.py's 10 ms is assumed: 98 frames, which this model refuses.
+    refused = kwsd(*args, "--feature-bin-count", bins)
+    assert refused.returncode == 67
+    assert f"front end ({frontend} 16000 Hz, 1000 ms clip, 30/10 ms window/stride (480/160 samples), " in (
+        refused.stderr.decode()
+    )
+    result = kwsd(*args, "--feature-bin-count", bins, "--window-stride-ms", "20", check=0)
+    assert f"{frontend} 16000 Hz, 1000 ms clip, 30/20 ms window/stride (480/320 samples), 49x13 features" in (
+        result.stdout.decode()
+    )
+    manifest = json.loads(zipfile.ZipFile(out).read("bundle.json"))
+    assert manifest["frontend"] == {
+        "kind": frontend,
+        "sample_rate_hz": 16000,
+        "clip_duration_ms": 1000,
+        "window_size_ms": 30,
+        "window_stride_ms": 20,
+        frontend: params,
+    }
+    lines = kwsd("label-wav", "-m", out, DEMO_WAV, "--how-many-labels", "1", check=0).stdout.decode()
+    assert len(lines.splitlines()) == 1
+    wrong = kwsd(*args, "--frontend", "micro", "--feature-bin-count", bins)
+    assert (wrong.returncode, wrong.stderr.decode().strip()) == (
+        64,
+        "kwsd: error: --feature-bin-count: given for a micro front end "
+        "(it is for --frontend tf_mfcc or tf_average)",
+    )
+
+
 def test_model_info_describes_the_demo():
     out = kwsd("model", "info", demo_bundle_path(), check=0).stdout.decode()
     assert "labels:     _silence_, _unknown_, yes, no, stop, go" in out

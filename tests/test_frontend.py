@@ -259,7 +259,10 @@ def test_spec_round_trips_through_its_dict_with_every_parameter():
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(kind="mel"), "frontend.kind: expected one of mfcc, micro, got 'mel'"),
+        (
+            lambda d: d.update(kind="mel"),
+            "frontend.kind: expected one of mfcc, micro, tf_mfcc, tf_average, got 'mel'",
+        ),
         (lambda d: d.pop("window_stride_ms"), "frontend.window_stride_ms: missing"),
         (lambda d: d.update(hop=3), "frontend.hop: unknown key"),
         (lambda d: d["mfcc"].pop("lifter"), "frontend.mfcc.lifter: missing"),

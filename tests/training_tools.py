@@ -14,3 +14,10 @@ def missing_training_tools() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install {tool})"
     return None
+
+
+def missing_tensorflow() -> str | None:
+    """None when TensorFlow is importable; else the reason to skip a comparison with its ops."""
+    if importlib.util.find_spec("tensorflow") is None:
+        return "tensorflow is not installed (pip install 'kwsd[train]')"
+    return None

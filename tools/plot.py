@@ -510,13 +510,14 @@ def spectrogram_figure(
     )
     bar = figure.colorbar(image, ax=bottom, pad=0.01)
     bar.set_label("feature value", fontsize=11)
-    what = (
-        "MFCC index (0: log energy)"
-        if spec.kind is FrontendKind.MFCC and spec.mfcc is not None and spec.mfcc.append_energy
-        else "MFCC index"
-        if spec.kind is FrontendKind.MFCC
-        else "filterbank channel"
-    )
+    if spec.kind is FrontendKind.MFCC and spec.mfcc is not None and spec.mfcc.append_energy:
+        what = "MFCC index (0: log energy)"
+    elif spec.kind in (FrontendKind.MFCC, FrontendKind.TF_MFCC):
+        what = "MFCC index"
+    elif spec.kind is FrontendKind.TF_AVERAGE:
+        what = f"spectrogram bins / {spec.average_window_bins}"
+    else:
+        what = "filterbank channel"
     bottom.set_ylabel(what, fontsize=12)
     bottom.set_xlabel("time (s)", fontsize=12)
     bottom.set_title(

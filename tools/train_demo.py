@@ -1181,7 +1181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--preprocess",
-        choices=[k.value for k in FrontendKind],
+        choices=[FrontendKind.MFCC.value, FrontendKind.MICRO.value],
         help="front end: mfcc (the demo's 49x13 MFCC, default) or micro (micro_speech's "
         "TFLite Micro features, 30/20 ms window/stride, 49x40)",
     )
