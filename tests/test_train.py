@@ -76,9 +76,9 @@ def test_a_tiny_run_logs_trains_checkpoints_and_exports_both_bundles(tmp_path, d
     run_log = (tmp_path / "train" / "train.log").read_text().splitlines()
     steps = [line for line in run_log if line.startswith("Step #")]
     assert len(steps) == 10
-    assert steps[0].startswith("Step #1: rate 0.01, accuracy ") and "cross entropy " in steps[0]
-    assert steps[6].startswith("Step #7: rate 0.002,")
-    assert any(line.startswith("Step #10: rate 0.002,") and "ETA" in line for line in lines)
+    assert steps[0].startswith("Step #1: rate 0.010000, accuracy ") and "cross entropy " in steps[0]
+    assert steps[6].startswith("Step #7: rate 0.002000,")
+    assert any(line.startswith("Step #10: rate 0.002000,") and "ETA" in line for line in lines)
     # The confusion matrix has the label names on both axes.
     header = next(
         i for i, line in enumerate(lines) if line.split() == ["_silence_", "_unknown_", "yes", "no"]
@@ -114,6 +114,56 @@ def test_a_tiny_run_logs_trains_checkpoints_and_exports_both_bundles(tmp_path, d
     assert (model_dir / "tiny_conv_model_data.cc").read_text().count("0x") == len(int8.tflite)
     summaries = [line for line in lines if line.startswith("export: ")]
     assert len(summaries) == 2 and "ops " in summaries[0] and "input int8" in summaries[0]
+    # The converter's own lines went to the run's TensorFlow log, not the console.
+    assert "fully_quantize: " in (tmp_path / "train" / "tensorflow.log").read_text()
+    assert not any("fully_quantize" in line or "absl::" in line for line in lines)
+
+
+def test_verbosity_debug_prints_every_step_in_train_py_s_format(tmp_path, data_dir, capsys):
+    import re
+
+    code, err = train(
+        tmp_path, data_dir, "--no_export", "--verbosity=DEBUG", steps="3", rates="0.01", capsys=capsys
+    )
+    assert code == 0, err
+    steps = [line for line in err.splitlines() if line.startswith("Step #")]
+    pattern = r"Step #{}: rate 0\.010000, accuracy \d+\.\d%, cross entropy \d+\.\d{{6}}"
+    assert [bool(re.fullmatch(pattern.format(n), line)) for n, line in enumerate(steps, 1)] == [True] * 3, (
+        steps
+    )
+
+
+def test_how_long_a_run_takes_is_said_before_it_starts():
+    from tools.training.trainer import estimate_text
+
+    assert estimate_text(17_975, 25, 41.7) == (
+        "training: about 8 h 20 min for the 17,975 steps left (0.6 steps/s over the first 25, "
+        "compilation included); for a model in minutes: --model_architecture=ds_cnn (kwsd's default) "
+        "or tiny_conv, --window_stride_ms=20 --feature_bin_count=13, fewer --how_many_training_steps"
+    )
+    assert estimate_text(975, 25, 1.0) == (
+        "training: about 39 s for the 975 steps left (25.0 steps/s over the first 25, compilation included)"
+    )
+
+
+def test_a_failed_download_over_a_data_set_says_how_to_train_on_it(tmp_path, data_dir, capsys):
+    import socket
+
+    from tools.train import main
+
+    with socket.socket() as s:  # a port nothing listens on: the download is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/speech_commands_v0.02.tar.gz"
+    code = main([f"--data_url={url}", f"--data_dir={data_dir}", f"--train_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 65
+    errors = [line for line in err.splitlines() if line.startswith("train: error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"train: error: --data_url {url}: download failed")
+    assert errors[0].endswith(
+        f"{data_dir} already holds 4 label folders with WAVs (down, no, up, yes): add --data_url= to "
+        "train on them without downloading"
+    )
 
 
 def test_the_float_bundle_gives_the_training_model_s_scores(tmp_path, data_dir, capsys):
@@ -153,7 +203,7 @@ def test_resume_continues_at_the_next_step_and_its_phase_rate(tmp_path, data_dir
     run_log = (tmp_path / "train" / "train.log").read_text().splitlines()
     steps = [line for line in run_log if line.startswith("Step #")]
     assert [line.split(":")[0] for line in steps] == [f"Step #{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8)]
-    assert steps[5].startswith("Step #6: rate 0.002,")  # phase 2 of "5,3" at "0.01,0.002"
+    assert steps[5].startswith("Step #6: rate 0.002000,")  # phase 2 of "5,3" at "0.01,0.002"
     assert (tmp_path / "train" / "tiny_conv.ckpt-8.index").exists()
 
 

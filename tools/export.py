@@ -124,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--representative_count", type=int, default=500, help="inputs calibrating int8")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tools.training.console import native_output_to
     from tools.training.dataset import DatasetError
 
     try:
-        return run(args)
+        # TensorFlow's C++ and converter chatter goes to a file beside the bundles, for debugging.
+        with native_output_to(Path(args.model_dir) / "tensorflow.log"):
+            return run(args)
     except TrainingError as err:
         print(f"export: error: {err}", file=sys.stderr)
         return 64

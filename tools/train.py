@@ -30,6 +30,7 @@ by post-training quantization with real training features.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -131,7 +132,18 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. data
     if args.data_url:
-        data.download_and_extract(args.data_url, data_dir)
+        try:
+            data.download_and_extract(args.data_url, data_dir)
+        except data.DatasetError as err:
+            held = _label_folders(data_dir)
+            if not held:
+                raise
+            # train.py downloads unless the archive is there; a folder of clips is not enough.
+            raise data.DatasetError(
+                f"{err}; {data_dir} already holds {len(held)} label folders with WAVs "
+                f"({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): add --data_url= to train "
+                "on them without downloading"
+            ) from None
     dataset = data.load_dataset(data_dir, settings, seed=args.seed)
     print(dataset.report.text(), file=sys.stderr)
     labels = list(dataset.labels)
@@ -200,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         check_nans=args.check_nans,
         log_every=args.log_every,
+        every_step=args.verbosity == "DEBUG",
         identity=identity,
         record={
             "data": {
@@ -265,6 +278,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"export: {item.summary}", file=sys.stderr)
     print(f"done in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
+
+
+def _label_folders(data_dir: Path) -> list[str]:
+    """The folders of ``data_dir`` that hold a WAV (a data set already there), sorted."""
+    try:
+        return sorted(
+            d.name
+            for d in data_dir.iterdir()
+            if d.is_dir() and not d.name.startswith((".", "_background_noise_")) and any(d.glob("*.wav"))
+        )
+    except OSError:
+        return []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,11 +432,17 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("absl", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
     _quiet_tensorflow()
+    from tools.training.console import native_output_to
     from tools.training.dataset import DatasetError
     from tools.training.models import ModelError
 
+    # TensorFlow's C++ and converter chatter goes to a file, kept for debugging.
+    quiet = native_output_to(Path(args.train_dir) / "tensorflow.log") if level != "DEBUG" else None
     try:
-        return run(args)
+        with quiet or contextlib.nullcontext() as noise:
+            if noise is not None:
+                log.info("TensorFlow's own messages go to %s (--verbosity=DEBUG shows them here)", noise)
+            return run(args)
     except (TrainingError, ModelError) as err:
         print(f"train: error: {err}", file=sys.stderr)
         return EXIT_BAD_FLAG if not str(err).startswith("step ") else EXIT_TRAINING_FAILED

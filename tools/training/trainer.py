@@ -103,6 +103,9 @@ class RunSettings:
     seed: int = 59185
     check_nans: bool = False
     log_every: int = 100
+    #: Every step's line on the console, exactly as train.py prints it (--verbosity=DEBUG),
+    #: terminal or not; no progress bar.
+    every_step: bool = False
     #: What a resumed run must match (architecture, labels, front end, model options).
     identity: dict[str, Any] = field(default_factory=dict)
     #: Recorded beside each checkpoint too, not checked (the data set, for tools/export.py).
@@ -141,12 +144,15 @@ def confusion_markdown(matrix: npt.NDArray[np.int64], labels: Sequence[str]) -> 
 class Progress:
     """A one-line progress bar with the ETA on a terminal; plain lines every ``every`` steps else."""
 
-    def __init__(self, total: int, first: int, stream: TextIO, every: int) -> None:
+    def __init__(
+        self, total: int, first: int, stream: TextIO, every: int, *, every_step: bool = False
+    ) -> None:
         self.total = total
         self.first = first
         self.stream = stream
         self.every = max(1, every)
-        self.tty = stream.isatty()
+        self.every_step = every_step
+        self.tty = stream.isatty() and not every_step
         self.started = time.monotonic()
         self._shown = False
 
@@ -158,7 +164,10 @@ class Progress:
         text = (
             f"{line} | {step}/{self.total} {100 * step / self.total:5.1f}% {rate:.1f} steps/s ETA {_hms(eta)}"
         )
-        if self.tty:
+        if self.every_step:
+            self.stream.write(line + "\n")  # train.py's line, alone, as a notebook cell shows it
+            self.stream.flush()
+        elif self.tty:
             width = 30
             filled = int(width * step / self.total)
             self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\x1b[K")
@@ -174,6 +183,35 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._shown = False
+
+
+#: Runs estimated to take longer than this get a pointer to the fast settings.
+SLOW_RUN_S = 30 * 60
+
+
+def estimate_text(steps_left: int, steps_done: int, seconds: float) -> str:
+    """``training: about 5 h 0 min for the 18,000 steps left (1.0 steps/s so far) ...``."""
+    rate = steps_done / seconds if seconds > 0 else 0.0
+    left_s = steps_left / rate if rate else float("inf")
+    text = (
+        f"training: about {_duration(left_s)} for the {steps_left:,} steps left "
+        f"({rate:.1f} steps/s over the first {steps_done}, compilation included)"
+    )
+    if left_s > SLOW_RUN_S:
+        text += (
+            "; for a model in minutes: --model_architecture=ds_cnn (kwsd's default) or tiny_conv, "
+            "--window_stride_ms=20 --feature_bin_count=13, fewer --how_many_training_steps"
+        )
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "an unknown time"
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _hms(seconds: float) -> str:
@@ -281,7 +319,7 @@ def train(
 
     train_steps = make_train_steps(model, optimizer, loss_fn)
     rng = np.random.default_rng([settings.seed, first])
-    progress = Progress(schedule.total, first, stream, settings.log_every)
+    progress = Progress(schedule.total, first, stream, settings.log_every, every_step=settings.every_step)
     run_log = (train_dir / "train.log").open("a", encoding="utf-8")
     started = time.monotonic()
     validation_accuracy: float | None = None
@@ -311,8 +349,9 @@ def train(
                     progress.interrupt()
                     step_var.assign(current)
                     raise TrainingError(_nan_report(tf, model, training.x[index[k]], current))
+                # train.py's exact format (its rate with %f).
                 line = (
-                    f"Step #{current}: rate {rates[k]:g}, accuracy {100 * accuracies[k]:.1f}%, "
+                    f"Step #{current}: rate {rates[k]:f}, accuracy {100 * accuracies[k]:.1f}%, "
                     f"cross entropy {losses[k]:.6f}"
                 )
                 run_log.write(line + "\n")
@@ -323,6 +362,11 @@ def train(
                         tf.summary.scalar("accuracy", float(accuracies[k]))
                         tf.summary.scalar("learning_rate", float(rates[k]))
             step_var.assign(end)
+            if last < first and end < schedule.total:
+                # After the first call (compilation included, so on the slow side): how long
+                # the whole run will take, said before the user waits for it.
+                progress.interrupt()
+                stream.write(estimate_text(schedule.total - end, count, time.monotonic() - started) + "\n")
             last, step = end, end + 1
             is_last = end == schedule.total
             if end % settings.eval_step_interval == 0 or is_last:
