@@ -749,3 +749,36 @@ def test_every_exit_code_in_the_readme_is_what_the_code_gives(tmp_path, code):
     assert needle in stderr
     if code not in (0, 2, 70):
         assert "kwsd: error: " in stderr and "Traceback" not in stderr, stderr
+
+
+# --------------------------------------------------------------------------------------
+# One BLAS thread in kwsd's own processes (kwsd/blas.py), none imposed on a host program.
+
+BLAS_THREADS = """
+import sys
+if sys.argv[1] == "entry":
+    from kwsd.blas import one_blas_thread_before_numpy
+    one_blas_thread_before_numpy()  # what kwsd/__main__.py does first
+import kwsd.cli  # numpy and the front ends' libraries
+import numpy, scipy.linalg
+from threadpoolctl import threadpool_info
+print(sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "variables", "threads"),
+    [
+        ("entry", {}, "[1]"),  # kwsd's own processes: one thread
+        ("entry", {"OPENBLAS_NUM_THREADS": "2"}, "[2]"),  # what the user sets wins
+        ("import", {}, f"[{os.cpu_count()}]"),  # importing kwsd changes nothing: OpenBLAS's default
+    ],
+)
+def test_kwsd_processes_use_one_blas_thread_unless_told_otherwise(how, variables, threads):
+    pytest.importorskip("threadpoolctl")
+    if how == "import" and os.cpu_count() == 1:
+        pytest.skip("one core: OpenBLAS's default is one thread too")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    result = in_process(BLAS_THREADS, how, env={**env, **variables})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().strip() == threads

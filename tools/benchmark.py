@@ -53,6 +53,9 @@ TARGET_STARTUP_S = 1.0
 
 
 def main() -> int:
+    from kwsd.blas import use_one_blas_thread
+
+    use_one_blas_thread()  # as the daemon runs (kwsd/blas.py)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

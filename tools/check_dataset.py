@@ -96,6 +96,7 @@ import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
 from kwsd.audio import AudioInfo, Encoding, write_wav  # noqa: E402
+from kwsd.blas import use_one_blas_thread  # noqa: E402
 from kwsd.errors import KwsdError  # noqa: E402
 from tools.training.dataset import (  # noqa: E402
     BACKGROUND_NOISE_DIR,
@@ -1026,6 +1027,7 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_one_blas_thread()  # many tiny per-clip products (kwsd/blas.py)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=f"{TOOL_NAME}: %(message)s", stream=sys.stderr)
     try:

@@ -53,6 +53,7 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from kwsd.audio import float_to_int16, write_wav
+from kwsd.blas import use_one_blas_thread
 from kwsd.errors import KwsdError
 from kwsd.evaluate import format_truth
 from kwsd.frontend import INT16_FULL_SCALE
@@ -339,6 +340,7 @@ def _word_list(text: str) -> tuple[str, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    use_one_blas_thread()  # many tiny per-clip products (kwsd/blas.py)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", type=Path, required=True, help="a Speech Commands-style folder")
     parser.add_argument("--output_audio_file", type=Path, required=True, metavar="OUT.wav")

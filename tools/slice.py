@@ -65,6 +65,7 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from kwsd.audio import open_audio, read_wav, write_wav
+from kwsd.blas import use_one_blas_thread
 from kwsd.errors import InputNotFoundError, KwsdError, OutputError
 from kwsd.frontend import INT16_FULL_SCALE
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
@@ -934,6 +935,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_one_blas_thread()  # many tiny per-clip products (kwsd/blas.py)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format=f"{TOOL}: %(levelname)s: %(message)s",

@@ -45,6 +45,7 @@ if str(TOOLS_DIR.parent) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from kwsd.blas import use_one_blas_thread  # noqa: E402
 from kwsd.errors import KwsdError  # noqa: E402
 from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, SpecError  # noqa: E402
 from tools.training.features import Augmentation, partition_features  # noqa: E402
@@ -421,6 +422,7 @@ FOLDERS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_one_blas_thread()  # the feature pool's many tiny per-clip products (kwsd/blas.py)
     for key, (default, sub) in FOLDERS.items():
         if getattr(args, key) is None:
             setattr(args, key, str(Path(args.work_dir) / sub) if args.work_dir else default)
