@@ -124,9 +124,29 @@ def test_piper_voices_cover_every_speaker_first_and_name_their_bucket_in_the_tag
     assert [v.voice for v in synth.make_flite_voices(4, 1)] == list(synth.FLITE_VOICES)
 
 
-def test_model_names_have_no_underscore_and_are_made_unique():
+def test_model_names_have_no_underscore():
     assert synth._model_name(Path("en_US-joe-medium.onnx")) == "joe-medium"
     assert synth._model_name(Path("My_Voice.onnx")) == "myvoice"
+
+
+@needs_piper
+def test_piper_voices_given_on_the_command_line_are_all_used(tmp_path, capsys):
+    joe = synth.default_piper_voice()
+    other = tmp_path / "en_GB-other_voice-low.onnx"  # another voice: the same files under another name
+    other.symlink_to(joe)
+    Path(f"{other}.json").symlink_to(Path(f"{joe}.json"))
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--engines", "piper", "--voices", "3", "--repetitions", "1"]
+    argv += ["--words", "yes", "--unknown-words", "", "--piper-voice", str(joe), "--piper-voice", str(other)]
+    assert synth.main(argv) == 0
+    summary = json.loads((out / "voices.json").read_text())
+    assert [m["name"] for m in summary["piper_models"]] == ["joe-medium", "othervoice-low"]
+    assert [m["path"] for m in summary["piper_models"]] == [str(joe), str(other)]
+    # Every (model, speaker) first, then random ones.
+    assert [v["model"] for v in summary["voices"]][:2] == ["joe-medium", "othervoice-low"]
+    assert sorted(p.name.split("_nohash_")[0] for p in (out / "yes").iterdir()) == sorted(
+        v["tag"] for v in summary["voices"]
+    )
 
 
 @needs_piper

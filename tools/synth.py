@@ -452,8 +452,10 @@ def load_piper_model(path: Path) -> PiperModel:
     """Check that ``path`` is a piper voice (config readable, ONNX loads with piper's inputs)."""
     _piper, onnxruntime = _import_piper()
     flag = f"--piper-voice {path}"
-    if not path.is_file():
+    if not path.exists():
         raise VoiceFileMissingError(f"{flag}: no such file")
+    if not path.is_file():
+        raise VoiceFileMissingError(f"{flag}: not a file")
     config_path = Path(f"{path}.json")
     if not config_path.is_file():
         raise VoiceFileMissingError(
@@ -487,7 +489,7 @@ def load_piper_model(path: Path) -> PiperModel:
             f"{flag}: not a piper voice (its inputs are {', '.join(sorted(inputs))}; "
             f"expected {', '.join(sorted(PIPER_INPUTS))})"
         )
-    return PiperModel(path.resolve(), _model_name(path), speakers, rate_hz)
+    return PiperModel(path.absolute(), _model_name(path), speakers, rate_hz)
 
 
 def _model_name(path: Path) -> str:
