@@ -279,5 +279,38 @@ def test_a_piper_voice_without_the_piper_engine_is_a_command_line_error(capsys):
 
 def test_unknown_engines_are_refused(capsys):
     with pytest.raises(SystemExit):
-        synth.main(["--out", "/tmp/unused", "--engines", "espeak,festival"])
-    assert "--engines: unknown festival; expected some of espeak, piper, flite" in capsys.readouterr().err
+        synth.main(["--out", "/tmp/unused", "--engines", "espeak,mimic"])
+    assert (
+        "--engines: unknown mimic; expected some of espeak, piper, flite, festival" in capsys.readouterr().err
+    )
+
+
+needs_festival = pytest.mark.skipif(
+    shutil.which("festival") is None or shutil.which("sox") is None, reason="festival and sox are needed"
+)
+
+
+@needs_festival
+def test_festival_clips_are_repeatable_speech_and_every_voice_comes_first():
+    voices = synth.make_festival_voices(3, 4)
+    assert [v.voice for v in voices] == list(synth.FESTIVAL_VOICES)
+    assert [v.tag.split("-")[1] for v in voices] == ["kal", "ked", "slt"]
+    slt = voices[2]  # the HTS voice: 32 kHz, resampled by sox
+    clips = list(synth.render_festival_clips(slt, ["no", "go"], 1, seed=4))
+    assert [(word, rep) for word, rep, _ in clips] == [("no", 0), ("go", 0)]
+    for _, _, clip in clips:
+        assert clip.dtype == np.int16 and clip.shape == (synth.CLIP_SAMPLES,)
+        assert 150 <= _active_ms(clip) <= 920
+    again = list(synth.render_festival_clips(slt, ["no", "go"], 1, seed=4))
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(clips, again, strict=True))
+
+
+@needs_festival
+def test_festival_without_its_voices_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(synth, "FESTIVAL_VOICES", {**synth.FESTIVAL_VOICES, "nope_diphone": "festvox-nope"})
+    out = tmp_path / "out"
+    assert _main_fails(["--out", str(out), "--engines", "festival"], capsys) == (
+        69,
+        "synth: error: --engines festival: voices missing (apt-get install festvox-nope)",
+    )
+    assert not out.exists()

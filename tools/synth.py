@@ -23,7 +23,10 @@ versions, the demo model's data):
   several speakers), so two voices never share a tag. Each clip then jitters speed, noise,
   pitch and punctuation *within* its voice.
 - ``flite``: the English voices built into Debian's flite (kal16, awb, rms, slt), varied like
-  piper's (size, pitch shift, ``duration_stretch`` in the tag). Tag ``flite-slt-k100-p94-d110``.
+  piper's (size, pitch shift, ``duration_stretch`` in the tag). Tag ``flite-slt-k100-p094-d110``.
+- ``festival``: Debian's festival with the kal and ked diphone voices and the HTS slt voice
+  (festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts), varied the same way (the speed
+  by sox ``tempo``). Tag ``festival-ked-k100-p094-d110``.
 
 Every clip of a voice shares the ``<voice>`` part of its file name, so the Speech Commands hash
 split (which hashes the name up to ``_nohash_``) keeps a voice inside one partition, as
@@ -38,18 +41,18 @@ records): every random choice comes from a generator seeded with ``--seed`` and 
 own coordinates, sox runs with ``-D`` (no dither), and the noise is made with numpy. Piper's
 own noise comes from onnxruntime's generator, seeded per voice: a voice's clips are made in
 a fixed order by one model session of its own. Generation runs over ``--jobs`` worker
-threads (one job per espeak-ng or flite clip, one per piper voice).
+threads (one job per espeak-ng or flite clip, one per piper or festival voice).
 
 Usage::
 
     python tools/synth.py --out /tmp/kws_data --voices 120 --seed 1
-    python tools/synth.py --out /tmp/kws_data --engines espeak,piper,flite --voices 120 \\
-        --piper-voices 40 --flite-voices 20
+    python tools/synth.py --out /tmp/kws_data --engines espeak,piper,flite,festival --voices 120 \\
+        --piper-voices 40 --flite-voices 20 --festival-voices 12
 
 Exit codes: 0 done, 1 an engine failed while synthesising, 2 bad command line, 66 a
 ``--piper-voice`` file (or its ``.onnx.json``) missing, 67 a ``--piper-voice`` that is not a
 piper voice, 69 an engine not installed (espeak-ng, sox, flite, piper-tts, the default piper
-voice). Every check is made before anything is written.
+voice, festival's voices). Every check is made before anything is written.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -79,7 +83,7 @@ import numpy.typing as npt
 if str(Path(__file__).resolve().parent.parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from kwsd.audio import float_to_int16, read_wav, write_wav
+from kwsd.audio import float_to_int16, write_wav
 from kwsd.frontend import INT16_FULL_SCALE
 
 log = logging.getLogger("synth")
@@ -178,6 +182,7 @@ class Engine(enum.Enum):
     ESPEAK = "espeak"
     PIPER = "piper"
     FLITE = "flite"
+    FESTIVAL = "festival"
 
 
 #: What each engine needs on PATH (sox shapes every engine's output).
@@ -185,6 +190,7 @@ ENGINE_PROGRAMS: Final = {
     Engine.ESPEAK: ("espeak-ng", "sox"),
     Engine.PIPER: ("sox",),
     Engine.FLITE: ("flite", "sox"),
+    Engine.FESTIVAL: ("festival", "sox"),
 }
 
 
@@ -583,9 +589,16 @@ def _shape_with_sox(
     pitch_cents: int,
     microphone: list[str],
     what: str,
+    stretch: float = 1.0,
 ) -> npt.NDArray[np.float64]:
-    """float audio at ``rate_hz`` -> sox (size, pitch, 16 kHz, microphone), as float64 in [-1, 1)."""
+    """float audio at ``rate_hz`` -> sox (size, pitch, stretch, 16 kHz, microphone), float64 in [-1, 1).
+
+    ``stretch``: duration factor without a pitch change (sox "tempo"), for engines that have
+    no speed control of their own.
+    """
     effects = []
+    if stretch != 1.0:
+        effects += ["tempo", "-s", f"{1 / stretch:.4f}"]
     if size_percent != 100:
         effects += ["speed", f"{size_percent / 100:.2f}"]  # resampling: pitch and formants, and tempo
     if pitch_cents:
@@ -732,28 +745,153 @@ def render_flite_clip(voice: FliteSpeaker, word: str, repetition: int, seed: int
         if result.returncode != 0 or not wav.is_file():
             message = result.stderr.decode(errors="replace").strip()
             raise SynthError(f"{' '.join(flite)}: failed for {what} ({message})")
-        samples = read_wav(wav, SAMPLE_RATE_HZ).astype(np.float32) / np.float32(INT16_FULL_SCALE)
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    if peak == 0.0:
-        raise SynthError(f"flite produced silence for {what}")
-    shaped = _shape_with_sox(
-        samples / peak,
-        SAMPLE_RATE_HZ,
-        size_percent=voice.size_percent,
-        pitch_cents=cents,
-        microphone=_microphone_effects(voice.highpass_hz, voice.lowpass_hz, voice.reverb_percent),
-        what=what,
-    )
-    word_audio = trim(shaped)[:MAX_WORD_SAMPLES]
-    if word_audio.size == 0:
-        raise SynthError(f"flite produced silence for {what}")
-    return _place_word(word_audio, voice.level, rng)
+        samples, rate_hz = _read_engine_wav(wav)
+    return _place_word(_shape_and_trim(samples, rate_hz, voice, cents, what), voice.level, rng)
 
 
 def flite_version() -> str:
     out = subprocess.run(["flite", "--version"], capture_output=True, text=True, check=False)
     match = re.search(r"flite-([0-9][^ ]*)", out.stdout)
     return f"flite {match.group(1) if match else 'unknown'}"
+
+
+# --- festival --------------------------------------------------------------------------------
+
+#: Festival voice -> the Debian package that has it: two diphone voices (kal is flite's kal16
+#: speaker, ked another man) and the HTS build of slt (flite's slt, another synthesis method).
+FESTIVAL_VOICES: Final = {
+    "kal_diphone": "festvox-kallpc16k",
+    "ked_diphone": "festvox-kdlpc16k",
+    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts",
+}
+
+
+@dataclass(frozen=True)
+class FestivalSpeaker:
+    """One synthetic festival voice: a voice at one size, pitch and tempo, and a microphone."""
+
+    tag: str
+    voice: str
+    size_percent: int
+    pitch_semitones: int
+    stretch_percent: int
+    highpass_hz: int
+    lowpass_hz: int
+    reverb_percent: int
+    level: float
+
+
+def check_festival_voices() -> None:
+    """EngineMissingError naming the packages of FESTIVAL_VOICES that festival does not have."""
+    result = subprocess.run(
+        ["festival", "--pipe"], input="(print (voice.list))\n", capture_output=True, text=True, check=False
+    )
+    have = set(re.findall(r"[a-z0-9_]+", result.stdout))
+    missing = [package for voice, package in FESTIVAL_VOICES.items() if voice not in have]
+    if missing:
+        raise EngineMissingError(f"--engines festival: voices missing (apt-get install {' '.join(missing)})")
+
+
+def make_festival_voices(count: int, seed: int) -> list[FestivalSpeaker]:
+    """``count`` distinct festival voices: every voice once, then random ones."""
+    rng = np.random.default_rng([seed, 0xFE5])
+    names = tuple(FESTIVAL_VOICES)
+    voices: list[FestivalSpeaker] = []
+    tags: set[str] = set()
+    attempts = 0
+    while len(voices) < count:
+        attempts += 1
+        if attempts > 100 * count + 1000:
+            raise SynthError(f"only {len(voices)} distinct festival voices can be made, {count} asked for")
+        base = names[len(voices)] if len(voices) < len(names) else names[int(rng.integers(len(names)))]
+        size, semitones, stretch = (
+            int(grid[int(rng.integers(len(grid)))])
+            for grid in (SIZE_PERCENT_GRID, PITCH_SEMITONE_GRID, STRETCH_PERCENT_GRID)
+        )
+        highpass, lowpass, reverb, level = _draw_microphone(rng)
+        short = base.split("_")[0] if base.endswith("_diphone") else base.split("_")[2]  # kal, ked, slt
+        tag = f"festival-{short}-k{size:03d}-p{_pitch_percent(semitones):03d}-d{stretch:03d}"
+        if tag in tags:
+            continue
+        tags.add(tag)
+        voices.append(FestivalSpeaker(tag, base, size, semitones, stretch, highpass, lowpass, reverb, level))
+    return voices
+
+
+def render_festival_clips(
+    voice: FestivalSpeaker, words: Sequence[str], repetitions: int, seed: int
+) -> Iterator[tuple[str, int, npt.NDArray[np.int16]]]:
+    """(word, repetition, 1 s int16 clip) for every word and repetition: one festival run per voice."""
+    coordinates = [(word, rep) for word in words for rep in range(repetitions)]
+    with tempfile.TemporaryDirectory(prefix="kwsd-festival-") as tmp:
+        script = [f"(voice_{voice.voice})"]
+        for n, (word, rep) in enumerate(coordinates):
+            # Words are letters only (checked when parsed), so they need no escaping.
+            text = word + PUNCTUATION[rep % len(PUNCTUATION)]
+            script.append(
+                f'(set! u (utt.synth (Utterance Text "{text}"))) (utt.save.wave u "{tmp}/{n}.wav" \'riff)'
+            )
+        (Path(tmp) / "words.scm").write_text("\n".join(script) + "\n")
+        festival = ["festival", "-b", str(Path(tmp) / "words.scm")]
+        result = subprocess.run(festival, capture_output=True, check=False)
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip()
+            raise SynthError(f"{' '.join(festival)}: failed for voice {voice.tag} ({message})")
+        for n, (word, rep) in enumerate(coordinates):
+            what = f"{word!r} with voice {voice.tag}"
+            wav = Path(tmp) / f"{n}.wav"
+            if not wav.is_file():
+                raise SynthError(f"festival wrote no audio for {what}")
+            rng = np.random.default_rng([seed, _seed_of(voice.tag, word), rep])
+            stretch = _jitter(rng, voice.stretch_percent / 100, CLIP_LENGTH_JITTER)
+            cents = _pitch_cents(rng, voice.pitch_semitones)
+            samples, rate_hz = _read_engine_wav(wav)
+            word_audio = _shape_and_trim(samples, rate_hz, voice, cents, what, stretch=stretch)
+            yield word, rep, _place_word(word_audio, voice.level, rng)
+
+
+def festival_version() -> str:
+    out = subprocess.run(["festival", "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"version ([0-9][^ :]*)", out.stdout)
+    return f"festival {match.group(1) if match else 'unknown'}"
+
+
+def _read_engine_wav(path: Path) -> tuple[npt.NDArray[np.float32], int]:
+    """An engine's mono 16-bit WAV as float32 in [-1, 1) and its rate (sox resamples it later)."""
+    with wave.open(str(path)) as wav:
+        if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+            raise SynthError(f"{path}: expected a mono 16-bit WAV from the engine")
+        rate_hz = wav.getframerate()
+        frames = wav.readframes(wav.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / np.float32(INT16_FULL_SCALE), rate_hz
+
+
+def _shape_and_trim(
+    samples: npt.NDArray[np.float32],
+    rate_hz: int,
+    voice: FliteSpeaker | FestivalSpeaker,
+    cents: int,
+    what: str,
+    *,
+    stretch: float = 1.0,
+) -> npt.NDArray[np.float64]:
+    """An engine's output, peak-normalised, through sox to 16 kHz, trimmed; SynthError if silent."""
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak == 0.0:
+        raise SynthError(f"{what}: the engine produced silence")
+    shaped = _shape_with_sox(
+        samples / peak,
+        rate_hz,
+        size_percent=voice.size_percent,
+        pitch_cents=cents,
+        microphone=_microphone_effects(voice.highpass_hz, voice.lowpass_hz, voice.reverb_percent),
+        what=what,
+        stretch=stretch,
+    )
+    word_audio = trim(shaped)[:MAX_WORD_SAMPLES]
+    if word_audio.size == 0:
+        raise SynthError(f"{what}: silence after trimming")
+    return word_audio
 
 
 def make_background_noise(seed: int, seconds: int = BACKGROUND_SECONDS) -> dict[str, npt.NDArray[np.int16]]:
@@ -807,13 +945,14 @@ def synthesise(
     piper_voices: Sequence[Path] = (),
     piper_voice_count: int | None = None,
     flite_voice_count: int | None = None,
+    festival_voice_count: int | None = None,
 ) -> dict[str, Any]:
     """Write the data set under ``out``; returns a summary (also saved as voices.json).
 
-    ``voice_count`` voices per engine, unless ``piper_voice_count`` / ``flite_voice_count``
-    say otherwise; ``piper_voices``: piper .onnx files (default: the bundled joe voice).
-    Everything that can be checked (engines installed, every piper voice loads) is checked
-    before anything is written.
+    ``voice_count`` voices per engine, unless ``piper_voice_count``, ``flite_voice_count`` or
+    ``festival_voice_count`` say otherwise; ``piper_voices``: piper .onnx files (default: the
+    bundled joe voice). Everything that can be checked (engines installed, every piper voice
+    loads, festival has its voices) is checked before anything is written.
     """
     engines = list(dict.fromkeys(engines))
     check_tools(engines)
@@ -821,6 +960,7 @@ def synthesise(
         Engine.ESPEAK: voice_count,
         Engine.PIPER: voice_count if piper_voice_count is None else piper_voice_count,
         Engine.FLITE: voice_count if flite_voice_count is None else flite_voice_count,
+        Engine.FESTIVAL: voice_count if festival_voice_count is None else festival_voice_count,
     }
     espeak_voices = make_voices(counts[Engine.ESPEAK], seed, accents) if Engine.ESPEAK in engines else []
     piper_models: list[PiperModel] = []
@@ -828,6 +968,10 @@ def synthesise(
         piper_models = load_piper_models(list(piper_voices) or [default_piper_voice()])
     piper_speakers = make_piper_voices(counts[Engine.PIPER], seed, piper_models) if piper_models else []
     flite_speakers = make_flite_voices(counts[Engine.FLITE], seed) if Engine.FLITE in engines else []
+    festival_speakers: list[FestivalSpeaker] = []
+    if Engine.FESTIVAL in engines:
+        check_festival_voices()
+        festival_speakers = make_festival_voices(counts[Engine.FESTIVAL], seed)
     all_words = list(dict.fromkeys([*words, *unknown_words]))
 
     def write(tag: str, word: str, rep: int, clip: npt.NDArray[np.int16]) -> None:
@@ -846,8 +990,15 @@ def synthesise(
 
         return _Job(run, len(all_words) * repetitions)
 
-    # Piper voices first: each is one long job, so the short ones fill in around them.
-    work = [piper_job(v) for v in piper_speakers]
+    def festival_job(voice: FestivalSpeaker) -> _Job:
+        def run() -> None:
+            for word, rep, clip in render_festival_clips(voice, all_words, repetitions, seed):
+                write(voice.tag, word, rep, clip)
+
+        return _Job(run, len(all_words) * repetitions)
+
+    # Piper and festival voices first: each is one long job, so the short ones fill in around them.
+    work = [piper_job(v) for v in piper_speakers] + [festival_job(v) for v in festival_speakers]
     work += [espeak_job(v, w, r) for v in espeak_voices for w in all_words for r in range(repetitions)]
     work += [flite_job(v, w, r) for v in flite_speakers for w in all_words for r in range(repetitions)]
     total_clips = sum(job.clips for job in work)
@@ -871,20 +1022,25 @@ def synthesise(
         versions.append(piper_version())
     if Engine.FLITE in engines:
         versions.append(flite_version())
+    if Engine.FESTIVAL in engines:
+        versions.append(festival_version())
     voice_counts = {
         Engine.ESPEAK.value: len(espeak_voices),
         Engine.PIPER.value: len(piper_speakers),
         Engine.FLITE.value: len(flite_speakers),
+        Engine.FESTIVAL.value: len(festival_speakers),
     }
     # The recorded people (or rule sets) behind the voices: what a split can keep apart at best.
     speakers = {
         Engine.ESPEAK.value: len({(v.accent, v.variant) for v in espeak_voices}),
         Engine.PIPER.value: len({(v.model_path, v.speaker_id) for v in piper_speakers}),
         Engine.FLITE.value: len({v.voice for v in flite_speakers}),
+        Engine.FESTIVAL.value: len({v.voice for v in festival_speakers}),
     }
     voices: list[dict[str, Any]] = [{"engine": Engine.ESPEAK.value, **asdict(v)} for v in espeak_voices]
     voices += [{"engine": Engine.PIPER.value, **asdict(v)} for v in piper_speakers]
     voices += [{"engine": Engine.FLITE.value, **asdict(v)} for v in flite_speakers]
+    voices += [{"engine": Engine.FESTIVAL.value, **asdict(v)} for v in festival_speakers]
     summary: dict[str, Any] = {
         "generator": f"tools/synth.py ({', '.join(versions)} + sox)",
         "seed": seed,
@@ -915,7 +1071,12 @@ def synthesise(
 
 def describe_voices(summary: dict[str, Any]) -> str:
     """``espeak 120 from 42 espeak-ng variants, piper 40 from 1 model speaker``."""
-    what = {"espeak": "espeak-ng variant", "piper": "model speaker", "flite": "flite voice"}
+    what = {
+        "espeak": "espeak-ng variant",
+        "piper": "model speaker",
+        "flite": "flite voice",
+        "festival": "festival voice",
+    }
     parts = []
     for engine, count in summary["voice_counts"].items():
         base = summary["engine_speakers"][engine]
@@ -968,6 +1129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--voices", type=int, default=120, help="synthetic voices per engine (default 120)")
     parser.add_argument("--piper-voices", type=int, help="piper voices, if not --voices")
     parser.add_argument("--flite-voices", type=int, help="flite voices, if not --voices")
+    parser.add_argument("--festival-voices", type=int, help="festival voices, if not --voices")
     parser.add_argument(
         "--piper-voice",
         type=Path,
@@ -998,7 +1160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.voices < 1 or args.repetitions < 1:
         parser.error("--voices and --repetitions must be at least 1")
-    for flag, value in (("--piper-voices", args.piper_voices), ("--flite-voices", args.flite_voices)):
+    for flag, value in (
+        ("--piper-voices", args.piper_voices),
+        ("--flite-voices", args.flite_voices),
+        ("--festival-voices", args.festival_voices),
+    ):
         if value is not None and value < 1:
             parser.error(f"{flag} must be at least 1")
     if args.piper_voice and Engine.PIPER not in args.engines:
@@ -1017,6 +1183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             piper_voices=args.piper_voice,
             piper_voice_count=args.piper_voices,
             flite_voice_count=args.flite_voices,
+            festival_voice_count=args.festival_voices,
         )
     except SynthError as err:
         print(f"synth: error: {err}", file=sys.stderr)
