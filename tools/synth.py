@@ -377,7 +377,10 @@ PIPER_INPUTS: Final = frozenset({"input", "input_lengths", "scales"})
 #: and noise_w_scale in percent (the model's defaults are 67 and 80).
 SIZE_PERCENT_GRID: Final = tuple(range(86, 121, 2))
 PITCH_SEMITONE_GRID: Final = tuple(range(-3, 5))
-LENGTH_PERCENT_GRID: Final = tuple(range(80, 136, 5))
+#: joe speaks a lone word in 0.3-0.5 s, faster than most Speech Commands speakers: the length
+#: grid leans slow (its slowest voice at the smallest size makes words of at most 0.9 s, so a
+#: word is never cut at MAX_WORD_SAMPLES).
+LENGTH_PERCENT_GRID: Final = tuple(range(85, 146, 5))
 NOISE_PERCENT_GRID: Final = tuple(range(30, 91, 10))
 NOISE_W_PERCENT_GRID: Final = tuple(range(40, 121, 20))
 #: Per-clip jitter within a voice: relative, except pitch (cents).
@@ -624,7 +627,8 @@ def render_piper_clips(
     """(word, repetition, 1 s int16 clip) for every word and repetition, in that order.
 
     A pure function of its arguments: one model session of the voice's own, its generator
-    seeded from ``seed`` and the tag, makes the clips in this fixed order.
+    seeded from ``seed`` and the tag, makes the clips in this fixed order. So, unlike an
+    espeak-ng clip, a piper clip also depends on the words before it in ``words``.
     """
     piper, onnxruntime = _import_piper()
     config_path = Path(f"{voice.model_path}.json")
