@@ -70,6 +70,17 @@ def _joe() -> synth.PiperModel:
     return synth.load_piper_model(synth.default_piper_voice())
 
 
+def _voiced_pitch_hz(clip: np.ndarray) -> float:
+    """F0 of the loudest 40 ms of ``clip`` by autocorrelation, or 0 when it is not periodic."""
+    frames = clip.astype(np.float64).reshape(-1, 640)
+    frame = frames[np.argmax(np.sum(frames**2, axis=1))]
+    frame = frame - frame.mean()
+    corr = np.correlate(frame, frame, "full")[639:]
+    lags = np.arange(16000 // 400, 16000 // 50)  # F0 in 50..400 Hz
+    best = lags[np.argmax(corr[lags])]
+    return 16000 / best if corr[best] > 0.5 * corr[0] else 0.0
+
+
 def _active_ms(clip: np.ndarray) -> int:
     """Milliseconds of 10 ms frames louder than a tenth of the clip's peak frame."""
     frames = clip.astype(np.float64).reshape(-1, 160)
@@ -94,6 +105,8 @@ def test_piper_clips_are_one_second_of_speech_at_the_voices_level():
         frames = clip.astype(np.float64).reshape(-1, 1600)
         loudness = np.sqrt(np.mean(frames**2, axis=1))
         assert loudness.max() > 20 * loudness.min()
+        # Voiced, as speech is: the loudest part is periodic at a speaking pitch.
+        assert 60 <= _voiced_pitch_hz(clip) <= 300
     # Every clip of the voice differs (punctuation, jitter, piper's noise).
     assert len({clip.tobytes() for _, _, clip in clips}) == 4
 
@@ -301,6 +314,7 @@ def test_festival_clips_are_repeatable_speech_and_every_voice_comes_first():
     for _, _, clip in clips:
         assert clip.dtype == np.int16 and clip.shape == (synth.CLIP_SAMPLES,)
         assert 150 <= _active_ms(clip) <= 920
+        assert 60 <= _voiced_pitch_hz(clip) <= 300
     again = list(synth.render_festival_clips(slt, ["no", "go"], 1, seed=4))
     assert all(np.array_equal(a[2], b[2]) for a, b in zip(clips, again, strict=True))
 
