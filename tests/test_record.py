@@ -65,14 +65,14 @@ class Recorder:
         for line in iter(self.proc.stderr.readline, b""):
             self.lines.append(line.decode())
 
-    def wait_for(self, text, timeout_s=20):
+    def wait_for(self, text, timeout_s=60):
         deadline = time.monotonic() + timeout_s
         while not any(text in line for line in self.lines):
             assert self.proc.poll() is None or any(text in line for line in self.lines), self.log
             assert time.monotonic() < deadline, f"no {text!r}:\n{self.log}"
             time.sleep(0.02)
 
-    def finish(self, timeout_s=30):
+    def finish(self, timeout_s=60):
         try:
             code = self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -159,11 +159,15 @@ def test_sigterm_keeps_the_chunk_so_far_as_a_complete_file(tmp_path):
     )  # fmt: skip
     rec.wait_for("capturing from kwsdmic")
     rec.writer.start(payload.tobytes())
-    time.sleep(1.5)
+    # Mid-chunk: 3 s of the 10 s sent (the recorder may lag behind on a busy machine).
+    deadline = time.monotonic() + 60
+    while rec.writer.frames_written < 3 * RATE:
+        assert time.monotonic() < deadline, rec.log
+        time.sleep(0.02)
     rec.proc.send_signal(signal.SIGTERM)
     assert rec.finish() == 0, rec.log
     kept = wav_samples(out / "crying" / "night_nohash_0.wav")
-    assert RATE // 2 < len(kept) < 5 * RATE
+    assert RATE // 10 < len(kept) < len(payload)
     assert np.array_equal(kept, payload[: len(kept)])
     assert not list(out.rglob("*.part"))
 
