@@ -1,0 +1,578 @@
+"""The TFLite Micro audio front end in numpy, integer for integer.
+
+TensorFlow's ``audio_microfrontend`` op (what train.py ``--preprocess=micro`` computes) and
+the micro_speech firmware run the same small fixed-point C library
+(tensorflow/lite/experimental/microfrontend/lib): per frame a Hann window, a 16-bit
+fixed-point real FFT (kiss_fftr), a mel-spaced triangular filterbank on the energies, an
+integer square root, then noise reduction (a per-channel running noise estimate), PCAN gain
+control (which divides by a power of that estimate) and an integer log. This module redoes
+each step with the same integer arithmetic, so its output equals the op's, value for value,
+with no TensorFlow at run time.
+
+Split by what carries state:
+
+* :class:`MicroTables` holds everything fixed by the parameters (window, FFT twiddles,
+  filterbank weights, the PCAN gain and log look-up tables); built once per spec.
+* :meth:`MicroTables.filterbank` maps frames of samples to the filterbank output. Window,
+  FFT, filterbank and square root are a function of the frame alone, so a frame shared by
+  many windows is computed once.
+* :class:`NoiseState` is the only state: one noise estimate per channel, per *row*. A row is
+  one front end; several rows advance together on the same frame, each from its own
+  estimate, which is how every in-flight window of a per-clip stream is updated with one
+  vectorised integer step.
+
+Pure module: arrays in, arrays out.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from kwsd.frontend import MicroParams
+
+log = logging.getLogger(__name__)
+
+I64 = npt.NDArray[np.int64]
+
+# Fixed-point formats of the C library (window.h, filterbank.h, noise_reduction.h,
+# pcan_gain_control.h, log_lut.h).
+WINDOW_BITS = 12
+FILTERBANK_BITS = 12
+NOISE_REDUCTION_BITS = 14
+PCAN_SNR_BITS = 12
+PCAN_OUTPUT_BITS = 6
+WIDE_DYNAMIC_FUNCTION_BITS = 32
+LOG_SCALE_LOG2 = 16
+LOG_SEGMENTS_LOG2 = 7
+LOG_COEFF = 45426
+UINT16_MAX = 0xFFFF
+UINT32_MASK = 0xFFFFFFFF
+#: kiss_fft's 16-bit fixed point: Q15 twiddles, products rounded back by 15 bits.
+KISS_FRACBITS = 15
+KISS_SAMP_MAX = 32767
+
+# log_lut.c: the log2 correction table (kLogSegments + 1 entries, plus padding).
+_LOG_LUT = np.array(
+    [
+        0, 224, 442, 654, 861, 1063, 1259, 1450, 1636, 1817, 1992, 2163, 2329, 2490, 2646, 2797,
+        2944, 3087, 3224, 3358, 3487, 3611, 3732, 3848, 3960, 4068, 4172, 4272, 4368, 4460, 4549,
+        4633, 4714, 4791, 4864, 4934, 5001, 5063, 5123, 5178, 5231, 5280, 5326, 5368, 5408, 5444,
+        5477, 5507, 5533, 5557, 5578, 5595, 5610, 5622, 5631, 5637, 5640, 5641, 5638, 5633, 5626,
+        5615, 5602, 5586, 5568, 5547, 5524, 5498, 5470, 5439, 5406, 5370, 5332, 5291, 5249, 5203,
+        5156, 5106, 5054, 5000, 4944, 4885, 4825, 4762, 4697, 4630, 4561, 4490, 4416, 4341, 4264,
+        4184, 4103, 4020, 3935, 3848, 3759, 3668, 3575, 3481, 3384, 3286, 3186, 3084, 2981, 2875,
+        2768, 2659, 2549, 2437, 2323, 2207, 2090, 1971, 1851, 1729, 1605, 1480, 1353, 1224, 1094,
+        963, 830, 695, 559, 421, 282, 142, 0, 0,
+    ],
+    dtype=np.int64,
+)  # fmt: skip
+
+#: Values entering the log stage below this come from one table look-up; larger ones (loud
+#: speech far above the noise floor, features above ~29) are computed.
+_POST_LUT_SIZE = 1 << 20
+
+
+class MicroConfigError(ValueError):
+    """Parameters the C library would refuse or misbehave on (kwsd.frontend turns it into SpecError)."""
+
+
+def most_significant_bit(values: I64) -> I64:
+    """``MostSignificantBit32/64``: 0 for 0, else floor(log2(v)) + 1 (exact for v < 2**53)."""
+    _, exponent = np.frexp(values.astype(np.float64))
+    return exponent.astype(np.int64)
+
+
+def _wrap16(values: I64) -> I64:
+    """Store into an int16 as C does (two's complement wrap), kept as int64."""
+    return values.astype(np.int16).astype(np.int64)
+
+
+def _sround(values: I64) -> I64:
+    return _wrap16((values + (1 << (KISS_FRACBITS - 1))) >> KISS_FRACBITS)
+
+
+# --------------------------------------------------------------------------------------
+# The fixed-point FFT (kiss_fft with FIXED_POINT=16, through kiss_fftr for real input).
+
+
+def _kiss_factors(n: int) -> list[int]:
+    """kf_factor: radix 4 first, then 2, then odd primes."""
+    factors: list[int] = []
+    p = 4
+    floor_sqrt = math.floor(math.sqrt(n))
+    while n > 1:
+        while n % p:
+            p = 2 if p == 4 else 3 if p == 2 else p + 2
+            if p > floor_sqrt:
+                p = n
+        n //= p
+        factors.append(p)
+    return factors
+
+
+def _kiss_twiddle(phase: npt.NDArray[np.float64]) -> tuple[I64, I64]:
+    """kf_cexp in fixed point: floor(0.5 + 32767 * cos/sin(phase))."""
+    real = np.floor(0.5 + KISS_SAMP_MAX * np.cos(phase)).astype(np.int64)
+    imag = np.floor(0.5 + KISS_SAMP_MAX * np.sin(phase)).astype(np.int64)
+    return real, imag
+
+
+@dataclass(frozen=True)
+class _Stage:
+    radix: int
+    groups: int  # butterfly calls at this level (kf_work's fstride)
+    length: int  # m: each call's sub-FFT length
+    tw_real: I64  # (radix - 1, m): twiddles[q * k * fstride] for q = 1..radix-1
+    tw_imag: I64
+
+
+class KissFftr:
+    """kiss_fftr (forward, 16-bit fixed point) on many frames at once, bit for bit.
+
+    ``fft_size`` must be a power of two (the front end rounds its window up to one), so
+    the half-size complex FFT needs only kiss_fft's radix-4 and radix-2 butterflies.
+    """
+
+    def __init__(self, fft_size: int) -> None:
+        if fft_size < 4 or fft_size & (fft_size - 1):
+            raise MicroConfigError(f"FFT size: expected a power of two >= 4, got {fft_size}")
+        self.fft_size = fft_size
+        n = fft_size // 2
+        self._n = n
+        factors = _kiss_factors(n)
+        assert all(p in (2, 4) for p in factors)
+        # kf_work's recursion, unrolled: the leaf order of the input, then one stage per
+        # factor from the innermost (last) to the outermost (first).
+        self._order = self._leaf_order(n, factors, 1)
+        stages: list[_Stage] = []
+        fstride = 1
+        levels = []
+        for p in factors:
+            m = n // (fstride * p)
+            levels.append((p, fstride, m))
+            fstride *= p
+        phases = -2 * np.pi * np.arange(n) / n
+        tw_real, tw_imag = _kiss_twiddle(phases)
+        for p, fstride_level, m in reversed(levels):
+            q = np.arange(1, p)[:, None]
+            k = np.arange(m)[None, :]
+            index = q * k * fstride_level
+            stages.append(_Stage(p, fstride_level, m, tw_real[index], tw_imag[index]))
+        self._stages = stages
+        half = np.arange(n // 2)
+        super_phase = -np.pi * ((half + 1) / n + 0.5)
+        self._super_real, self._super_imag = _kiss_twiddle(super_phase)
+
+    @staticmethod
+    def _leaf_order(n: int, factors: list[int], fstride: int) -> npt.NDArray[np.intp]:
+        p, rest = factors[0], factors[1:]
+        m = n // p
+        if m == 1:
+            return np.arange(p, dtype=np.intp) * fstride
+        sub = KissFftr._leaf_order(m, rest, fstride * p)
+        return np.concatenate([sub + q * fstride for q in range(p)])
+
+    def __call__(self, samples: I64) -> tuple[I64, I64]:
+        """``samples``: (frames, fft_size) int16 values; returns (real, imag), each
+        (frames, fft_size // 2 + 1) int16 values, as kiss_fftr writes them."""
+        frames = samples.shape[0]
+        n = self._n
+        # kiss_fftr reads the real input as n complex values (even samples real, odd imag).
+        real = samples[:, 0::2][:, self._order]
+        imag = samples[:, 1::2][:, self._order]
+        for stage in self._stages:
+            real, imag = self._butterflies(stage, real.reshape(frames, -1), imag.reshape(frames, -1))
+        real = real.reshape(frames, n)
+        imag = imag.reshape(frames, n)
+        return self._split(real, imag)
+
+    @staticmethod
+    def _butterflies(stage: _Stage, real: I64, imag: I64) -> tuple[I64, I64]:
+        frames = real.shape[0]
+        p, m = stage.radix, stage.length
+        shape = (frames, stage.groups, p, m)
+        real = _fixdiv(real.reshape(shape), p)
+        imag = _fixdiv(imag.reshape(shape), p)
+        # Legs 1..p-1 times their twiddles (C_MUL), leg 0 as it is.
+        lr, li = real[:, :, 1:, :], imag[:, :, 1:, :]
+        tr, ti = stage.tw_real, stage.tw_imag
+        mr = _sround(lr * tr - li * ti)
+        mi = _sround(lr * ti + li * tr)
+        out_r = np.empty_like(real)
+        out_i = np.empty_like(imag)
+        a_r, a_i = real[:, :, 0, :], imag[:, :, 0, :]
+        if p == 2:
+            out_r[:, :, 1, :] = _wrap16(a_r - mr[:, :, 0, :])
+            out_i[:, :, 1, :] = _wrap16(a_i - mi[:, :, 0, :])
+            out_r[:, :, 0, :] = _wrap16(a_r + mr[:, :, 0, :])
+            out_i[:, :, 0, :] = _wrap16(a_i + mi[:, :, 0, :])
+            return out_r, out_i
+        s0r, s1r, s2r = mr[:, :, 0, :], mr[:, :, 1, :], mr[:, :, 2, :]
+        s0i, s1i, s2i = mi[:, :, 0, :], mi[:, :, 1, :], mi[:, :, 2, :]
+        # Sums and differences wrap modulo 2**16 when stored; wrapping once at the end of
+        # a chain of additions gives the same value.
+        s5r, s5i = a_r - s1r, a_i - s1i
+        f0r, f0i = a_r + s1r, a_i + s1i
+        s3r, s3i = s0r + s2r, s0i + s2i
+        s4r, s4i = s0r - s2r, s0i - s2i
+        out_r[:, :, 2, :] = _wrap16(f0r - s3r)
+        out_i[:, :, 2, :] = _wrap16(f0i - s3i)
+        out_r[:, :, 0, :] = _wrap16(f0r + s3r)
+        out_i[:, :, 0, :] = _wrap16(f0i + s3i)
+        out_r[:, :, 1, :] = _wrap16(s5r + s4i)
+        out_i[:, :, 1, :] = _wrap16(s5i - s4r)
+        out_r[:, :, 3, :] = _wrap16(s5r - s4i)
+        out_i[:, :, 3, :] = _wrap16(s5i + s4r)
+        return out_r, out_i
+
+    def _split(self, zr: I64, zi: I64) -> tuple[I64, I64]:
+        """kiss_fftr's post-processing of the half-size complex FFT into n + 1 bins."""
+        frames, n = zr.shape
+        out_r = np.zeros((frames, n + 1), np.int64)
+        out_i = np.zeros((frames, n + 1), np.int64)
+        dc_r = _fixdiv(zr[:, 0], 2)
+        dc_i = _fixdiv(zi[:, 0], 2)
+        out_r[:, 0] = _wrap16(dc_r + dc_i)
+        out_r[:, n] = _wrap16(dc_r - dc_i)
+        k = np.arange(1, n // 2 + 1)
+        fpk_r, fpk_i = _fixdiv(zr[:, k], 2), _fixdiv(zi[:, k], 2)
+        fpnk_r, fpnk_i = _fixdiv(zr[:, n - k], 2), _fixdiv(_wrap16(-zi[:, n - k]), 2)
+        f1_r, f1_i = _wrap16(fpk_r + fpnk_r), _wrap16(fpk_i + fpnk_i)
+        f2_r, f2_i = _wrap16(fpk_r - fpnk_r), _wrap16(fpk_i - fpnk_i)
+        tw_r = _sround(f2_r * self._super_real - f2_i * self._super_imag)
+        tw_i = _sround(f2_r * self._super_imag + f2_i * self._super_real)
+        out_r[:, k] = _wrap16((f1_r + tw_r) >> 1)
+        out_i[:, k] = _wrap16((f1_i + tw_i) >> 1)
+        # Written after bin k, so at k = n/2 (where n - k == k) these win, as in the C loop.
+        out_r[:, n - k] = _wrap16((f1_r - tw_r) >> 1)
+        out_i[:, n - k] = _wrap16((tw_i - f1_i) >> 1)
+        return out_r, out_i
+
+
+def _fixdiv(values: I64, divisor: int) -> I64:
+    """C_FIXDIV: multiply by (32767 // divisor) in Q15, rounded."""
+    return _sround(values * (KISS_SAMP_MAX // divisor))
+
+
+# --------------------------------------------------------------------------------------
+# Tables fixed by the parameters (the *_util.c PopulateState functions).
+
+
+def _freq_to_mel(freq: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """FreqToMel(float): computed in double, returned as float."""
+    hz = np.asarray(freq, dtype=np.float32).astype(np.float64)
+    return (1127.0 * np.log1p(hz / 700.0)).astype(np.float32)
+
+
+def _window_coefficients(size: int) -> I64:
+    arg = np.float32(np.pi * 2.0 / float(np.float32(size)))
+    i = np.arange(size, dtype=np.float64)
+    value = (0.5 - 0.5 * np.cos(np.float64(arg) * (i + 0.5))).astype(np.float32)
+    return np.floor(value.astype(np.float64) * (1 << WINDOW_BITS) + 0.5).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Filterbank:
+    start_index: int
+    end_index: int
+    #: (end_index - start_index, channels) float64: weight of each energy bin in each
+    #: channel (work[c + 1]: the channel's rising weights plus the previous one's falling
+    #: "unweights"). Products and sums stay below 2**53, so a float matmul is exact.
+    matrix: npt.NDArray[np.float64]
+
+
+def _filterbank(channels: int, low_hz: float, high_hz: float, sample_rate_hz: int, spectrum_size: int) -> _Filterbank:
+    f32 = np.float32
+    bands = channels + 1
+    mel_low = _freq_to_mel(low_hz)[()]
+    mel_high = _freq_to_mel(high_hz)[()]
+    mel_spacing = f32(f32(mel_high - mel_low) / f32(bands))
+    centers = [f32(mel_low + f32(mel_spacing * f32(i + 1))) for i in range(bands)]
+    hz_per_bin = f32(0.5 * sample_rate_hz / float(f32(f32(spectrum_size) - f32(1))))
+    start_index = int(1.5 + float(f32(f32(low_hz) / hz_per_bin)))
+
+    def mel_of_bin(index: int) -> np.float32:
+        return _freq_to_mel(f32(f32(index) * hz_per_bin))[()]  # type: ignore[no-any-return]
+
+    weights: dict[tuple[int, int], int] = {}  # (bin, work index) -> weight
+    end_index = 0
+    band_start = start_index
+    for band in range(bands):
+        index = band_start
+        while mel_of_bin(index) <= centers[band]:
+            index += 1
+        denominator = f32(centers[band] - (mel_low if band == 0 else centers[band - 1]))
+        for b in range(band_start, index):
+            weight = f32(f32(centers[band] - mel_of_bin(b)) / denominator)
+            w = math.floor(float(f32(weight * f32(1 << FILTERBANK_BITS))) + 0.5)
+            u = math.floor((1.0 - float(weight)) * (1 << FILTERBANK_BITS) + 0.5)
+            weights[(b, band)] = weights.get((b, band), 0) + w
+            weights[(b, band + 1)] = weights.get((b, band + 1), 0) + u
+        end_index = max(end_index, index)
+        band_start = index
+    if end_index >= spectrum_size:
+        raise MicroConfigError(
+            f"the filterbank reaches FFT bin {end_index}, above the spectrum's {spectrum_size} bins"
+        )
+    matrix = np.zeros((end_index - start_index, channels), np.float64)
+    for (b, work), w in weights.items():
+        # work[0] (band 0's rising half) and work[channels + 1] are never output.
+        if 1 <= work <= channels:
+            matrix[b - start_index, work - 1] += w
+    return _Filterbank(start_index, end_index, matrix)
+
+
+def _pcan_gain(x: npt.NDArray[np.uint64], input_bits: int, gain_bits: int, offset: float, strength: float) -> I64:
+    """PcanGainLookupFunction, in float32 as the C does."""
+    f32 = np.float32
+    x_float = (x.astype(np.float32) / f32(2.0**input_bits)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        gain = f32(2.0**gain_bits) * np.power(x_float + f32(offset), -f32(strength))
+    gain = gain.astype(np.float32)
+    return np.where(gain > 0x7FFF, 0x7FFF, np.trunc(gain + f32(0.5))).astype(np.int64)
+
+
+def _wide_dynamic_lut(input_bits: int, gain_bits: int, offset: float, strength: float) -> I64:
+    """PcanGainControlPopulateState's gain_lut (kWideDynamicFunctionLUTSize entries)."""
+    lut = np.zeros(4 * WIDE_DYNAMIC_FUNCTION_BITS - 3, np.int64)
+    lut[0:2] = _pcan_gain(np.array([0, 1], np.uint64), input_bits, gain_bits, offset, strength)
+    for interval in range(2, WIDE_DYNAMIC_FUNCTION_BITS + 1):
+        x0 = 1 << (interval - 1)
+        x1 = x0 + (x0 >> 1)
+        x2 = x0 + (x0 - 1) if interval == WIDE_DYNAMIC_FUNCTION_BITS else 2 * x0
+        y0, y1, y2 = _pcan_gain(np.array([x0, x1, x2], np.uint64), input_bits, gain_bits, offset, strength)
+        diff1, diff2 = int(y1 - y0), int(y2 - y0)
+        a1 = 4 * diff1 - diff2
+        a2 = diff2 - a1
+        base = 4 * interval - 6
+        lut[base : base + 3] = _wrap16(np.array([y0, a1, a2], np.int64))
+    return lut
+
+
+def _wrap32(values: I64) -> I64:
+    return values.astype(np.int32).astype(np.int64)
+
+
+def _wide_dynamic_function(x: I64, lut: I64) -> I64:
+    """WideDynamicFunction(x, lut) for uint32 x (vectorised)."""
+    interval = most_significant_bit(x)
+    base = np.clip(4 * interval - 6, 0, len(lut) - 3)
+    up = np.left_shift(x, np.clip(11 - interval, 0, None))
+    down = np.right_shift(x, np.clip(interval - 11, 0, None))
+    frac = np.where(interval < 11, up, down) & 0x3FF
+    result = _wrap32((lut[base + 2] * frac) >> 5)
+    result = _wrap32(result + lut[base + 1] * 32)
+    result = _wrap32(result * frac)
+    result = (result + (1 << 14)) >> 15
+    result = _wrap16(result + lut[base])
+    small = x <= 2
+    return np.where(small, lut[np.minimum(x, 2)], result)
+
+
+def _log_scale(values: I64, correction_bits: int, scale_shift: int) -> I64:
+    """LogScaleApply with logging on: uint32 values -> uint16 outputs (vectorised)."""
+    if correction_bits < 0:
+        values = values >> -correction_bits
+    else:
+        values = (values << correction_bits) & UINT32_MASK
+    out = np.zeros(values.shape, np.int64)
+    big = values > 1
+    x = values[big]
+    integer = most_significant_bit(x) - 1
+    frac = x - (np.int64(1) << integer)
+    frac = np.where(
+        integer < LOG_SCALE_LOG2,
+        frac << np.clip(LOG_SCALE_LOG2 - integer, 0, None),
+        frac >> np.clip(integer - LOG_SCALE_LOG2, 0, None),
+    )
+    frac = _wrap32(frac)
+    base_seg = frac >> (LOG_SCALE_LOG2 - LOG_SEGMENTS_LOG2)
+    seg_unit = (1 << LOG_SCALE_LOG2) >> LOG_SEGMENTS_LOG2
+    c0 = _LOG_LUT[base_seg]
+    c1 = _LOG_LUT[base_seg + 1]
+    rel_pos = _wrap32((c1 - c0) * (frac - seg_unit * base_seg)) >> LOG_SCALE_LOG2
+    fraction = (frac + c0 + rel_pos) & UINT32_MASK
+    log2 = ((integer << LOG_SCALE_LOG2) + fraction) & UINT32_MASK
+    rounding = (1 << LOG_SCALE_LOG2) // 2
+    loge = ((LOG_COEFF * log2 + rounding) >> LOG_SCALE_LOG2) & UINT32_MASK
+    scaled = ((((loge << scale_shift) & UINT32_MASK) + rounding) & UINT32_MASK) >> LOG_SCALE_LOG2
+    out[big] = scaled
+    return np.minimum(out, UINT16_MAX)
+
+
+def _pcan_shrink(snr: I64) -> I64:
+    quadratic = (snr * snr) >> (2 + 2 * PCAN_SNR_BITS - PCAN_OUTPUT_BITS)
+    linear = (snr >> (PCAN_SNR_BITS - PCAN_OUTPUT_BITS)) - (1 << PCAN_OUTPUT_BITS)
+    return np.where(snr < (2 << PCAN_SNR_BITS), quadratic, linear & UINT32_MASK)
+
+
+# --------------------------------------------------------------------------------------
+
+
+class MicroTables:
+    """Everything the parameters fix, computed once (FrontendPopulateState).
+
+    ``window_samples`` and ``step_samples`` are the op's ``window_size * rate // 1000``
+    and ``window_step * rate // 1000``.
+    """
+
+    def __init__(self, params: MicroParams, sample_rate_hz: int, window_samples: int, step_samples: int) -> None:
+        if step_samples > window_samples:
+            raise MicroConfigError(
+                f"a step of {step_samples} samples is longer than the {window_samples}-sample window "
+                "(the C library's window buffer cannot skip samples)"
+            )
+        self.params = params
+        self.channels = params.channel_count
+        self.window_samples = window_samples
+        self.step_samples = step_samples
+        self.window = _window_coefficients(window_samples)
+        fft_size = 1
+        while fft_size < window_samples:
+            fft_size <<= 1
+        self.fft = KissFftr(fft_size)
+        self.fft_size = fft_size
+        self.filterbank_tables = _filterbank(
+            params.channel_count, params.low_freq_hz, params.high_freq_hz, sample_rate_hz, fft_size // 2 + 1
+        )
+        # NoiseReductionPopulateState: float config * 2**14, truncated into uint16.
+        scale = np.float32(1 << NOISE_REDUCTION_BITS)
+        self.smoothing_bits = params.smoothing_bits
+        even = int(np.float32(params.even_smoothing) * scale)
+        odd = int(np.float32(params.odd_smoothing) * scale)
+        self.min_signal_remaining = int(np.float32(params.min_signal_remaining) * scale)
+        smoothing = np.where(np.arange(self.channels) % 2 == 0, even, odd).astype(np.int64)
+        self.smoothing = smoothing
+        self.one_minus_smoothing = (1 << NOISE_REDUCTION_BITS) - smoothing
+        self.correction_bits = int(fft_size).bit_length() - 1 - FILTERBANK_BITS // 2
+        self.pcan = params.pcan_gain_control
+        self.log = params.log_scale
+        self.scale_shift = params.scale_shift
+        self.snr_shift = params.gain_bits - self.correction_bits - PCAN_SNR_BITS
+        if self.pcan:
+            if self.snr_shift < 0:
+                raise MicroConfigError(
+                    f"gain_bits {params.gain_bits} is too small for a {fft_size}-point FFT "
+                    f"(needs at least {self.correction_bits + PCAN_SNR_BITS})"
+                )
+            input_bits = self.smoothing_bits - self.correction_bits
+            self.wide_lut = _wide_dynamic_lut(input_bits, params.gain_bits, params.pcan_offset, params.pcan_strength)
+            self.gain_table = self._gain_table()
+            if (self.gain_table < 0).any():
+                raise MicroConfigError("the PCAN parameters give a negative gain")
+        self.post_table = self._post(np.arange(_POST_LUT_SIZE, dtype=np.int64))
+
+    # Stateless per frame ------------------------------------------------------------
+
+    def filterbank(self, frames: npt.NDArray[np.int16]) -> I64:
+        """(n, window_samples) int16 frames -> (n, channels) filterbank values (uint32 range),
+        after the square root and the scale-down by the frame's input shift."""
+        windowed = (frames.astype(np.int64) * self.window) >> WINDOW_BITS
+        windowed = _wrap16(windowed)
+        max_abs = np.abs(windowed.astype(np.int16)).max(axis=1, initial=0).astype(np.int64)
+        shift = (15 - most_significant_bit(max_abs))[:, None]
+        fft_in = np.zeros((len(frames), self.fft_size), np.int64)
+        fft_in[:, : self.window_samples] = _wrap16(windowed << shift)
+        real, imag = self.fft(fft_in)
+        fb = self.filterbank_tables
+        real = real[:, fb.start_index : fb.end_index]
+        imag = imag[:, fb.start_index : fb.end_index]
+        # (Energy 2**31, both parts -32768, would turn negative in the C's int32; never met.)
+        energy = (real * real + imag * imag).astype(np.float64)
+        work = (energy @ fb.matrix).astype(np.int64)
+        return _sqrt_round(work) >> shift
+
+    # Stateful: noise reduction, then PCAN and log -------------------------------------
+
+    def _gain_table(self) -> I64:
+        """WideDynamicFunction for every (msb, top 10 bits) of a uint32: indexed by
+        :func:`_gain_key`, so a look-up replaces the piecewise quadratic per value."""
+        index = np.arange(1 + 32 * 1024, dtype=np.int64)
+        interval = (index - 1) // 1024 + 1
+        frac = (index - 1) % 1024
+        x = np.where(
+            interval >= 11,
+            (1024 + frac) << np.clip(interval - 11, 0, None),
+            (1024 + frac) >> np.clip(11 - interval, 0, None),
+        )
+        x[0] = 0
+        return _wide_dynamic_function(x, self.wide_lut)
+
+    def _post(self, values: I64) -> I64:
+        """What follows the gain multiply: PCAN's shrink (if on) and the log (if on)."""
+        if self.pcan:
+            values = _pcan_shrink(values)
+        if self.log:
+            return _log_scale(values, self.correction_bits, self.scale_shift)
+        return np.minimum(values, UINT16_MAX)
+
+
+def _gain_key(estimate: I64) -> npt.NDArray[np.intp]:
+    """Index into MicroTables.gain_table: the float64 exponent and top 10 mantissa bits of
+    the estimate (exact for integers), 0 for an estimate of 0."""
+    bits = estimate.astype(np.float64).view(np.int64) >> 42
+    return np.maximum(bits - ((1023 << 10) - 1), 0)
+
+
+def _sqrt_round(values: I64) -> I64:
+    """FilterbankSqrt's Sqrt64: integer square root rounded to nearest, as the C computes it
+    (its 32-bit shortcut never rounds 65535 up)."""
+    root = np.floor(np.sqrt(values.astype(np.float64))).astype(np.int64)
+    root -= root * root > values
+    root += (root + 1) * (root + 1) <= values
+    remainder = values - root * root
+    up = (remainder > root) & ~((values < (1 << 32)) & (root == 0xFFFF))
+    return root + up
+
+
+class NoiseState:
+    """Noise-reduction estimates for ``rows`` independent front ends (rows, channels).
+
+    :meth:`step` advances every row by one frame of filterbank values (the same frame for
+    all rows) and returns each row's output; :meth:`reset_rows` starts rows afresh (a front
+    end's state after FrontendReset is all zeros).
+    """
+
+    def __init__(self, tables: MicroTables, rows: int) -> None:
+        self.tables = tables
+        self.estimate = np.zeros((rows, tables.channels), np.int64)
+
+    def reset_rows(self, rows: slice | npt.NDArray[np.intp] | int) -> None:
+        self.estimate[rows] = 0
+
+    def step(self, signal: I64, rows: slice | None = None) -> I64:
+        """``signal``: (channels,) filterbank values of one frame. Returns (rows, channels)
+        outputs (uint16 range) and updates the estimates."""
+        t = self.tables
+        estimate = self.estimate if rows is None else self.estimate[rows]
+        scaled_up = (signal << t.smoothing_bits) & UINT32_MASK
+        estimate = (scaled_up * t.smoothing + estimate * t.one_minus_smoothing) >> NOISE_REDUCTION_BITS
+        if rows is None:
+            self.estimate = estimate
+        else:
+            self.estimate[rows] = estimate
+        floor = (signal * t.min_signal_remaining) >> NOISE_REDUCTION_BITS
+        # (scaled_up - min(estimate, scaled_up)) >> bits, floored: a negative difference
+        # shifts to a negative number, which the floor (>= 0) replaces, as the C's clamp does.
+        out = np.maximum((scaled_up - estimate) >> t.smoothing_bits, floor)
+        if t.pcan:
+            gain = t.gain_table[_gain_key(estimate)]
+            out = ((out * gain) >> t.snr_shift) & UINT32_MASK
+        return _post_lookup(t, out)
+
+
+def _post_lookup(t: MicroTables, values: I64) -> I64:
+    table = t.post_table
+    if values.size and values.max() >= len(table):
+        big = values >= len(table)
+        result = table[np.where(big, 0, values)]
+        result[big] = t._post(values[big])
+        return result
+    return table[values]
