@@ -129,8 +129,19 @@ class _Stage:
     radix: int
     groups: int  # butterfly calls at this level (kf_work's fstride)
     length: int  # m: each call's sub-FFT length
-    tw_real: I64  # (radix - 1, m): twiddles[q * k * fstride] for q = 1..radix-1
-    tw_imag: I64
+    #: C_MUL by twiddles[q * k * fstride] for legs q = 1..radix-1 as two products:
+    #: (a.r, a.i) * (t.r, t.r) + (a.i, a.r) * (-t.i, t.i); None when every twiddle is 1
+    #: (the innermost stage), where C_MUL is exact identity on these magnitudes.
+    tw_same: npt.NDArray[np.int32] | None
+    tw_swap: npt.NDArray[np.int32] | None
+
+
+#: (real, imag) -> (imag, -real) after the swap: kf_bfly4's forward rotation by -i.
+_ROTATE = np.array([1, -1], np.int32).reshape(2, 1, 1, 1)
+_CONJUGATE = np.array([1, -1], np.int32).reshape(2, 1, 1)
+_ROUND = np.int32(1 << (KISS_FRACBITS - 1))
+_DIV4 = np.int32(KISS_SAMP_MAX // 4)
+_DIV2 = np.int32(KISS_SAMP_MAX // 2)
 
 
 class KissFftr:
@@ -138,11 +149,15 @@ class KissFftr:
 
     ``fft_size`` must be a power of two (the front end rounds its window up to one), so
     the half-size complex FFT needs only kiss_fft's radix-4 and radix-2 butterflies.
+    Complex values are kept as one array with a leading (real, imag) axis, so each step of
+    a butterfly is one numpy operation for both parts and all frames; every value the C
+    stores into an int16 is stored into an int16 here (``casting="unsafe"`` wraps as the C
+    conversion does).
     """
 
     def __init__(self, fft_size: int) -> None:
-        if fft_size < 4 or fft_size & (fft_size - 1):
-            raise MicroConfigError(f"FFT size: expected a power of two >= 4, got {fft_size}")
+        if fft_size < 8 or fft_size & (fft_size - 1):
+            raise MicroConfigError(f"FFT size: expected a power of two >= 8, got {fft_size}")
         self.fft_size = fft_size
         n = fft_size // 2
         self._n = n
@@ -151,24 +166,34 @@ class KissFftr:
         # kf_work's recursion, unrolled: the leaf order of the input, then one stage per
         # factor from the innermost (last) to the outermost (first).
         self._order = self._leaf_order(n, factors, 1)
-        stages: list[_Stage] = []
-        fstride = 1
         levels = []
+        fstride = 1
         for p in factors:
-            m = n // (fstride * p)
-            levels.append((p, fstride, m))
+            levels.append((p, fstride, n // (fstride * p)))
             fstride *= p
-        phases = -2 * np.pi * np.arange(n) / n
-        tw_real, tw_imag = _kiss_twiddle(phases)
+        tw_real, tw_imag = _kiss_twiddle(-2 * np.pi * np.arange(n) / n)
+        self._stages: list[_Stage] = []
         for p, fstride_level, m in reversed(levels):
-            q = np.arange(1, p)[:, None]
-            k = np.arange(m)[None, :]
-            index = q * k * fstride_level
-            stages.append(_Stage(p, fstride_level, m, tw_real[index], tw_imag[index]))
-        self._stages = stages
-        half = np.arange(n // 2)
-        super_phase = -np.pi * ((half + 1) / n + 0.5)
-        self._super_real, self._super_imag = _kiss_twiddle(super_phase)
+            index = np.arange(1, p)[:, None] * np.arange(m)[None, :] * fstride_level
+            tr, ti = tw_real[index], tw_imag[index]
+            if m == 1:
+                self._stages.append(_Stage(p, fstride_level, m, None, None))
+                continue
+            same = np.stack((tr, tr)).astype(np.int32)[:, None, None]
+            swap = np.stack((-ti, ti)).astype(np.int32)[:, None, None]
+            self._stages.append(_Stage(p, fstride_level, m, same, swap))
+        half = n // 2
+        sr, si = _kiss_twiddle(-np.pi * ((np.arange(half) + 1) / n + 0.5))
+        self._super_same = np.stack((sr, sr)).astype(np.int32)[:, None]
+        self._super_swap = np.stack((-si, si)).astype(np.int32)[:, None]
+        k = np.arange(1, half + 1)
+        self._split_index = np.concatenate((k, n - k))
+        # fpnk = conj(Z[n - k]): negate the imaginary part of the second half (int16 wrap).
+        sign = np.ones((2, 1, n), np.int16)
+        sign[1, 0, half:] = -1
+        self._split_sign = sign
+        #: Output columns of :meth:`__call__`: bins 1..n/2 then n-1..n/2.
+        self.bins = np.concatenate((k, n - k))
 
     @staticmethod
     def _leaf_order(n: int, factors: list[int], fstride: int) -> npt.NDArray[np.intp]:
@@ -179,81 +204,82 @@ class KissFftr:
         sub = KissFftr._leaf_order(m, rest, fstride * p)
         return np.concatenate([sub + q * fstride for q in range(p)])
 
-    def __call__(self, samples: I64) -> tuple[I64, I64]:
-        """``samples``: (frames, fft_size) int16 values; returns (real, imag), each
-        (frames, fft_size // 2 + 1) int16 values, as kiss_fftr writes them."""
+    def __call__(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.int32]:
+        """``samples``: (frames, fft_size) int16. Returns (2, frames, n) int32, real and
+        imaginary parts of bins :attr:`bins` (1..n/2, then n-1..n/2, n = fft_size / 2; bin
+        n/2 is valid in the last column, where kiss_fftr writes it last), exactly as
+        kiss_fftr leaves them. DC and Nyquist are not returned (the front end never uses them).
+        """
         frames = samples.shape[0]
         n = self._n
         # kiss_fftr reads the real input as n complex values (even samples real, odd imag).
-        real = samples[:, 0::2][:, self._order]
-        imag = samples[:, 1::2][:, self._order]
+        pairs = samples.reshape(frames, n, 2)[:, self._order, :]
+        z = np.ascontiguousarray(pairs.transpose(2, 0, 1))
         for stage in self._stages:
-            real, imag = self._butterflies(stage, real.reshape(frames, -1), imag.reshape(frames, -1))
-        real = real.reshape(frames, n)
-        imag = imag.reshape(frames, n)
-        return self._split(real, imag)
+            z = self._butterflies(stage, z)
+        return self._split(z)
 
     @staticmethod
-    def _butterflies(stage: _Stage, real: I64, imag: I64) -> tuple[I64, I64]:
-        frames = real.shape[0]
+    def _butterflies(stage: _Stage, z: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+        frames = z.shape[1]
         p, m = stage.radix, stage.length
-        shape = (frames, stage.groups, p, m)
-        real = _fixdiv(real.reshape(shape), p)
-        imag = _fixdiv(imag.reshape(shape), p)
-        # Legs 1..p-1 times their twiddles (C_MUL), leg 0 as it is.
-        lr, li = real[:, :, 1:, :], imag[:, :, 1:, :]
-        tr, ti = stage.tw_real, stage.tw_imag
-        mr = _sround(lr * tr - li * ti)
-        mi = _sround(lr * ti + li * tr)
-        out_r = np.empty_like(real)
-        out_i = np.empty_like(imag)
-        a_r, a_i = real[:, :, 0, :], imag[:, :, 0, :]
+        shape = (2, frames, stage.groups, p, m)
+        d = z.reshape(shape) * (_DIV4 if p == 4 else _DIV2)  # C_FIXDIV, in int32
+        d += _ROUND
+        d >>= KISS_FRACBITS
+        a = d[:, :, :, 0]
+        legs = d[:, :, :, 1:]
+        if stage.tw_same is None:
+            product = legs
+        else:
+            product = legs * stage.tw_same  # C_MUL
+            product += legs[::-1] * stage.tw_swap
+            product += _ROUND
+            product >>= KISS_FRACBITS
+        out = np.empty(shape, np.int16)
         if p == 2:
-            out_r[:, :, 1, :] = _wrap16(a_r - mr[:, :, 0, :])
-            out_i[:, :, 1, :] = _wrap16(a_i - mi[:, :, 0, :])
-            out_r[:, :, 0, :] = _wrap16(a_r + mr[:, :, 0, :])
-            out_i[:, :, 0, :] = _wrap16(a_i + mi[:, :, 0, :])
-            return out_r, out_i
-        s0r, s1r, s2r = mr[:, :, 0, :], mr[:, :, 1, :], mr[:, :, 2, :]
-        s0i, s1i, s2i = mi[:, :, 0, :], mi[:, :, 1, :], mi[:, :, 2, :]
-        # Sums and differences wrap modulo 2**16 when stored; wrapping once at the end of
-        # a chain of additions gives the same value.
-        s5r, s5i = a_r - s1r, a_i - s1i
-        f0r, f0i = a_r + s1r, a_i + s1i
-        s3r, s3i = s0r + s2r, s0i + s2i
-        s4r, s4i = s0r - s2r, s0i - s2i
-        out_r[:, :, 2, :] = _wrap16(f0r - s3r)
-        out_i[:, :, 2, :] = _wrap16(f0i - s3i)
-        out_r[:, :, 0, :] = _wrap16(f0r + s3r)
-        out_i[:, :, 0, :] = _wrap16(f0i + s3i)
-        out_r[:, :, 1, :] = _wrap16(s5r + s4i)
-        out_i[:, :, 1, :] = _wrap16(s5i - s4r)
-        out_r[:, :, 3, :] = _wrap16(s5r - s4i)
-        out_i[:, :, 3, :] = _wrap16(s5i + s4r)
-        return out_r, out_i
+            t = product[:, :, :, 0]
+            np.subtract(a, t, out=out[:, :, :, 1], casting="unsafe")
+            np.add(a, t, out=out[:, :, :, 0], casting="unsafe")
+            return out.reshape(2, frames, -1)
+        s0, s1, s2 = product[:, :, :, 0], product[:, :, :, 1], product[:, :, :, 2]
+        # The C stores every intermediate into an int16; sums and differences wrap modulo
+        # 2**16 either way, so wrapping once when the result is stored gives the same value.
+        s5 = a - s1
+        f0 = a + s1
+        s3 = s0 + s2
+        s4 = (s0 - s2)[::-1] * _ROTATE
+        np.subtract(f0, s3, out=out[:, :, :, 2], casting="unsafe")
+        np.add(f0, s3, out=out[:, :, :, 0], casting="unsafe")
+        np.add(s5, s4, out=out[:, :, :, 1], casting="unsafe")
+        np.subtract(s5, s4, out=out[:, :, :, 3], casting="unsafe")
+        return out.reshape(2, frames, -1)
 
-    def _split(self, zr: I64, zi: I64) -> tuple[I64, I64]:
-        """kiss_fftr's post-processing of the half-size complex FFT into n + 1 bins."""
-        frames, n = zr.shape
-        out_r = np.zeros((frames, n + 1), np.int64)
-        out_i = np.zeros((frames, n + 1), np.int64)
-        dc_r = _fixdiv(zr[:, 0], 2)
-        dc_i = _fixdiv(zi[:, 0], 2)
-        out_r[:, 0] = _wrap16(dc_r + dc_i)
-        out_r[:, n] = _wrap16(dc_r - dc_i)
-        k = np.arange(1, n // 2 + 1)
-        fpk_r, fpk_i = _fixdiv(zr[:, k], 2), _fixdiv(zi[:, k], 2)
-        fpnk_r, fpnk_i = _fixdiv(zr[:, n - k], 2), _fixdiv(_wrap16(-zi[:, n - k]), 2)
-        f1_r, f1_i = _wrap16(fpk_r + fpnk_r), _wrap16(fpk_i + fpnk_i)
-        f2_r, f2_i = _wrap16(fpk_r - fpnk_r), _wrap16(fpk_i - fpnk_i)
-        tw_r = _sround(f2_r * self._super_real - f2_i * self._super_imag)
-        tw_i = _sround(f2_r * self._super_imag + f2_i * self._super_real)
-        out_r[:, k] = _wrap16((f1_r + tw_r) >> 1)
-        out_i[:, k] = _wrap16((f1_i + tw_i) >> 1)
-        # Written after bin k, so at k = n/2 (where n - k == k) these win, as in the C loop.
-        out_r[:, n - k] = _wrap16((f1_r - tw_r) >> 1)
-        out_i[:, n - k] = _wrap16((tw_i - f1_i) >> 1)
-        return out_r, out_i
+    def _split(self, z: npt.NDArray[np.int16]) -> npt.NDArray[np.int32]:
+        """kiss_fftr's post-processing of the half-size complex FFT into real-input bins."""
+        n = self._n
+        half = n // 2
+        both = z[:, :, self._split_index] * self._split_sign  # fpk | conj(fpnk), int16 wrap
+        both = both * _DIV2  # C_FIXDIV(.., 2) in int32
+        both += _ROUND
+        both >>= KISS_FRACBITS
+        fpk, fpnk = both[:, :, :half], both[:, :, half:]
+        f1 = (fpk + fpnk).astype(np.int16)  # C_ADD / C_SUB store into int16
+        f2 = (fpk - fpnk).astype(np.int16)
+        tw = f2 * self._super_same  # C_MUL, int32 (fits: |f2| <= 2**15, |twiddle| ~ 2**15)
+        tw += f2[::-1] * self._super_swap
+        tw += _ROUND
+        tw >>= KISS_FRACBITS
+        tw = tw.astype(np.int16)
+        out = np.empty((2, z.shape[1], n), np.int32)
+        lower = out[:, :, :half]
+        np.add(f1, tw, out=lower, dtype=np.int32)
+        lower >>= 1  # HALF_OF
+        upper = out[:, :, half:]
+        np.subtract(f1, tw, out=upper, dtype=np.int32)
+        upper *= _CONJUGATE  # (f1.r - tw.r, tw.i - f1.i)
+        upper >>= 1
+        return out
 
 
 def _fixdiv(values: I64, divisor: int) -> I64:
@@ -356,6 +382,11 @@ def _wide_dynamic_lut(input_bits: int, gain_bits: int, offset: float, strength: 
     return lut
 
 
+#: 15 - MostSignificantBit32(max_abs) for every int16 max_abs (negative: the C's wrapped
+#: abs(-32768), which never raises the maximum, indexes from the end and is never used).
+_INPUT_SHIFT = (15 - np.frexp(np.arange(1 << 15, dtype=np.float64))[1]).astype(np.int32)
+
+
 def _wrap32(values: I64) -> I64:
     return values.astype(np.int32).astype(np.int64)
 
@@ -433,7 +464,7 @@ class MicroTables:
         self.channels = params.channel_count
         self.window_samples = window_samples
         self.step_samples = step_samples
-        self.window = _window_coefficients(window_samples)
+        self.window = _window_coefficients(window_samples).astype(np.int32)
         fft_size = 1
         while fft_size < window_samples:
             fft_size <<= 1
@@ -442,6 +473,12 @@ class MicroTables:
         self.filterbank_tables = _filterbank(
             params.channel_count, params.low_freq_hz, params.high_freq_hz, sample_rate_hz, fft_size // 2 + 1
         )
+        fb = self.filterbank_tables
+        by_bin = np.zeros((fft_size // 2 + 1, self.channels), np.float64)
+        by_bin[fb.start_index : fb.end_index] = fb.matrix
+        # Rows in the order the FFT returns its bins; bin n/2 comes twice, its first copy is stale.
+        self._fft_matrix = by_bin[self.fft.bins]
+        self._fft_matrix[len(self.fft.bins) // 2 - 1] = 0
         # NoiseReductionPopulateState: float config * 2**14, truncated into uint16.
         scale = np.float32(1 << NOISE_REDUCTION_BITS)
         self.smoothing_bits = params.smoothing_bits
@@ -474,19 +511,17 @@ class MicroTables:
     def filterbank(self, frames: npt.NDArray[np.int16]) -> I64:
         """(n, window_samples) int16 frames -> (n, channels) filterbank values (uint32 range),
         after the square root and the scale-down by the frame's input shift."""
-        windowed = (frames.astype(np.int64) * self.window) >> WINDOW_BITS
-        windowed = _wrap16(windowed)
-        max_abs = np.abs(windowed.astype(np.int16)).max(axis=1, initial=0).astype(np.int64)
-        shift = (15 - most_significant_bit(max_abs))[:, None]
-        fft_in = np.zeros((len(frames), self.fft_size), np.int64)
-        fft_in[:, : self.window_samples] = _wrap16(windowed << shift)
-        real, imag = self.fft(fft_in)
-        fb = self.filterbank_tables
-        real = real[:, fb.start_index : fb.end_index]
-        imag = imag[:, fb.start_index : fb.end_index]
-        # (Energy 2**31, both parts -32768, would turn negative in the C's int32; never met.)
-        energy = (real * real + imag * imag).astype(np.float64)
-        work = (energy @ fb.matrix).astype(np.int64)
+        windowed = (frames * self.window) >> WINDOW_BITS  # int32 products, stored as int16
+        windowed = windowed.astype(np.int16)
+        max_abs = np.abs(windowed).max(axis=1, initial=0)  # abs(-32768) stays negative, as in C
+        shift = _INPUT_SHIFT[max_abs][:, None]
+        fft_in = np.zeros((len(frames), self.fft_size), np.int16)
+        np.left_shift(windowed, shift, out=fft_in[:, : self.window_samples], dtype=np.int32, casting="unsafe")
+        spectrum = self.fft(fft_in).astype(np.float64)
+        spectrum *= spectrum
+        # (An energy of exactly 2**31, both parts -32768, turns negative in the C's int32;
+        # kiss_fftr's halving keeps its outputs within +-2**14, so it never occurs.)
+        work = ((spectrum[0] + spectrum[1]) @ self._fft_matrix).astype(np.int64)
         return _sqrt_round(work) >> shift
 
     # Stateful: noise reduction, then PCAN and log -------------------------------------
