@@ -34,11 +34,14 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from kwsd.microfrontend import MicroTables
 
 log = logging.getLogger(__name__)
 
@@ -100,27 +103,62 @@ class MfccParams:
     window_function: WindowFunction = WindowFunction.HAMMING
 
 
+class MicroState(enum.Enum):
+    """Where the micro front end's state (its noise estimate) starts.
+
+    ``per_clip``: every window's frames are computed by a front end started afresh at the
+    window's first sample, as train.py computes training features (one op call per clip).
+    ``continuous``: one front end runs over the whole stream and is never reset, as in the
+    micro_speech firmware.
+    """
+
+    PER_CLIP = "per_clip"
+    CONTINUOUS = "continuous"
+
+
 @dataclass(frozen=True)
 class MicroParams:
-    """The TFLite Micro front end as pymicro-features builds it (fixed in its C++ code).
-
-    These are the micro_speech settings; they are recorded in every bundle and any other
-    value is refused, because the implementation cannot honour it.
+    """Every parameter of the TFLite Micro front end (TensorFlow's ``audio_microfrontend``
+    op, whose defaults these are except ``channel_count``), plus the output scale and where
+    its state starts. Window and step are the spec's own ``window_size_ms`` /
+    ``window_stride_ms``.
     """
 
     channel_count: int = 40
     low_freq_hz: float = 125.0
     high_freq_hz: float = 7500.0
+    #: Always on in the TFLite Micro front end (the op has no switch); recorded, must be true.
     noise_reduction: bool = True
     pcan_gain_control: bool = True
     log_scale: bool = True
-    #: Output = raw log-scaled value * output_scale (micro_speech: 10/256, features ~0..26).
+    #: Output = the op's uint16 value * output_scale (train.py: 10/256, features ~0..26).
     output_scale: float = 10.0 / 256.0
-    #: The implementation's own frame step; kwsd strides must be multiples of it.
-    native_step_ms: int = 10
+    smoothing_bits: int = 10
+    even_smoothing: float = 0.025
+    odd_smoothing: float = 0.06
+    min_signal_remaining: float = 0.05
+    pcan_strength: float = 0.95
+    pcan_offset: float = 80.0
+    gain_bits: int = 21
+    scale_shift: int = 6
+    state: MicroState = MicroState.PER_CLIP
 
 
-MICRO_WINDOW_MS = 30
+#: The micro section of bundles written before ``state`` existed (pymicro-features' fixed
+#: front end). Such a bundle is read as ``continuous``, the one way kwsd ever served it, with
+#: the op's defaults (pymicro-features' own) for the parameters it did not record.
+LEGACY_MICRO_KEYS = frozenset(
+    {
+        "channel_count",
+        "low_freq_hz",
+        "high_freq_hz",
+        "noise_reduction",
+        "pcan_gain_control",
+        "log_scale",
+        "output_scale",
+        "native_step_ms",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -293,7 +331,9 @@ class FrontendSpec:
             params["window_function"] = self.mfcc.window_function.value
             out["mfcc"] = params
         if self.micro is not None:
-            out["micro"] = asdict(self.micro)
+            micro = asdict(self.micro)
+            micro["state"] = self.micro.state.value
+            out["micro"] = micro
         if self.tf_mfcc is not None:
             out["tf_mfcc"] = asdict(self.tf_mfcc)
         if self.tf_average is not None:
@@ -332,8 +372,11 @@ class FrontendSpec:
             raise SpecError(f"{where}.{kind.value}: missing (every parameter is stated explicitly)")
         for section, params_class in _PARAMS_CLASSES.items():
             if section.value in data:
+                section_data = data[section.value]
+                if section is FrontendKind.MICRO:
+                    section_data = _upgrade_micro(section_data, f"{where}.micro")
                 kwargs[section.value] = _params_from_dict(
-                    params_class, data[section.value], f"{where}.{section.value}"
+                    params_class, section_data, f"{where}.{section.value}"
                 )
         try:
             return cls(**kwargs)
@@ -379,22 +422,45 @@ class FrontendSpec:
             raise SpecError(f"mfcc.window_function: expected a WindowFunction, got {p.window_function!r}")
 
     def _check_micro(self) -> None:
+        from kwsd.microfrontend import MicroConfigError
+
         p = self.micro
         assert p is not None
-        if p != MicroParams():
-            raise SpecError(f"micro: pymicro-features implements only {MicroParams()}; got {p}")
-        if self.sample_rate_hz != 16000:
-            raise SpecError(f"sample_rate_hz: the micro front end needs 16000, got {self.sample_rate_hz}")
-        if self.window_size_ms != MICRO_WINDOW_MS:
+        _check_positive_int("micro.channel_count", p.channel_count)
+        nyquist = self.sample_rate_hz / 2
+        if not 0 <= p.low_freq_hz < p.high_freq_hz <= nyquist:
             raise SpecError(
-                f"window_size_ms: the micro front end has a fixed {MICRO_WINDOW_MS} ms window, "
-                f"got {self.window_size_ms}"
+                f"micro.high_freq_hz: expected 0 <= low_freq_hz < high_freq_hz <= {nyquist:g} "
+                f"(Nyquist), got {p.low_freq_hz:g}..{p.high_freq_hz:g}"
             )
-        if self.window_stride_ms % p.native_step_ms:
+        if not p.noise_reduction:
+            raise SpecError("micro.noise_reduction: the TFLite Micro front end always applies it, got false")
+        if not p.output_scale > 0:
+            raise SpecError(f"micro.output_scale: expected a positive number, got {p.output_scale}")
+        for key in ("even_smoothing", "odd_smoothing", "min_signal_remaining"):
+            value = getattr(p, key)
+            if not 0 <= value <= 1:
+                raise SpecError(f"micro.{key}: expected 0..1, got {value}")
+        if not 0 <= p.smoothing_bits <= 16:
+            raise SpecError(f"micro.smoothing_bits: expected 0..16, got {p.smoothing_bits}")
+        if not 0 <= p.scale_shift <= 16:
+            raise SpecError(f"micro.scale_shift: expected 0..16, got {p.scale_shift}")
+        for key in ("pcan_strength", "pcan_offset"):
+            if not getattr(p, key) > 0:
+                raise SpecError(f"micro.{key}: expected a positive number, got {getattr(p, key)}")
+        if not 0 < p.gain_bits <= 31:
+            raise SpecError(f"micro.gain_bits: expected 1..31, got {p.gain_bits}")
+        if not isinstance(p.state, MicroState):
+            raise SpecError(f"micro.state: expected a MicroState, got {p.state!r}")
+        if self.window_stride_ms > self.window_size_ms:
             raise SpecError(
-                f"window_stride_ms: the micro front end needs a multiple of {p.native_step_ms} ms, "
-                f"got {self.window_stride_ms}"
+                f"window_stride_ms: the micro front end needs a stride no longer than its window "
+                f"({self.window_size_ms} ms), got {self.window_stride_ms}"
             )
+        try:
+            micro_tables(self)
+        except MicroConfigError as err:
+            raise SpecError(f"micro: {err}") from None
 
     def _check_tf(self) -> None:
         # What TensorFlow's ops refuse (or, where noted, silently get wrong) is refused here.
@@ -445,6 +511,39 @@ _PARAMS_CLASSES: dict[FrontendKind, type[Any]] = {
 }
 
 
+def micro_tables(spec: FrontendSpec) -> MicroTables:
+    """The micro front end's fixed tables for ``spec`` (built once per set of parameters)."""
+    from kwsd.microfrontend import MicroTables
+
+    assert spec.micro is not None
+    sizes = (spec.sample_rate_hz, spec.window_samples, spec.stride_samples)
+    key = (replace(spec.micro, state=MicroState.PER_CLIP), *sizes)
+    tables = _MICRO_TABLES.get(key)
+    if tables is None:
+        tables = _MICRO_TABLES[key] = MicroTables(spec.micro, *sizes)
+    return tables
+
+
+_MICRO_TABLES: dict[tuple[MicroParams, int, int, int], MicroTables] = {}
+
+
+def _upgrade_micro(data: Any, where: str) -> Any:
+    """A pre-``state`` micro section -> today's, read as ``continuous`` (see LEGACY_MICRO_KEYS)."""
+    if not isinstance(data, dict) or "state" in data or set(data) != LEGACY_MICRO_KEYS:
+        return data
+    if data["native_step_ms"] != 10:
+        raise SpecError(
+            f"{where}.native_step_ms: expected 10 (pymicro-features' step), got {data['native_step_ms']!r}"
+        )
+    defaults = asdict(MicroParams())
+    upgraded = {key: value for key, value in data.items() if key != "native_step_ms"}
+    for key in set(defaults) - LEGACY_MICRO_KEYS:
+        upgraded[key] = defaults[key]
+    upgraded["state"] = MicroState.CONTINUOUS.value
+    log.info("%s: a front end recorded before micro.state existed: read as continuous", where)
+    return upgraded
+
+
 def _check_positive_int(key: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise SpecError(f"{key}: expected a positive integer, got {value!r}")
@@ -463,11 +562,11 @@ def _params_from_dict(cls: type[Any], data: Any, where: str) -> Any:
     kwargs = dict(data)
     for name, value in data.items():
         default = getattr(cls(), name)
-        if isinstance(default, WindowFunction):
+        if isinstance(default, enum.Enum):
             try:
-                kwargs[name] = WindowFunction(value)
+                kwargs[name] = type(default)(value)
             except ValueError:
-                choices = ", ".join(w.value for w in WindowFunction)
+                choices = ", ".join(str(w.value) for w in type(default))
                 raise SpecError(f"{where}.{name}: expected one of {choices}, got {value!r}") from None
         elif isinstance(default, bool):
             if not isinstance(value, bool):
@@ -701,7 +800,8 @@ def compute_features(spec: FrontendSpec, clip: Int16Array) -> FeatureArray:
     """Batch path: the (frame_count, feature_count) float32 features of one clip.
 
     ``clip`` is mono int16 at ``spec.sample_rate_hz``, padded or cut to the clip length.
-    Training and ``kwsd label-wav`` use this; the stream path must agree with it.
+    Training and ``kwsd label-wav`` use this; the stream path must agree with it. The micro
+    front end starts afresh on the clip (train.py's features, and ``per_clip``'s meaning).
     """
     clip = fit_to_clip(clip, spec)
     if spec.kind is not FrontendKind.MICRO:
@@ -737,9 +837,11 @@ class StreamingFrontend:
     ``[k * stride, k * stride + window)``.
 
     For ``mfcc``, ``tf_mfcc`` and ``tf_average`` every frame depends on its own samples
-    only, so this equals :func:`compute_features` on the same samples. The ``micro`` front end is stateful
-    (noise reduction and PCAN adapt over time, as on the microcontroller): its frames
-    depend on all audio since the last reset, exactly as in the micro_speech firmware.
+    only, so this equals :func:`compute_features` on the same samples. The ``micro`` front
+    end is stateful (noise reduction and PCAN adapt over time): here one front end runs from
+    construction or the last :meth:`reset`, which is ``continuous``'s meaning, and also what
+    ``per_clip`` means for the first window (so :func:`compute_features` uses it). A stream
+    of ``per_clip`` windows is :class:`PerClipMicroFrontend`'s job.
 
     Not thread-safe: one listener thread owns it.
     """
@@ -749,38 +851,45 @@ class StreamingFrontend:
         self.frames_emitted = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._skip_samples = 0
+        self._transform: _FrameTransform | None = None
         if spec.kind is not FrontendKind.MICRO:
-            self._transform: _FrameTransform | None = _frame_transform(spec)
-            self._micro: Any = None
+            self._transform = _frame_transform(spec)
         else:
-            from pymicro_features import MicroFrontend
+            from kwsd.microfrontend import NoiseState
 
+            self._tables = micro_tables(spec)
+            self._noise = NoiseState(self._tables, 1)
             assert spec.micro is not None
-            self._transform = None
-            self._micro = MicroFrontend()
-            self._native_step_samples = spec.sample_rate_hz * spec.micro.native_step_ms // 1000
-            self._decimation = spec.window_stride_ms // spec.micro.native_step_ms
-            self._native_frames = 0
+            self._scale = np.float32(spec.micro.output_scale)
 
     def reset(self) -> None:
         self.frames_emitted = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._skip_samples = 0
-        if self._micro is not None:
-            self._micro.reset()
-            self._native_frames = 0
+        if self._transform is None:
+            self._noise.reset_rows(slice(None))
 
     def push(self, samples: Int16Array) -> FeatureArray:
         """Feed mono int16 samples; returns the (n_new, feature_count) frames they complete."""
+        frames = self.take_frames(samples)
+        if not len(frames):
+            return np.zeros((0, self.spec.feature_count), np.float32)
+        self.frames_emitted += len(frames)
+        if self._transform is not None:
+            return self._transform(frames.astype(np.float64) / INT16_FULL_SCALE)
+        filterbank = self._tables.filterbank(frames)
+        out = np.empty((len(frames), self.spec.feature_count), np.float32)
+        for i, row in enumerate(filterbank):
+            np.multiply(self._noise.step(row)[0], self._scale, out=out[i], casting="unsafe")
+        return out
+
+    def take_frames(self, samples: Int16Array) -> Int16Array:
+        """Framing only: the (n, window_samples) int16 frames that ``samples`` complete,
+        after the samples kept from earlier pushes; keeps what the next frame needs."""
+        spec = self.spec
         samples = np.asarray(samples, dtype=np.int16)
         if self._pending.size:
             samples = np.concatenate((self._pending, samples))
-        if self._transform is not None:
-            return self._push_stateless(samples)
-        return self._push_micro(samples)
-
-    def _push_stateless(self, samples: Int16Array) -> FeatureArray:
-        spec = self.spec
         if self._skip_samples:
             # A stride longer than the window leaves samples between frames that no frame uses.
             dropped = min(self._skip_samples, len(samples))
@@ -788,31 +897,131 @@ class StreamingFrontend:
             self._skip_samples -= dropped
         if len(samples) < spec.window_samples:
             self._pending = samples
-            return np.zeros((0, spec.feature_count), np.float32)
+            return np.zeros((0, spec.window_samples), np.int16)
         count = 1 + (len(samples) - spec.window_samples) // spec.stride_samples
-        assert self._transform is not None
-        features = self._transform(_frame_matrix(samples, count, spec))
+        starts = np.arange(count) * spec.stride_samples
+        frames: Int16Array = samples[starts[:, None] + np.arange(spec.window_samples)[None, :]]
         next_start = count * spec.stride_samples
         self._pending = samples[next_start:].copy()
         self._skip_samples = max(0, next_start - len(samples))
-        self.frames_emitted += count
-        return features
+        return frames
 
-    def _push_micro(self, samples: Int16Array) -> FeatureArray:
-        assert self.spec.micro is not None
-        step = self._native_step_samples
-        usable = len(samples) - len(samples) % step
-        data = samples[:usable].tobytes()
-        rows: list[list[float]] = []
-        for offset in range(0, len(data), 2 * step):
-            out = self._micro.process_samples(data[offset : offset + 2 * step])
-            if out.features:
-                if self._native_frames % self._decimation == 0:
-                    rows.append(out.features)
-                self._native_frames += 1
-        self._pending = samples[usable:].copy()
-        self.frames_emitted += len(rows)
-        if not rows:
-            return np.zeros((0, self.spec.feature_count), np.float32)
-        # pymicro-features already applies micro_speech's 10/256 output scale.
-        return np.asarray(rows, dtype=np.float32)
+
+class PerClipMicroFrontend:
+    """Incremental ``per_clip`` path: the windows of a stream, each as a fresh front end
+    starting at its first sample would compute it (what :func:`compute_features` gives on
+    that window's samples), at the cost of one stream.
+
+    Window, FFT and filterbank depend on a frame alone, so each frame's filterbank output is
+    computed once and kept for the windows that share it. The only state is the noise
+    estimate, so every window in flight has one row of estimates, and each new frame
+    advances all rows with one vectorised integer step (:class:`kwsd.microfrontend.NoiseState`).
+
+    Windows are named by their end frame (exclusive): window ``e`` covers frames
+    ``[e - frame_count, e)``. :meth:`schedule` says which windows will be asked for (every
+    ``hop_frames`` from ``next_end``); those are computed as their frames arrive. Any other
+    window whose frames are still kept is computed on request from the kept filterbank
+    outputs (after a schedule change, for instance).
+
+    Not thread-safe: one listener thread owns it.
+    """
+
+    def __init__(self, spec: FrontendSpec, *, max_push_samples: int | None = None) -> None:
+        from kwsd.microfrontend import NoiseState
+
+        if spec.micro is None:
+            raise SpecError(f"kind: PerClipMicroFrontend needs a micro front end, got {spec.kind.value}")
+        self.spec = spec
+        self._tables = micro_tables(spec)
+        self._scale = np.float32(spec.micro.output_scale)
+        self._framing = StreamingFrontend(spec)  # only its framing is used
+        self.frames_total = 0
+        # Filterbank outputs of the last frames: enough for any window that ends within the
+        # largest push, plus one whole window before it.
+        push_frames = (max_push_samples or spec.sample_rate_hz) // spec.stride_samples + 1
+        self._kept = 2 * spec.frame_count + push_frames
+        self._filterbank = np.zeros((self._kept, self._tables.channels), np.int64)
+        self._hop = 1
+        self._next_start = 0
+        self._slots = spec.frame_count + 1
+        self._noise = NoiseState(self._tables, self._slots)
+        self._slot_start = np.full(self._slots, -1, np.int64)
+        self._rows = np.zeros((self._slots, spec.frame_count, self._tables.channels), np.int64)
+        self._done: dict[int, FeatureArray] = {}
+        self.schedule(spec.frame_count, 1)
+
+    def schedule(self, next_end: int, hop_frames: int) -> None:
+        """Windows ending at ``next_end + k * hop_frames`` (k >= 0) will be asked for."""
+        if hop_frames <= 0:
+            raise ValueError(f"hop_frames: expected a positive integer, got {hop_frames}")
+        start = next_end - self.spec.frame_count
+        if start < self.frames_total:  # already begun: computed on request instead
+            start += -(-(self.frames_total - start) // hop_frames) * hop_frames
+        self._next_start, self._hop = start, hop_frames
+        # Rows enough for every window in flight at this hop (at most one per frame).
+        needed = -(-self.spec.frame_count // hop_frames) + 1
+        if needed > self._slots:
+            self._grow(needed)
+
+    def push(self, samples: Int16Array) -> int:
+        """Feed mono int16 samples; returns the number of frames seen so far."""
+        frames = self._framing.take_frames(samples)
+        if not len(frames):
+            return self.frames_total
+        filterbank = self._tables.filterbank(frames)
+        count = self.spec.frame_count
+        for row in filterbank:
+            f = self.frames_total
+            self._filterbank[f % self._kept] = row
+            if f == self._next_start:
+                self._begin(f)
+            active = (self._slot_start >= 0) & (self._slot_start <= f)
+            outputs = self._noise.step(row)
+            self._rows[:, f % count] = outputs
+            ending = np.flatnonzero(active & (self._slot_start == f - count + 1))
+            for slot in ending:
+                start = int(self._slot_start[slot])
+                window = np.roll(self._rows[slot], -(start % count), axis=0)
+                self._done[start + count] = (window * self._scale).astype(np.float32)
+                self._slot_start[slot] = -1
+            self.frames_total = f + 1
+        return self.frames_total
+
+    def window(self, end_frame: int) -> FeatureArray:
+        """The (frame_count, feature_count) float32 features of the window ending at
+        ``end_frame`` (exclusive), computed as if the front end started at its first frame."""
+        count = self.spec.frame_count
+        for stale in [e for e in self._done if e < end_frame]:
+            del self._done[stale]
+        done = self._done.pop(end_frame, None)
+        if done is not None:
+            return done
+        start = end_frame - count
+        if start < 0 or end_frame > self.frames_total or start < self.frames_total - self._kept:
+            raise ValueError(
+                f"window ending at frame {end_frame}: frames {max(0, self.frames_total - self._kept)}.."
+                f"{self.frames_total} are available"
+            )
+        from kwsd.microfrontend import NoiseState
+
+        noise = NoiseState(self._tables, 1)
+        out = np.empty((count, self._tables.channels), np.float32)
+        for i in range(count):
+            row = self._filterbank[(start + i) % self._kept]
+            np.multiply(noise.step(row)[0], self._scale, out=out[i], casting="unsafe")
+        return out
+
+    def _begin(self, frame: int) -> None:
+        free = np.flatnonzero(self._slot_start < 0)
+        slot = int(free[0])
+        self._slot_start[slot] = frame
+        self._noise.reset_rows(slot)
+        self._next_start += self._hop
+
+    def _grow(self, slots: int) -> None:
+        extra = slots - self._slots
+        channels = self._tables.channels
+        self._noise.estimate = np.concatenate((self._noise.estimate, np.zeros((extra, channels), np.int64)))
+        self._slot_start = np.concatenate((self._slot_start, np.full(extra, -1, np.int64)))
+        self._rows = np.concatenate((self._rows, np.zeros((extra, *self._rows.shape[1:]), np.int64)))
+        self._slots = slots

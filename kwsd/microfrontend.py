@@ -229,7 +229,7 @@ class KissFftr:
         d >>= KISS_FRACBITS
         a = d[:, :, :, 0]
         legs = d[:, :, :, 1:]
-        if stage.tw_same is None:
+        if stage.tw_same is None or stage.tw_swap is None:
             product = legs
         else:
             product = legs * stage.tw_same  # C_MUL
@@ -314,7 +314,9 @@ class _Filterbank:
     matrix: npt.NDArray[np.float64]
 
 
-def _filterbank(channels: int, low_hz: float, high_hz: float, sample_rate_hz: int, spectrum_size: int) -> _Filterbank:
+def _filterbank(
+    channels: int, low_hz: float, high_hz: float, sample_rate_hz: int, spectrum_size: int
+) -> _Filterbank:
     f32 = np.float32
     bands = channels + 1
     mel_low = _freq_to_mel(low_hz)[()]
@@ -325,7 +327,7 @@ def _filterbank(channels: int, low_hz: float, high_hz: float, sample_rate_hz: in
     start_index = int(1.5 + float(f32(f32(low_hz) / hz_per_bin)))
 
     def mel_of_bin(index: int) -> np.float32:
-        return _freq_to_mel(f32(f32(index) * hz_per_bin))[()]  # type: ignore[no-any-return]
+        return f32(_freq_to_mel(f32(f32(index) * hz_per_bin))[()])
 
     weights: dict[tuple[int, int], int] = {}  # (bin, work index) -> weight
     end_index = 0
@@ -355,7 +357,9 @@ def _filterbank(channels: int, low_hz: float, high_hz: float, sample_rate_hz: in
     return _Filterbank(start_index, end_index, matrix)
 
 
-def _pcan_gain(x: npt.NDArray[np.uint64], input_bits: int, gain_bits: int, offset: float, strength: float) -> I64:
+def _pcan_gain(
+    x: npt.NDArray[np.uint64], input_bits: int, gain_bits: int, offset: float, strength: float
+) -> I64:
     """PcanGainLookupFunction, in float32 as the C does."""
     f32 = np.float32
     x_float = (x.astype(np.float32) / f32(2.0**input_bits)).astype(np.float32)
@@ -409,10 +413,8 @@ def _wide_dynamic_function(x: I64, lut: I64) -> I64:
 
 def _log_scale(values: I64, correction_bits: int, scale_shift: int) -> I64:
     """LogScaleApply with logging on: uint32 values -> uint16 outputs (vectorised)."""
-    if correction_bits < 0:
-        values = values >> -correction_bits
-    else:
-        values = (values << correction_bits) & UINT32_MASK
+    shifted = values << max(correction_bits, 0) & UINT32_MASK
+    values = shifted >> max(-correction_bits, 0)
     out = np.zeros(values.shape, np.int64)
     big = values > 1
     x = values[big]
@@ -454,7 +456,9 @@ class MicroTables:
     and ``window_step * rate // 1000``.
     """
 
-    def __init__(self, params: MicroParams, sample_rate_hz: int, window_samples: int, step_samples: int) -> None:
+    def __init__(
+        self, params: MicroParams, sample_rate_hz: int, window_samples: int, step_samples: int
+    ) -> None:
         if step_samples > window_samples:
             raise MicroConfigError(
                 f"a step of {step_samples} samples is longer than the {window_samples}-sample window "
@@ -500,7 +504,9 @@ class MicroTables:
                     f"(needs at least {self.correction_bits + PCAN_SNR_BITS})"
                 )
             input_bits = self.smoothing_bits - self.correction_bits
-            self.wide_lut = _wide_dynamic_lut(input_bits, params.gain_bits, params.pcan_offset, params.pcan_strength)
+            self.wide_lut = _wide_dynamic_lut(
+                input_bits, params.gain_bits, params.pcan_offset, params.pcan_strength
+            )
             self.gain_table = self._gain_table()
             if (self.gain_table < 0).any():
                 raise MicroConfigError("the PCAN parameters give a negative gain")
@@ -522,7 +528,8 @@ class MicroTables:
         # (An energy of exactly 2**31, both parts -32768, turns negative in the C's int32;
         # kiss_fftr's halving keeps its outputs within +-2**14, so it never occurs.)
         work = ((spectrum[0] + spectrum[1]) @ self._fft_matrix).astype(np.int64)
-        return _sqrt_round(work) >> shift
+        scaled: I64 = _sqrt_round(work) >> shift
+        return scaled
 
     # Stateful: noise reduction, then PCAN and log -------------------------------------
 
@@ -553,7 +560,8 @@ def _gain_key(estimate: I64) -> npt.NDArray[np.intp]:
     """Index into MicroTables.gain_table: the float64 exponent and top 10 mantissa bits of
     the estimate (exact for integers), 0 for an estimate of 0."""
     bits = estimate.astype(np.float64).view(np.int64) >> 42
-    return np.maximum(bits - ((1023 << 10) - 1), 0)
+    key: npt.NDArray[np.intp] = np.maximum(bits - ((1023 << 10) - 1), 0)
+    return key
 
 
 def _sqrt_round(values: I64) -> I64:
@@ -564,7 +572,8 @@ def _sqrt_round(values: I64) -> I64:
     root += (root + 1) * (root + 1) <= values
     remainder = values - root * root
     up = (remainder > root) & ~((values < (1 << 32)) & (root == 0xFFFF))
-    return root + up
+    rounded: I64 = root + up
+    return rounded
 
 
 class NoiseState:
