@@ -245,6 +245,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "computed exactly as its Spectrogram and Mfcc ops do; "
         "mfcc: python_speech_features MFCC as kwsd's own training tool computes it",
     )
+    imp.add_argument(
+        "--micro-state",
+        choices=["per_clip", "continuous"],
+        help="micro only: per_clip (default) computes each window's features with a front end "
+        "started afresh at the window's first sample, as train.py trains on; continuous runs one "
+        "front end over the whole stream, as the micro_speech firmware does",
+    )
     imp.add_argument("--sample-rate", type=int, default=16000, metavar="HZ")
     imp.add_argument("--clip-duration-ms", type=int, default=1000, metavar="MS")
     imp.add_argument("--window-size-ms", type=int, default=30, metavar="MS")
@@ -685,6 +692,8 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
         FrontendKind,
         FrontendSpec,
         MfccParams,
+        MicroParams,
+        MicroState,
         SpecError,
         TfAverageParams,
         TfMfccParams,
@@ -733,6 +742,8 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
             f"--feature-bin-count: given for a {kind.value} front end "
             "(it is for --frontend tf_mfcc or tf_average)"
         )
+    if args.micro_state is not None and kind is not FrontendKind.MICRO:
+        raise _SettingError(f"--micro-state: given for a {kind.value} front end (it is for --frontend micro)")
     stride_ms = args.window_stride_ms
     if stride_ms is None:
         stride_ms = TF_DEFAULT_STRIDE_MS if kind.truncates_samples else MICRO_DEFAULT_STRIDE_MS
@@ -754,8 +765,9 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
                 )
             frontend_dict["mfcc"] = {**base, **mfcc_fields}
         elif kind is FrontendKind.MICRO:
-            # The micro front end has no free parameters: record the ones pymicro-features fixes.
-            frontend_dict["micro"] = FrontendSpec(FrontendKind.MICRO).to_dict()["micro"]
+            # Every micro parameter is the op's default (train.py passes no others); the state is chosen.
+            micro = MicroParams(state=MicroState(args.micro_state or MicroState.PER_CLIP.value))
+            frontend_dict["micro"] = FrontendSpec(FrontendKind.MICRO, micro=micro).to_dict()["micro"]
         elif kind is FrontendKind.TF_MFCC:
             # train.py sets only the coefficient count; the Mfcc op's defaults are recorded.
             frontend_dict["tf_mfcc"] = dataclasses.asdict(TfMfccParams(dct_coefficient_count=bin_count))

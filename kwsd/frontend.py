@@ -314,6 +314,7 @@ class FrontendSpec:
             f"{self.kind.value} {self.sample_rate_hz} Hz, {self.clip_duration_ms} ms clip, "
             f"{self.window_size_ms}/{self.window_stride_ms} ms window/stride{samples}, "
             f"{self.frame_count}x{self.feature_count} features"
+            + (f", state {self.micro.state.value}" if self.micro is not None else "")
         )
 
     # Serialisation (the bundle's frontend section).

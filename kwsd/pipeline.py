@@ -6,6 +6,9 @@ same audio gives the same detections whatever the block sizes or the wall clock.
 
 The classifier runs every ``clip_stride_ms`` of audio, on the ``frame_count`` frames
 ending at that point. The first window ends when the first clip's frames are complete.
+A ``micro`` front end with ``state: per_clip`` computes each window's frames as a front end
+started at the window's first sample would (:class:`~kwsd.frontend.PerClipMicroFrontend`);
+every other front end's frames are shared by the windows that overlap.
 
 Single-threaded: the thread that calls :meth:`Pipeline.feed` owns everything here.
 """
@@ -22,7 +25,14 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.classifier import Classifier
-from kwsd.frontend import FrontendSpec, StreamingFrontend, compute_features
+from kwsd.frontend import (
+    FrontendKind,
+    FrontendSpec,
+    MicroState,
+    PerClipMicroFrontend,
+    StreamingFrontend,
+    compute_features,
+)
 from kwsd.labels import SILENCE_LABEL
 from kwsd.ringbuffer import FrameRing, SampleRing
 from kwsd.smoother import RecognizeCommands
@@ -89,6 +99,14 @@ class Pipeline:
         self._max_chunk = spec.sample_rate_hz
         self._samples = SampleRing(spec.span_samples + 2 * self._max_chunk)
         self._next_window_end = spec.frame_count  # absolute frame index (exclusive)
+        self._per_clip: PerClipMicroFrontend | None = None
+        if (
+            spec.kind is FrontendKind.MICRO
+            and spec.micro is not None
+            and spec.micro.state is MicroState.PER_CLIP
+        ):
+            self._per_clip = PerClipMicroFrontend(spec, max_push_samples=self._max_chunk)
+            self._per_clip.schedule(self._next_window_end, self._hop_frames)
         self._recompute = recompute_full_window
         self._profile = profile
         self.stats = PipelineStats()
@@ -111,6 +129,8 @@ class Pipeline:
         self.smoother = smoother
         self.clip_stride_ms = clip_stride_ms
         self._hop_frames = clip_stride_ms // self.spec.window_stride_ms
+        if self._per_clip is not None:
+            self._per_clip.schedule(self._next_window_end, self._hop_frames)
 
     def reset(self) -> None:
         """After a gap in the audio (a device reopened): no window may straddle it.
@@ -123,6 +143,8 @@ class Pipeline:
         straddling = -(-spec.window_samples // spec.stride_samples)  # frames holding old samples
         after = self._frames_available() + straddling + spec.frame_count
         self._next_window_end = max(self._next_window_end, after)
+        if self._per_clip is not None:
+            self._per_clip.schedule(self._next_window_end, self._hop_frames)
         self.smoother = RecognizeCommands(self.smoother.labels, self.smoother.settings)
 
     @property
@@ -144,7 +166,9 @@ class Pipeline:
         t0 = clock() if clock else 0
         spec = self.spec
         self._samples.write(samples)
-        if not self._recompute:
+        if self._per_clip is not None and not self._recompute:
+            self._per_clip.push(samples)
+        elif not self._recompute:
             self._frames.append(self._frontend.push(samples))
         frames_total = self._frames_available()
         t1 = clock() if clock else 0
@@ -161,6 +185,8 @@ class Pipeline:
                     t3 = clock()
                     self.stats.frontend_ns += t3 - t2
                     t2 = t3
+            elif self._per_clip is not None:
+                window = self._per_clip.window(end)  # this window's own, fresh front end
             else:
                 window = self._frames.window(end)
             scores = self.classifier.classify(window)
@@ -183,6 +209,8 @@ class Pipeline:
 
     def _frames_available(self) -> int:
         """Complete frames in the audio so far (absolute count)."""
+        if self._per_clip is not None and not self._recompute:
+            return self._per_clip.frames_total
         if not self._recompute:
             return self._frames.total
         seen, spec = self._samples.total_written, self.spec
