@@ -165,7 +165,10 @@ def test_model_info_describes_the_imported_model(trained: dict[str, Any], import
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "labels:     _silence_, _unknown_, yes, no" in lines
-    assert "front end:  micro 16000 Hz, 1000 ms clip, 30/20 ms window/stride, 49x40 features, state per_clip" in lines
+    assert (
+        "front end:  micro 16000 Hz, 1000 ms clip, 30/20 ms window/stride, 49x40 features, state per_clip"
+        in lines
+    )
     assert any(line.startswith("input:      int8 [1,1960] (scale ") for line in lines)
     assert any(line.startswith("made by:    kwsd model import") for line in lines)
 
