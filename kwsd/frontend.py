@@ -146,7 +146,7 @@ class MicroParams:
 
 #: The micro section of bundles written before ``state`` existed (pymicro-features' fixed
 #: front end). Such a bundle is read as ``continuous``, the one way kwsd ever served it, with
-#: the op's defaults (pymicro-features' own) for the parameters it did not record.
+#: the op's defaults (micro_speech's settings) for the parameters it did not record.
 LEGACY_MICRO_KEYS = frozenset(
     {
         "channel_count",
@@ -911,7 +911,7 @@ class StreamingFrontend:
 class PerClipMicroFrontend:
     """Incremental ``per_clip`` path: the windows of a stream, each as a fresh front end
     starting at its first sample would compute it (what :func:`compute_features` gives on
-    that window's samples), at the cost of one stream.
+    that window's samples), at about the cost of one stream.
 
     Window, FFT and filterbank depend on a frame alone, so each frame's filterbank output is
     computed once and kept for the windows that share it. The only state is the noise
@@ -937,19 +937,25 @@ class PerClipMicroFrontend:
         self._scale = np.float32(spec.micro.output_scale)
         self._framing = StreamingFrontend(spec)  # only its framing is used
         self.frames_total = 0
+        count = spec.frame_count
         # Filterbank outputs of the last frames: enough for any window that ends within the
         # largest push, plus one whole window before it.
         push_frames = (max_push_samples or spec.sample_rate_hz) // spec.stride_samples + 1
-        self._kept = 2 * spec.frame_count + push_frames
+        self._kept = 2 * count + push_frames
         self._filterbank = np.zeros((self._kept, self._tables.channels), np.int64)
         self._hop = 1
         self._next_start = 0
-        self._slots = spec.frame_count + 1
+        # One row per window in flight (at most one starts per frame, each lasts
+        # frame_count frames), each row's outputs stored at frame % frame_count.
+        self._slots = count + 1
         self._noise = NoiseState(self._tables, self._slots)
-        self._slot_start = np.full(self._slots, -1, np.int64)
-        self._rows = np.zeros((self._slots, spec.frame_count, self._tables.channels), np.int64)
+        self._rows = np.zeros((self._slots, count, self._tables.channels), np.uint16)
+        self._free = list(range(self._slots))
+        self._ending: dict[int, tuple[int, int]] = {}  # last frame -> (slot, start frame)
+        # Row order that puts a window's frames first to last, by start frame % frame_count.
+        self._order = (np.arange(count)[:, None] + np.arange(count)[None, :]) % count
         self._done: dict[int, FeatureArray] = {}
-        self.schedule(spec.frame_count, 1)
+        self.schedule(count, 1)
 
     def schedule(self, next_end: int, hop_frames: int) -> None:
         """Windows ending at ``next_end + k * hop_frames`` (k >= 0) will be asked for."""
@@ -959,10 +965,6 @@ class PerClipMicroFrontend:
         if start < self.frames_total:  # already begun: computed on request instead
             start += -(-(self.frames_total - start) // hop_frames) * hop_frames
         self._next_start, self._hop = start, hop_frames
-        # Rows enough for every window in flight at this hop (at most one per frame).
-        needed = -(-self.spec.frame_count // hop_frames) + 1
-        if needed > self._slots:
-            self._grow(needed)
 
     def push(self, samples: Int16Array) -> int:
         """Feed mono int16 samples; returns the number of frames seen so far."""
@@ -975,16 +977,18 @@ class PerClipMicroFrontend:
             f = self.frames_total
             self._filterbank[f % self._kept] = row
             if f == self._next_start:
-                self._begin(f)
-            active = (self._slot_start >= 0) & (self._slot_start <= f)
-            outputs = self._noise.step(row)
-            self._rows[:, f % count] = outputs
-            ending = np.flatnonzero(active & (self._slot_start == f - count + 1))
-            for slot in ending:
-                start = int(self._slot_start[slot])
-                window = np.roll(self._rows[slot], -(start % count), axis=0)
-                self._done[start + count] = (window * self._scale).astype(np.float32)
-                self._slot_start[slot] = -1
+                slot = self._free.pop()
+                self._noise.estimate[slot] = 0  # FrontendReset
+                self._ending[f + count - 1] = (slot, f)
+                self._next_start += self._hop
+            # Every row steps, in use or not: one operation for all is cheaper than choosing.
+            self._rows[:, f % count] = self._noise.step(row)
+            ended = self._ending.pop(f, None)
+            if ended is not None:
+                slot, start = ended
+                window = self._rows[slot].take(self._order[start % count], axis=0)
+                self._done[f + 1] = np.multiply(window, self._scale, dtype=np.float32)
+                self._free.append(slot)
             self.frames_total = f + 1
         return self.frames_total
 
@@ -1011,18 +1015,3 @@ class PerClipMicroFrontend:
             row = self._filterbank[(start + i) % self._kept]
             np.multiply(noise.step(row)[0], self._scale, out=out[i], casting="unsafe")
         return out
-
-    def _begin(self, frame: int) -> None:
-        free = np.flatnonzero(self._slot_start < 0)
-        slot = int(free[0])
-        self._slot_start[slot] = frame
-        self._noise.reset_rows(slot)
-        self._next_start += self._hop
-
-    def _grow(self, slots: int) -> None:
-        extra = slots - self._slots
-        channels = self._tables.channels
-        self._noise.estimate = np.concatenate((self._noise.estimate, np.zeros((extra, channels), np.int64)))
-        self._slot_start = np.concatenate((self._slot_start, np.full(extra, -1, np.int64)))
-        self._rows = np.concatenate((self._rows, np.zeros((extra, *self._rows.shape[1:]), np.int64)))
-        self._slots = slots

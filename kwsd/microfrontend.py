@@ -510,7 +510,7 @@ class MicroTables:
             self.gain_table = self._gain_table()
             if (self.gain_table < 0).any():
                 raise MicroConfigError("the PCAN parameters give a negative gain")
-        self.post_table = self._post(np.arange(_POST_LUT_SIZE, dtype=np.int64))
+        self.post_table = self._post(np.arange(_POST_LUT_SIZE, dtype=np.int64)).astype(np.uint16)
 
     # Stateless per frame ------------------------------------------------------------
 
@@ -536,15 +536,14 @@ class MicroTables:
     def _gain_table(self) -> I64:
         """WideDynamicFunction for every (msb, top 10 bits) of a uint32: indexed by
         :func:`_gain_key`, so a look-up replaces the piecewise quadratic per value."""
-        index = np.arange(1 + 32 * 1024, dtype=np.int64)
-        interval = (index - 1) // 1024 + 1
-        frac = (index - 1) % 1024
+        index = np.arange(33 * 1024, dtype=np.int64)
+        interval, frac = index // 1024, index % 1024
         x = np.where(
             interval >= 11,
             (1024 + frac) << np.clip(interval - 11, 0, None),
             (1024 + frac) >> np.clip(11 - interval, 0, None),
         )
-        x[0] = 0
+        x[interval == 0] = 0  # only index 0 (an estimate of 0) is reachable there
         return _wide_dynamic_function(x, self.wide_lut)
 
     def _post(self, values: I64) -> I64:
@@ -556,11 +555,16 @@ class MicroTables:
         return np.minimum(values, UINT16_MAX)
 
 
-def _gain_key(estimate: I64) -> npt.NDArray[np.intp]:
-    """Index into MicroTables.gain_table: the float64 exponent and top 10 mantissa bits of
-    the estimate (exact for integers), 0 for an estimate of 0."""
-    bits = estimate.astype(np.float64).view(np.int64) >> 42
-    key: npt.NDArray[np.intp] = np.maximum(bits - ((1023 << 10) - 1), 0)
+#: An integer x times this, seen as float64 bits >> 42, is msb(x) * 1024 + the 10 bits after
+#: the leading one (0 for 0): exact for x < 2**53, and never subnormal.
+_KEY_SCALE = 2.0**-1022
+
+
+def _gain_key(estimate: I64) -> npt.NDArray[np.int64]:
+    """Index into MicroTables.gain_table for each estimate."""
+    scaled = np.multiply(estimate, _KEY_SCALE, dtype=np.float64)
+    key = scaled.view(np.int64)
+    key >>= 42
     return key
 
 
@@ -591,32 +595,38 @@ class NoiseState:
     def reset_rows(self, rows: slice | npt.NDArray[np.intp] | int) -> None:
         self.estimate[rows] = 0
 
-    def step(self, signal: I64, rows: slice | None = None) -> I64:
+    def step(self, signal: I64) -> npt.NDArray[np.uint16]:
         """``signal``: (channels,) filterbank values of one frame. Returns (rows, channels)
-        outputs (uint16 range) and updates the estimates."""
+        outputs (uint16 range) and updates every row's estimates.
+
+        Each line is one numpy operation over all rows (the cost per frame is about a dozen
+        of them, whatever the number of rows up to a few hundred).
+        """
         t = self.tables
-        estimate = self.estimate if rows is None else self.estimate[rows]
         scaled_up = (signal << t.smoothing_bits) & UINT32_MASK
-        estimate = (scaled_up * t.smoothing + estimate * t.one_minus_smoothing) >> NOISE_REDUCTION_BITS
-        if rows is None:
-            self.estimate = estimate
-        else:
-            self.estimate[rows] = estimate
+        estimate = self.estimate
+        estimate *= t.one_minus_smoothing
+        estimate += scaled_up * t.smoothing
+        estimate >>= NOISE_REDUCTION_BITS
         floor = (signal * t.min_signal_remaining) >> NOISE_REDUCTION_BITS
         # (scaled_up - min(estimate, scaled_up)) >> bits, floored: a negative difference
         # shifts to a negative number, which the floor (>= 0) replaces, as the C's clamp does.
-        out = np.maximum((scaled_up - estimate) >> t.smoothing_bits, floor)
+        out = scaled_up - estimate
+        out >>= t.smoothing_bits
+        np.maximum(out, floor, out=out)
         if t.pcan:
-            gain = t.gain_table[_gain_key(estimate)]
-            out = ((out * gain) >> t.snr_shift) & UINT32_MASK
+            out *= t.gain_table[_gain_key(estimate)]
+            out >>= t.snr_shift  # (the C's uint32 wrap is applied where it can matter: below)
         return _post_lookup(t, out)
 
 
-def _post_lookup(t: MicroTables, values: I64) -> I64:
+def _post_lookup(t: MicroTables, values: I64) -> npt.NDArray[np.uint16]:
+    """PCAN's shrink and the log for each value: one look-up, except above the table (loud
+    frames far above the noise estimate), where the C's arithmetic is redone for those."""
     table = t.post_table
     if values.size and values.max() >= len(table):
         big = values >= len(table)
         result = table[np.where(big, 0, values)]
-        result[big] = t._post(values[big])
+        result[big] = t._post(values[big] & UINT32_MASK)
         return result
     return table[values]
