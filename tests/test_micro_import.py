@@ -26,7 +26,7 @@ from training_tools import missing_training_tools
 
 from kwsd.audio import float_to_int16, read_wav, write_wav
 from kwsd.bundle import read_bundle
-from kwsd.frontend import INT16_FULL_SCALE, FrontendKind, FrontendSpec
+from kwsd.frontend import INT16_FULL_SCALE, FrontendKind, FrontendSpec, MicroParams, MicroState
 
 pytestmark = pytest.mark.slow
 
@@ -139,8 +139,22 @@ def test_model_import_as_the_readme_shows(trained: dict[str, Any], imported: Any
     assert "output int8 [1,4] (scale 0.00390625, zero point -128)" in report
     bundle = read_bundle(trained["root"] / "micro.kwsd")
     assert bundle.labels == ("_silence_", "_unknown_", "yes", "no")
+    # per_clip by default: each window gets the features train.py trained the model on.
     assert bundle.frontend == FrontendSpec(FrontendKind.MICRO, window_stride_ms=20)
+    assert bundle.frontend.micro == MicroParams(state=MicroState.PER_CLIP)
     assert bundle.provenance["tool"] == "kwsd model import"
+
+
+def test_model_import_records_the_continuous_state_when_asked(trained: dict[str, Any]) -> None:
+    args = ["model", "import", "model.tflite", "--labels", README_LABELS, "--frontend"]
+    result = kwsd(*args, "micro", "--micro-state", "continuous", "-o", "cont.kwsd", cwd=trained["root"])
+    assert result.returncode == 0, result.stderr
+    assert "30/20 ms window/stride, 49x40 features, state continuous, input int8" in result.stdout
+    spec = read_bundle(trained["root"] / "cont.kwsd").frontend
+    assert spec.micro == MicroParams(state=MicroState.CONTINUOUS)
+    refused = kwsd(*args, "mfcc", "--micro-state", "continuous", "-o", "x.kwsd", cwd=trained["root"])
+    assert refused.returncode == 64
+    assert refused.stderr.strip().endswith("--micro-state: given for a mfcc front end")
 
 
 def test_model_import_reads_the_labels_file_train_py_style(trained: dict[str, Any]) -> None:
