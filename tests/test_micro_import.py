@@ -154,7 +154,8 @@ def test_model_import_records_the_continuous_state_when_asked(trained: dict[str,
     assert spec.micro == MicroParams(state=MicroState.CONTINUOUS)
     refused = kwsd(*args, "mfcc", "--micro-state", "continuous", "-o", "x.kwsd", cwd=trained["root"])
     assert refused.returncode == 64
-    assert refused.stderr.strip().endswith("--micro-state: given for a mfcc front end")
+    expected = "--micro-state: given for a mfcc front end (it is for --frontend micro)"
+    assert refused.stderr.strip().endswith(expected)
 
 
 def test_model_import_reads_the_labels_file_train_py_style(trained: dict[str, Any]) -> None:
