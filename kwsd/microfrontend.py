@@ -590,17 +590,23 @@ class NoiseState:
 
     def __init__(self, tables: MicroTables, rows: int) -> None:
         self.tables = tables
-        self.estimate = np.zeros((rows, tables.channels), np.int64)
+        shape = (rows, tables.channels)
+        self.estimate = np.zeros(shape, np.int64)
+        # Work arrays, reused every frame: a step allocates nothing of this size.
+        self._out = np.empty(shape, np.int64)
+        self._key = np.empty(shape, np.float64)
+        self._gain = np.empty(shape, np.int64)
+        self._result = np.empty(shape, np.uint16)
 
     def reset_rows(self, rows: slice | npt.NDArray[np.intp] | int) -> None:
         self.estimate[rows] = 0
 
     def step(self, signal: I64) -> npt.NDArray[np.uint16]:
         """``signal``: (channels,) filterbank values of one frame. Returns (rows, channels)
-        outputs (uint16 range) and updates every row's estimates.
+        outputs (uint16 range), valid until the next step, and updates every row's estimates.
 
-        Each line is one numpy operation over all rows (the cost per frame is about a dozen
-        of them, whatever the number of rows up to a few hundred).
+        Each line is one numpy operation over all rows, in place (the cost per frame is about
+        a dozen of them, whatever the number of rows up to a few hundred).
         """
         t = self.tables
         scaled_up = (signal << t.smoothing_bits) & UINT32_MASK
@@ -611,22 +617,26 @@ class NoiseState:
         floor = (signal * t.min_signal_remaining) >> NOISE_REDUCTION_BITS
         # (scaled_up - min(estimate, scaled_up)) >> bits, floored: a negative difference
         # shifts to a negative number, which the floor (>= 0) replaces, as the C's clamp does.
-        out = scaled_up - estimate
+        out = np.subtract(scaled_up, estimate, out=self._out)
         out >>= t.smoothing_bits
         np.maximum(out, floor, out=out)
         if t.pcan:
-            out *= t.gain_table[_gain_key(estimate)]
+            # Gain table index: msb and the next 10 bits, read off the float64 exponent and
+            # mantissa of estimate * 2**-1022 (see _KEY_SCALE).
+            key = np.multiply(estimate, _KEY_SCALE, out=self._key).view(np.int64)
+            key >>= 42
+            out *= np.take(t.gain_table, key, out=self._gain)
             out >>= t.snr_shift  # (the C's uint32 wrap is applied where it can matter: below)
-        return _post_lookup(t, out)
+        return _post_lookup(t, out, self._result)
 
 
-def _post_lookup(t: MicroTables, values: I64) -> npt.NDArray[np.uint16]:
+def _post_lookup(t: MicroTables, values: I64, out: npt.NDArray[np.uint16]) -> npt.NDArray[np.uint16]:
     """PCAN's shrink and the log for each value: one look-up, except above the table (loud
     frames far above the noise estimate), where the C's arithmetic is redone for those."""
     table = t.post_table
     if values.size and values.max() >= len(table):
         big = values >= len(table)
-        result = table[np.where(big, 0, values)]
-        result[big] = t._post(values[big] & UINT32_MASK)
-        return result
-    return table[values]
+        np.take(table, np.where(big, 0, values), out=out)
+        out[big] = t._post(values[big] & UINT32_MASK)
+        return out
+    return np.take(table, values, out=out)
