@@ -556,10 +556,11 @@ def stream_scores(
     """The scores ``kwsd stream`` computes over ``audio``: (window end times in ms, scores).
 
     Runs kwsd's own :class:`~kwsd.pipeline.Pipeline` (incremental front end, a window every
-    ``clip_stride_ms``), so the features are the daemon's: for ``mfcc`` they equal
-    compute_features on each window; the ``micro`` front end adapts over the whole stream
-    (noise reduction, PCAN), as it does on the device. Recorded once, the scores can then
-    be smoothed under any number of settings (:func:`smooth`).
+    ``clip_stride_ms``), so the features are the daemon's: for ``mfcc`` and a ``per_clip``
+    ``micro`` front end (this tool's) they equal compute_features on each window; a
+    ``continuous`` one adapts over the whole stream (noise reduction, PCAN), as it does on
+    the device. Recorded once, the scores can then be smoothed under any number of
+    settings (:func:`smooth`).
     """
     from kwsd.classifier import TfliteClassifier
     from kwsd.pipeline import Pipeline
