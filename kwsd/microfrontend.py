@@ -264,8 +264,10 @@ class KissFftr:
         both += _ROUND
         both >>= KISS_FRACBITS
         fpk, fpnk = both[:, :, :half], both[:, :, half:]
-        f1 = (fpk + fpnk).astype(np.int16)  # C_ADD / C_SUB store into int16
-        f2 = (fpk - fpnk).astype(np.int16)
+        # C_ADD / C_SUB store into int16, but cannot overflow: C_FIXDIV(.., 2) maps int16 into
+        # -16384..16383, so f1 is in -32768..32766 and f2 in -32767..32767.
+        f1 = fpk + fpnk
+        f2 = fpk - fpnk
         tw = f2 * self._super_same  # C_MUL, int32 (fits: |f2| <= 2**15, |twiddle| ~ 2**15)
         tw += f2[::-1] * self._super_swap
         tw += _ROUND
