@@ -148,7 +148,8 @@ def test_per_clip_features_equal_tensorflows_op_on_every_clip(
     # clips (the integer arithmetic is the C's, step for step).
     assert difference.max() == 0.0
     assert np.mean(difference == 0) == 1.0
-    assert theirs.max() > 15.0  # the comparison covers loud frames, not only silence
+    # Loud frames too: above 26, values come from kwsd's fallback past its look-up table.
+    assert theirs.max() > 26.0
 
 
 @pytest.mark.parametrize(("window_ms", "stride_ms", "changes"), CONFIGURATIONS[:3])
