@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -127,22 +127,48 @@ def _kiss_twiddle(phase: npt.NDArray[np.float64]) -> tuple[I64, I64]:
 
 @dataclass(frozen=True)
 class _Stage:
+    """One level of kf_work's recursion: ``butterflies`` kf_bfly calls' worth of butterflies
+    (groups x m), each on ``radix`` legs."""
+
+    gather: npt.NDArray[np.intp]  # (butterflies * 2 * radix,) flat indices into the last output
+    butterflies: int
     radix: int
-    groups: int  # butterfly calls at this level (kf_work's fstride)
-    length: int  # m: each call's sub-FFT length
-    #: C_MUL by twiddles[q * k * fstride] for legs q = 1..radix-1 as two products:
-    #: (a.r, a.i) * (t.r, t.r) + (a.i, a.r) * (-t.i, t.i); None when every twiddle is 1
-    #: (the innermost stage), where C_MUL is exact identity on these magnitudes.
-    tw_same: npt.NDArray[np.int32] | None
-    tw_swap: npt.NDArray[np.int32] | None
+    fixdiv: float  # C_FIXDIV's (32767 // radix) / 32768
+    #: C_MUL by the legs' twiddles as (a.r, a.i, ...) * same + (a.i, a.r, ...) * swap, both
+    #: already divided by 32768; None when every twiddle is 1 (C_MUL is then exact identity).
+    tw_same: npt.NDArray[np.float64] | None
+    tw_swap: npt.NDArray[np.float64] | None
+    #: (2 radix, 2 radix): kf_bfly2/kf_bfly4's sums, legs (re, im) in, outputs (re, im) out.
+    butterfly: npt.NDArray[np.float64]
 
 
-#: (real, imag) -> (imag, -real) after the swap: kf_bfly4's forward rotation by -i.
-_ROTATE = np.array([1, -1], np.int32).reshape(2, 1, 1, 1)
-_CONJUGATE = np.array([1, -1], np.int32).reshape(2, 1, 1)
-_ROUND = np.int32(1 << (KISS_FRACBITS - 1))
-_DIV4 = np.int32(KISS_SAMP_MAX // 4)
-_DIV2 = np.int32(KISS_SAMP_MAX // 2)
+#: (re, im) pairs swapped: (a.r, a.i, b.r, b.i, ...) -> (a.i, a.r, b.i, b.r, ...).
+_SWAP = np.array([1, 0, 3, 2, 5, 4, 7, 6])
+
+
+def _butterfly_matrix(radix: int) -> npt.NDArray[np.float64]:
+    """Row vector of the legs after C_MUL (m0.r, m0.i, m1.r, ...) times this = the
+    butterfly's outputs (out0.r, out0.i, out1.r, ...), forward direction."""
+    if radix == 2:  # out0 = a + t, out1 = a - t
+        return np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, -1, 0], [0, 1, 0, -1]], np.float64)
+    # kf_bfly4 with a = m0, s0 = m1, s1 = m2, s2 = m3:
+    # out0 = a + s0 + s1 + s2, out2 = a - s0 + s1 - s2,
+    # out1 = (a - s1) + (s0 - s2) * -i, out3 = (a - s1) - (s0 - s2) * -i.
+    columns = [
+        {0: 1, 2: 1, 4: 1, 6: 1},
+        {1: 1, 3: 1, 5: 1, 7: 1},
+        {0: 1, 4: -1, 3: 1, 7: -1},
+        {1: 1, 5: -1, 2: -1, 6: 1},
+        {0: 1, 2: -1, 4: 1, 6: -1},
+        {1: 1, 3: -1, 5: 1, 7: -1},
+        {0: 1, 4: -1, 3: -1, 7: 1},
+        {1: 1, 5: -1, 2: 1, 6: -1},
+    ]
+    matrix = np.zeros((8, 8), np.float64)
+    for out, coefficients in enumerate(columns):
+        for row, value in coefficients.items():
+            matrix[row, out] = value
+    return matrix
 
 
 class KissFftr:
@@ -150,10 +176,13 @@ class KissFftr:
 
     ``fft_size`` must be a power of two (the front end rounds its window up to one), so
     the half-size complex FFT needs only kiss_fft's radix-4 and radix-2 butterflies.
-    Complex values are kept as one array with a leading (real, imag) axis, so each step of
-    a butterfly is one numpy operation for both parts and all frames; every value the C
-    stores into an int16 is stored into an int16 here (``casting="unsafe"`` wraps as the C
-    conversion does).
+
+    The recursion is unrolled into stages, innermost first. A stage gathers each
+    butterfly's legs into one row, rounds them as C_FIXDIV does, multiplies by the twiddles
+    and rounds as C_MUL does, then forms the sums with one small matrix product. Values are
+    float64 but always exact: integers, or integers times 2**-15 below 2**30 before a
+    rounding. Every sum the C stores into an int16 is wrapped like it (checked per stage;
+    outside +-32767 only for near-full-scale input).
     """
 
     def __init__(self, fft_size: int) -> None:
@@ -161,40 +190,65 @@ class KissFftr:
             raise MicroConfigError(f"FFT size: expected a power of two >= 8, got {fft_size}")
         self.fft_size = fft_size
         n = fft_size // 2
-        self._n = n
         factors = _kiss_factors(n)
         assert all(p in (2, 4) for p in factors)
-        # kf_work's recursion, unrolled: the leaf order of the input, then one stage per
-        # factor from the innermost (last) to the outermost (first).
-        self._order = self._leaf_order(n, factors, 1)
         levels = []
         fstride = 1
         for p in factors:
             levels.append((p, fstride, n // (fstride * p)))
             fstride *= p
         tw_real, tw_imag = _kiss_twiddle(-2 * np.pi * np.arange(n) / n)
+        order = self._leaf_order(n, factors, 1)
+
+        def input_flat(pos: npt.NDArray[np.int64], c: int) -> npt.NDArray[np.int64]:
+            # kiss_fftr reads the real input as n complex values: sample 2i real, 2i+1 imag.
+            return 2 * order[pos] + c
+
+        def output_flat(p: int, m: int) -> Any:
+            def flat(pos: npt.NDArray[np.int64], c: int) -> npt.NDArray[np.int64]:
+                group, rest = pos // (p * m), pos % (p * m)
+                leg, k = rest // m, rest % m
+                return (group * m + k) * 2 * p + 2 * leg + c
+
+            return flat
+
+        previous: Any = input_flat
         self._stages: list[_Stage] = []
-        for p, fstride_level, m in reversed(levels):
-            index = np.arange(1, p)[:, None] * np.arange(m)[None, :] * fstride_level
-            tr, ti = tw_real[index], tw_imag[index]
-            if m == 1:
-                self._stages.append(_Stage(p, fstride_level, m, None, None))
-                continue
-            same = np.stack((tr, tr)).astype(np.int32)[:, None, None]
-            swap = np.stack((-ti, ti)).astype(np.int32)[:, None, None]
-            self._stages.append(_Stage(p, fstride_level, m, same, swap))
+        for p, groups, m in reversed(levels):
+            butterfly = np.arange(groups * m)
+            group, k = butterfly // m, butterfly % m
+            leg = np.arange(p)
+            # Kiss's Fout index of each butterfly's legs, then where the last stage left it.
+            pos = group[:, None] * p * m + leg[None, :] * m + k[:, None]
+            gather = np.stack([previous(pos, 0), previous(pos, 1)], axis=-1).reshape(-1)
+            same = swap = None
+            if m > 1:
+                index = leg[None, :] * k[:, None] * groups
+                tr, ti = tw_real[index] / 32768.0, tw_imag[index] / 32768.0
+                same = np.stack([tr, tr], axis=-1).reshape(len(butterfly), 2 * p)
+                swap = np.stack([-ti, ti], axis=-1).reshape(len(butterfly), 2 * p)
+            fixdiv = (KISS_SAMP_MAX // p) / 32768.0
+            self._stages.append(_Stage(gather, len(butterfly), p, fixdiv, same, swap, _butterfly_matrix(p)))
+            previous = output_flat(p, m)
         half = n // 2
-        sr, si = _kiss_twiddle(-np.pi * ((np.arange(half) + 1) / n + 0.5))
-        self._super_same = np.stack((sr, sr)).astype(np.int32)[:, None]
-        self._super_swap = np.stack((-si, si)).astype(np.int32)[:, None]
         k = np.arange(1, half + 1)
-        self._split_index = np.concatenate((k, n - k))
-        # fpnk = conj(Z[n - k]): negate the imaginary part of the second half (int16 wrap).
-        sign = np.ones((2, 1, n), np.int16)
-        sign[1, 0, half:] = -1
-        self._split_sign = sign
-        #: Output columns of :meth:`__call__`: bins 1..n/2 then n-1..n/2.
-        self.bins = np.concatenate((k, n - k))
+        self._split_gather = np.stack(
+            [previous(k, 0), previous(k, 1), previous(n - k, 0), previous(n - k, 1)], axis=-1
+        ).reshape(-1)
+        self._half = half
+        sr, si = _kiss_twiddle(-np.pi * ((np.arange(half) + 1) / n + 0.5))
+        self._super_same = np.stack([sr, sr], axis=-1) / 32768.0
+        self._super_swap = np.stack([-si, si], axis=-1) / 32768.0
+        # (fpk.r, fpk.i, fpnk.r, fpnk.i) -> (f1.r, f1.i, f2.r, f2.i): f1 = fpk + fpnk, f2 = fpk - fpnk
+        self._sum_difference = np.array(
+            [[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, -1, 0], [0, 1, 0, -1]], np.float64
+        )
+        # (f1.r, f1.i, tw.r, tw.i) -> (f1.r + tw.r, f1.i + tw.i, f1.r - tw.r, tw.i - f1.i)
+        self._halves = np.array([[1, 0, 1, 0], [0, 1, 0, -1], [1, 0, -1, 0], [0, 1, 0, 1]], np.float64)
+        self._conjugate = np.array([1, 1, 1, -1], np.float64)
+        #: Bins of :meth:`__call__`'s output, in order: for k = 1..n/2, k (re, im) then n - k
+        #: (re, im). Bin n/2 comes twice; kiss_fftr writes the second copy last.
+        self.bins = np.stack([k, k, n - k, n - k], axis=-1).reshape(-1)
 
     @staticmethod
     def _leaf_order(n: int, factors: list[int], fstride: int) -> npt.NDArray[np.intp]:
@@ -205,84 +259,53 @@ class KissFftr:
         sub = KissFftr._leaf_order(m, rest, fstride * p)
         return np.concatenate([sub + q * fstride for q in range(p)])
 
-    def __call__(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.int32]:
-        """``samples``: (frames, fft_size) int16. Returns (2, frames, n) int32, real and
-        imaginary parts of bins :attr:`bins` (1..n/2, then n-1..n/2, n = fft_size / 2; bin
-        n/2 is valid in the last column, where kiss_fftr writes it last), exactly as
-        kiss_fftr leaves them. DC and Nyquist are not returned (the front end never uses them).
-        """
+    def __call__(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
+        """``samples``: (frames, fft_size) int16. Returns (frames, fft_size // 4, 4): the
+        real and imaginary parts of bins k and n - k for k = 1..n/2 (:attr:`bins`), exactly
+        as kiss_fftr leaves them. DC and Nyquist are not returned (the front end never uses
+        them)."""
         frames = samples.shape[0]
-        n = self._n
-        # kiss_fftr reads the real input as n complex values (even samples real, odd imag).
-        pairs = samples.reshape(frames, n, 2)[:, self._order, :]
-        z = np.ascontiguousarray(pairs.transpose(2, 0, 1))
+        values: npt.NDArray[Any] = samples
         for stage in self._stages:
-            z = self._butterflies(stage, z)
-        return self._split(z)
-
-    @staticmethod
-    def _butterflies(stage: _Stage, z: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
-        frames = z.shape[1]
-        p, m = stage.radix, stage.length
-        shape = (2, frames, stage.groups, p, m)
-        d = z.reshape(shape) * (_DIV4 if p == 4 else _DIV2)  # C_FIXDIV, in int32
-        d += _ROUND
-        d >>= KISS_FRACBITS
-        a = d[:, :, :, 0]
-        legs = d[:, :, :, 1:]
-        if stage.tw_same is None or stage.tw_swap is None:
-            product = legs
-        else:
-            product = legs * stage.tw_same  # C_MUL
-            product += legs[::-1] * stage.tw_swap
-            product += _ROUND
-            product >>= KISS_FRACBITS
-        out = np.empty(shape, np.int16)
-        if p == 2:
-            t = product[:, :, :, 0]
-            np.subtract(a, t, out=out[:, :, :, 1], casting="unsafe")
-            np.add(a, t, out=out[:, :, :, 0], casting="unsafe")
-            return out.reshape(2, frames, -1)
-        s0, s1, s2 = product[:, :, :, 0], product[:, :, :, 1], product[:, :, :, 2]
-        # The C stores every intermediate into an int16; sums and differences wrap modulo
-        # 2**16 either way, so wrapping once when the result is stored gives the same value.
-        s5 = a - s1
-        f0 = a + s1
-        s3 = s0 + s2
-        s4 = (s0 - s2)[::-1] * _ROTATE
-        np.subtract(f0, s3, out=out[:, :, :, 2], casting="unsafe")
-        np.add(f0, s3, out=out[:, :, :, 0], casting="unsafe")
-        np.add(s5, s4, out=out[:, :, :, 1], casting="unsafe")
-        np.subtract(s5, s4, out=out[:, :, :, 3], casting="unsafe")
-        return out.reshape(2, frames, -1)
-
-    def _split(self, z: npt.NDArray[np.int16]) -> npt.NDArray[np.int32]:
-        """kiss_fftr's post-processing of the half-size complex FFT into real-input bins."""
-        n = self._n
-        half = n // 2
-        both = z[:, :, self._split_index] * self._split_sign  # fpk | conj(fpnk), int16 wrap
-        both = both * _DIV2  # C_FIXDIV(.., 2) in int32
-        both += _ROUND
-        both >>= KISS_FRACBITS
-        fpk, fpnk = both[:, :, :half], both[:, :, half:]
-        # C_ADD / C_SUB store into int16, but cannot overflow: C_FIXDIV(.., 2) maps int16 into
-        # -16384..16383, so f1 is in -32768..32766 and f2 in -32767..32767.
-        f1 = fpk + fpnk
-        f2 = fpk - fpnk
-        tw = f2 * self._super_same  # C_MUL, int32 (fits: |f2| <= 2**15, |twiddle| ~ 2**15)
-        tw += f2[::-1] * self._super_swap
-        tw += _ROUND
-        tw >>= KISS_FRACBITS
-        tw = tw.astype(np.int16)
-        out = np.empty((2, z.shape[1], n), np.int32)
-        lower = out[:, :, :half]
-        np.add(f1, tw, out=lower, dtype=np.int32)
-        lower >>= 1  # HALF_OF
-        upper = out[:, :, half:]
-        np.subtract(f1, tw, out=upper, dtype=np.int32)
-        upper *= _CONJUGATE  # (f1.r - tw.r, tw.i - f1.i)
-        upper >>= 1
+            width = 2 * stage.radix
+            legs = values.take(stage.gather, axis=1).reshape(frames, stage.butterflies, width)
+            legs = legs * stage.fixdiv  # C_FIXDIV: round(x * (32767 // radix) / 32768)
+            legs += 0.5
+            np.floor(legs, out=legs)
+            if stage.tw_same is not None and stage.tw_swap is not None:
+                product = legs * stage.tw_same  # C_MUL, rounded back from Q15
+                product += legs.take(_SWAP[:width], axis=2) * stage.tw_swap
+                product += 0.5
+                np.floor(product, out=product)
+                legs = product
+            values = (legs.reshape(-1, width) @ stage.butterfly).reshape(frames, -1)
+            values = _wrap16_float(values)
+        both = values.take(self._split_gather, axis=1).reshape(frames, self._half, 4)
+        both *= self._conjugate  # fpnk = conj(Z[n - k]), stored in an int16
+        both[both == 32768] = -32768
+        both *= (KISS_SAMP_MAX // 2) / 32768.0  # C_FIXDIV(.., 2)
+        both += 0.5
+        np.floor(both, out=both)
+        # f1, f2: int16 stores that cannot overflow (C_FIXDIV by 2 maps int16 into
+        # -16384..16383, so f1 is in -32768..32766 and f2 in -32767..32767).
+        f = both @ self._sum_difference
+        f2 = f[..., 2:]
+        tw = f2 * self._super_same  # C_MUL by the super twiddles
+        tw += f2[..., ::-1] * self._super_swap
+        tw += 0.5
+        np.floor(tw, out=tw)
+        tw = _wrap16_float(tw)
+        out = np.concatenate((f[..., :2], tw), axis=-1) @ self._halves
+        out *= 0.5  # HALF_OF: an arithmetic shift, so floor
+        np.floor(out, out=out)
         return out
+
+
+def _wrap16_float(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Integer-valued floats stored into an int16 as C does (rare: only near full scale)."""
+    if values.size and np.abs(values).max() > 32767:
+        return (values + 32768) % 65536 - 32768
+    return values
 
 
 def _fixdiv(values: I64, divisor: int) -> I64:
@@ -483,9 +506,11 @@ class MicroTables:
         fb = self.filterbank_tables
         by_bin = np.zeros((fft_size // 2 + 1, self.channels), np.float64)
         by_bin[fb.start_index : fb.end_index] = fb.matrix
-        # Rows in the order the FFT returns its bins; bin n/2 comes twice, its first copy is stale.
+        # Rows in the order the FFT returns its bins and parts, so that the squared parts
+        # times this matrix are the filterbank's energy sums: bin n/2 comes twice, and its
+        # first copy (before kiss_fftr overwrites it) gets no weight.
         self._fft_matrix = by_bin[self.fft.bins]
-        self._fft_matrix[len(self.fft.bins) // 2 - 1] = 0
+        self._fft_matrix[len(self.fft.bins) - 4 : len(self.fft.bins) - 2] = 0
         # NoiseReductionPopulateState: float config * 2**14, truncated into uint16.
         scale = np.float32(1 << NOISE_REDUCTION_BITS)
         self.smoothing_bits = params.smoothing_bits
@@ -526,11 +551,11 @@ class MicroTables:
         shift = _INPUT_SHIFT[max_abs][:, None]
         fft_in = np.zeros((len(frames), self.fft_size), np.int16)
         np.left_shift(windowed, shift, out=fft_in[:, : self.window_samples], dtype=np.int32, casting="unsafe")
-        spectrum = self.fft(fft_in).astype(np.float64)
+        spectrum = self.fft(fft_in)
         spectrum *= spectrum
-        # (An energy of exactly 2**31, both parts -32768, turns negative in the C's int32;
-        # kiss_fftr's halving keeps its outputs within +-2**14, so it never occurs.)
-        work = ((spectrum[0] + spectrum[1]) @ self._fft_matrix).astype(np.int64)
+        # (Both parts at -32768, an energy of 2**31, would turn negative in the C's int32;
+        # not reachable through HALF_OF's sums in practice, and not emulated.)
+        work = (spectrum.reshape(len(frames), -1) @ self._fft_matrix).astype(np.int64)
         scaled: I64 = _sqrt_round(work) >> shift
         return scaled
 
