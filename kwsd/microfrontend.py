@@ -555,8 +555,8 @@ class MicroTables:
         spectrum *= spectrum
         # (Both parts at -32768, an energy of 2**31, would turn negative in the C's int32;
         # not reachable through HALF_OF's sums in practice, and not emulated.)
-        work = (spectrum.reshape(len(frames), -1) @ self._fft_matrix).astype(np.int64)
-        scaled: I64 = _sqrt_round(work) >> shift
+        work = spectrum.reshape(len(frames), -1) @ self._fft_matrix
+        scaled: I64 = _sqrt_round(work).astype(np.int64) >> shift
         return scaled
 
     # Stateful: noise reduction, then PCAN and log -------------------------------------
@@ -596,15 +596,20 @@ def _gain_key(estimate: I64) -> npt.NDArray[np.int64]:
     return key
 
 
-def _sqrt_round(values: I64) -> I64:
-    """FilterbankSqrt's Sqrt64: integer square root rounded to nearest, as the C computes it
-    (its 32-bit shortcut never rounds 65535 up)."""
-    root = np.floor(np.sqrt(values.astype(np.float64))).astype(np.int64)
-    root -= root * root > values
-    root += (root + 1) * (root + 1) <= values
-    remainder = values - root * root
-    up = (remainder > root) & ~((values < (1 << 32)) & (root == 0xFFFF))
-    rounded: I64 = root + up
+def _sqrt_round(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """FilterbankSqrt's Sqrt64 on integer-valued floats: the integer square root rounded to
+    nearest, as the C computes it (its 32-bit shortcut never rounds 65535 up)."""
+    root = np.sqrt(values)
+    np.floor(root, out=root)
+    if values.size and values.max() >= 2.0**52:
+        # Above 2**52 the float square root may land on the next integer: correct it (the
+        # filterbank sums stay far below this at the usual sizes).
+        root -= root * root > values
+        root += (root + 1) * (root + 1) <= values
+    up = values - root * root > root
+    if (root == 0xFFFF).any():
+        up &= ~((values < 2.0**32) & (root == 0xFFFF))
+    rounded: npt.NDArray[np.float64] = root + up
     return rounded
 
 

@@ -348,3 +348,22 @@ def test_a_bundle_from_before_the_state_field_reads_as_continuous() -> None:
 def test_what_the_front_end_cannot_do_is_refused_by_name(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         FrontendSpec(FrontendKind.MICRO, **kwargs)
+
+
+def test_the_filterbank_square_root_rounds_as_the_c_does() -> None:
+    """Sqrt64: isqrt rounded to nearest, except that its 32-bit shortcut keeps 65535."""
+    import math
+
+    from kwsd.microfrontend import _sqrt_round
+
+    def reference(x: int) -> int:
+        root = math.isqrt(x)
+        limit = 0xFFFF if x < 2**32 else 0xFFFFFFFF
+        return root + (x - root * root > root and root != limit)
+
+    rng = np.random.default_rng(3)
+    squares = [n * n + d for n in (1, 2, 3, 1000, 65534, 65535, 65536, 2**25 - 1) for d in (-1, 0, n, n + 1)]
+    values = [*range(300), *squares, 2**32 - 1, 2**32, 2**52 + 12345, *rng.integers(0, 2**50, 2000).tolist()]
+    values = [v for v in values if v >= 0]
+    got = _sqrt_round(np.array(values, np.float64)).astype(np.int64).tolist()
+    assert got == [reference(v) for v in values]
