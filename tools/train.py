@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 
 from kwsd.blas import use_one_blas_thread  # noqa: E402
 from kwsd.errors import KwsdError  # noqa: E402
-from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, SpecError  # noqa: E402
+from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, MicroState, SpecError  # noqa: E402
 from tools.training.features import Augmentation, partition_features  # noqa: E402
 from tools.training.trainer import RunSettings, Schedule, TrainingError  # noqa: E402
 
@@ -65,16 +65,15 @@ def frontend_for(args: argparse.Namespace) -> FrontendSpec:
     kind = FrontendKind(args.preprocess)
     try:
         if kind is FrontendKind.MICRO:
-            if args.feature_bin_count != 40:
-                raise TrainingError(
-                    f"--feature_bin_count: the micro front end has 40 channels, got {args.feature_bin_count}"
-                )
+            # train.py passes --feature_bin_count as the op's num_channels; features start
+            # fresh on every clip, and so will the daemon's (per_clip).
             return FrontendSpec(
                 FrontendKind.MICRO,
                 sample_rate_hz=args.sample_rate,
                 clip_duration_ms=args.clip_duration_ms,
                 window_size_ms=args.window_size_ms,
                 window_stride_ms=args.window_stride_ms,
+                micro=MicroParams(channel_count=args.feature_bin_count, state=MicroState.PER_CLIP),
             )
         window_samples = args.sample_rate * args.window_size_ms // 1000
         mfcc = MfccParams(
@@ -354,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--clip_duration_ms", type=int, default=1000, help="length of one clip (the model's window)")
     add("--window_size_ms", type=int, default=30, help="front-end frame length")
     add("--window_stride_ms", type=int, default=10, help="front-end frame step")
-    add("--feature_bin_count", type=int, default=40, help="MFCC cepstra per frame (micro: 40 channels)")
+    add("--feature_bin_count", type=int, default=40, help="MFCC cepstra per frame (micro: channels)")
     add("--how_many_training_steps", default="15000,3000", help="steps of each phase, comma-separated")
     add("--eval_step_interval", type=int, default=400, help="validate every this many steps")
     add("--learning_rate", default="0.001,0.0001", help="learning rate of each phase, comma-separated")
