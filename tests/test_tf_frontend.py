@@ -9,7 +9,7 @@ the largest differences measured are 1.4e-14 (tf_mfcc: the same float32 values) 
 (tf_average: float32 rounding of the pooled sums), and 1e-5 also catches a 32767 full scale
 (freeze.py's drift), which moves tf_average's features by 6.1e-5 and tf_mfcc's by 2.7e-4.
 
-The real speech in tests/data/speech_commands is from Speech Commands (Pete Warden, Google,
+The real speech in tests/fixtures/realspeech is from Speech Commands (Pete Warden, Google,
 CC BY 4.0); its README there carries the attribution.
 """
 
@@ -37,7 +37,7 @@ from kwsd.frontend import (
     tf_mel_filterbank,
 )
 
-SPEECH = sorted((Path(__file__).parent / "data" / "speech_commands").glob("*.wav"))
+SPEECH = sorted((Path(__file__).parent / "fixtures" / "realspeech").glob("*_nohash_*.wav"))
 TOLERANCE = 1e-5
 
 
@@ -414,7 +414,7 @@ def compare_on_file(tf, spec, wav_path):
 @pytest.mark.parametrize("kind", [FrontendKind.TF_MFCC, FrontendKind.TF_AVERAGE])
 def test_equals_tensorflow_on_real_speech_at_train_py_defaults(tf, kind, tmp_path):
     spec = tf_spec(kind, **TRAIN_PY_DEFAULT)
-    assert len(SPEECH) == 4
+    assert len(SPEECH) == 5
     largest = max(compare_on_file(tf, spec, path) for path in SPEECH)
     # A clip shorter than the clip length: decode_wav pads with zeros, fit_to_clip likewise.
     short = tmp_path / "short.wav"
