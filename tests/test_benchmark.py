@@ -43,6 +43,7 @@ def test_benchmark_prints_all_three_measurements():
     assert set(figures) == {
         "training",
         "streaming",
+        "micro_speech",
         "cpu_ms_per_audio_s",
         "frontend_ms",
         "interpreter_ms",
@@ -55,6 +56,7 @@ def test_benchmark_prints_all_three_measurements():
     assert figures["cpu_ms_per_audio_s"] > 0 and figures["startup_s"] > 0
     assert figures["training"] is None and "4. training throughput" in out
     assert figures["streaming"] is None and "5. streaming accuracy" in out
+    assert figures["micro_speech"] is None and "6. a micro_speech-style model" in out
 
 
 @pytest.mark.slow
@@ -77,3 +79,8 @@ def test_benchmark_measures_training_and_streaming_accuracy_on_a_set_it_makes():
     assert training["kwsd_steps_per_s"] > 0 and training["baseline_steps_per_s"] > 0
     assert training["ratio"] == training["kwsd_steps_per_s"] / training["baseline_steps_per_s"]
     assert "kwsd (precomputed pool)" in out and "baseline (features/step)" in out
+    micro = figures["micro_speech"]
+    assert set(micro) == {
+        f"{state}_{block}ms_blocks" for state in ("per_clip", "continuous") for block in (250, 20)
+    }
+    assert all(value > 0 for value in micro.values())

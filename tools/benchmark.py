@@ -14,7 +14,12 @@ Prints:
   4. training throughput: tools/benchmark_train.py (the trainer's step on the feature pool
      against recomputing features every step) on a small espeak-ng set made for the run;
   5. streaming accuracy and false accepts per hour of the model on streams generated from
-     that set (voices the demo model never heard): 10 minutes of words and 30 of background.
+     that set (voices the demo model never heard): 10 minutes of words and 30 of background;
+  6. pipeline CPU per audio second of a micro_speech-style model (tiny_conv, int8, 49 x 40
+     micro features at 30/20 ms, clip stride 20 ms; made untrained here: the cost does not
+     depend on the weights) with the micro front end per_clip (as train.py trains) and
+     continuous (as the firmware runs), at the section's block size and at 20 ms blocks (the
+     daemon's default audio.block_ms).
 
 CPU times are thread CPU time (``time.thread_time_ns``), the median of ``--repeats``
 interleaved runs, so another process on the machine slows the wall clock but not these.
@@ -68,8 +73,8 @@ def main() -> int:
     parser.add_argument(
         "--no-training",
         action="store_true",
-        help="skip 4 and 5, the sections that make a synthetic data set (4 needs TensorFlow, both "
-        "need espeak-ng and sox; a few minutes)",
+        help="skip 4, 5 and 6, the sections that make a data set or a model (4 and 6 need "
+        "TensorFlow, 4 and 5 espeak-ng and sox; a few minutes)",
     )
     args = parser.parse_args()
 
@@ -159,12 +164,14 @@ def main() -> int:
     with synthetic_set(skip=args.no_training) as data_dir:
         training = training_throughput(data_dir, skip=args.no_training)
         streaming = streaming_accuracy(data_dir, args.model, skip=args.no_training)
+    micro = micro_speech_cost(audio, args.block_ms, args.repeats, skip=args.no_training)
     if args.json:
         print(
             json.dumps(
                 {
                     "training": training,
                     "streaming": streaming,
+                    "micro_speech": micro,
                     "cpu_ms_per_audio_s": round(total, 4),
                     "frontend_ms": round(frontend, 4),
                     "interpreter_ms": round(interp, 4),
@@ -177,6 +184,59 @@ def main() -> int:
             )
         )
     return 0
+
+
+def micro_speech_cost(
+    audio: np.ndarray, block_ms: int, repeats: int, *, skip: bool
+) -> dict[str, float] | None:
+    """Section 6: ms of pipeline CPU per audio second of a micro_speech-style model, per_clip and
+    continuous, at ``block_ms`` and 20 ms blocks (None when skipped or TensorFlow is missing)."""
+    print()
+    print("6. a micro_speech-style model (tiny_conv, int8 49x40 micro, clip stride 20 ms): pipeline CPU")
+    missing = "--no-training" if skip else _missing_tools((), tensorflow=True)
+    if missing:
+        print(f"   skipped ({missing})")
+        return None
+    _tools_on_path()
+    from kwsd.bundle import make_bundle
+    from kwsd.frontend import FrontendKind, FrontendSpec, MicroParams, MicroState
+    from tools.training.console import native_output_to
+    from tools.training.export import convert
+    from tools.training.models import build_model
+
+    labels = ("_silence_", "_unknown_", "yes", "no")
+    figures: dict[str, float] = {}
+    specs = {
+        state: FrontendSpec(FrontendKind.MICRO, window_stride_ms=20, micro=MicroParams(state=state))
+        for state in (MicroState.PER_CLIP, MicroState.CONTINUOUS)
+    }
+    frames, features = specs[MicroState.PER_CLIP].feature_shape
+    # TensorFlow's C++ and converter lines go to a log, not between the figures.
+    with native_output_to(Path(tempfile.gettempdir()) / "kwsd-benchmark-tensorflow.log"):
+        model = build_model("tiny_conv", frames=frames, features=features, label_count=len(labels))
+        representative = np.random.default_rng(0).uniform(0, 26, (50, frames, features)).astype(np.float32)
+        _, int8 = convert(model, specs[MicroState.PER_CLIP], representative)
+    settings, stride = resolve_detection({}, {}, window_stride_ms=20)
+    for state, spec in specs.items():
+        bundle = make_bundle(int8, labels, spec, name=f"micro-{state.value}", tool="benchmark")
+        classifier = TfliteClassifier(bundle)
+        for block in dict.fromkeys((block_ms, 20)):
+            size = spec.sample_rate_hz * block // 1000
+            totals = []
+            for _ in range(repeats):
+                pipeline = Pipeline(
+                    spec, classifier, RecognizeCommands(labels, settings), stride, profile=True
+                )
+                for start in range(0, len(audio), size):
+                    pipeline.feed(audio[start : start + size])
+                totals.append(pipeline.stats.total_ns / 1e6 / (len(audio) / spec.sample_rate_hz))
+            total = statistics.median(totals)
+            figures[f"{state.value}_{block}ms_blocks"] = round(total, 4)
+            print(
+                f"   {state.value:10} {block:4d} ms blocks: {total:7.3f} ms per audio second "
+                f"({total / TARGET_MS_PER_AUDIO_S:.2f} x the {TARGET_MS_PER_AUDIO_S} ms target)"
+            )
+    return figures
 
 
 #: Voices of the synthetic set sections 4 and 5 use: another seed than the demo's training set,
