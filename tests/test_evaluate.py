@@ -165,6 +165,9 @@ def test_evaluate_finds_every_demo_word(tmp_path: Path) -> None:
     assert report["tolerance_ms"] == 750.0
     text = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH)
     assert "100.0% matched, 100.0% correct, 0.0% wrong, 0.0% false positive (of 10 words)" in text.stdout
+    # The plain figure beside TensorFlow's: keyword words heard with their own label.
+    assert "heard:   8 of 8 keyword words (100.0%), each with its own label\n" in text.stdout
+    assert "can pass 100%" not in text.stdout  # said only when a second hit makes it so
 
 
 def test_evaluate_refuses_bad_input_with_its_exit_code(tmp_path: Path) -> None:
