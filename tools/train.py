@@ -36,8 +36,10 @@ import logging
 import math
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 TOOLS_DIR = Path(__file__).resolve().parent
 if str(TOOLS_DIR.parent) not in sys.path:
@@ -48,8 +50,14 @@ import numpy as np  # noqa: E402
 from kwsd.blas import use_one_blas_thread  # noqa: E402
 from kwsd.errors import KwsdError  # noqa: E402
 from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, MicroState, SpecError  # noqa: E402
-from tools.training.features import Augmentation, partition_features  # noqa: E402
+from tools.training.augment import AugmentSettingError, SpecAugment  # noqa: E402
+from tools.training.features import Augmentation, FeatureSet  # noqa: E402
 from tools.training.trainer import RunSettings, Schedule, TrainingError  # noqa: E402
+
+if TYPE_CHECKING:
+    from tools.training.augment import AugmentAssets
+    from tools.training.dataset import Dataset, DatasetSettings
+    from tools.training.sources import DataSource
 
 log = logging.getLogger("train")
 
@@ -112,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             f"expected one of {', '.join(models.ARCHITECTURES)}"
         )
     spec = frontend_for(args)
+    augmentation, spec_augment = augmentation_from_args(args)
+    sources = data_sources_from_args(args)
     wanted = tuple(w.strip().lower() for w in args.wanted_words.split(",") if w.strip())
     if not wanted:
         raise TrainingError("--wanted_words: expected at least one word")
@@ -126,9 +136,12 @@ def run(args: argparse.Namespace) -> int:
         resample=not args.no_resample,
         skip_bad_files=args.skip_bad_files,
     )
-    data_dir = Path(args.data_dir)
+    data_dir = sources[0].data_dir
     train_dir = Path(args.train_dir)
     started = time.monotonic()
+    # The user's impulse responses and noise are read (and refused) before anything is
+    # downloaded or written.
+    assets = augmentation_assets(augmentation, settings, seed=args.seed)
 
     # 1. data
     if args.data_url:
@@ -144,32 +157,13 @@ def run(args: argparse.Namespace) -> int:
                 f"({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): add --data_url= to train "
                 "on them without downloading"
             ) from None
-    dataset = data.load_dataset(data_dir, settings, seed=args.seed)
-    print(dataset.report.text(), file=sys.stderr)
-    labels = list(dataset.labels)
-    print(
-        "data: "
-        + ", ".join(f"{p} {len(dataset.items[p])}" for p in data.PARTITIONS)
-        + f" items; labels {', '.join(labels)}",
-        file=sys.stderr,
-    )
+    datasets = load_data_sources(sources, settings, seed=args.seed)
+    labels = list(datasets[0].labels)
 
     # 2. features
-    augmentation = Augmentation(args.background_volume, args.background_frequency, args.time_shift_ms)
-    cache = train_dir / "features"
-    feature_sets = {
-        partition: partition_features(
-            dataset,
-            spec,
-            partition,
-            augmentation=augmentation,
-            copies=args.augment_copies,
-            seed=args.seed,
-            cache_dir=cache,
-            workers=args.workers,
-        )
-        for partition in data.PARTITIONS
-    }
+    feature_sets = source_features(
+        datasets, sources, spec, args, augmentation=augmentation, assets=assets, cache=train_dir / "features"
+    )
     print(
         f"features: {spec.describe()}; training pool {len(feature_sets['training'])} "
         f"({args.augment_copies} augmented copies per item) [{time.monotonic() - started:.0f} s]",
@@ -222,8 +216,14 @@ def run(args: argparse.Namespace) -> int:
                 "augmentation": vars(augmentation),
                 "augment_copies": args.augment_copies,
                 "seed": args.seed,
+                "sources": [
+                    {"name": s.name, "data_dir": str(s.data_dir.resolve()), "weight": s.weight}
+                    for s in sources
+                ],
+                "spec_augment": vars(spec_augment),
             },
         },
+        spec_augment=spec_augment,
     )
     from tools.training.trainer import train
 
@@ -247,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 4. export
     from tools.training.export import export_bundles
+    from tools.training.trainer import breakdown_metrics
 
     training = feature_sets["training"]
     pick = np.random.default_rng(args.seed).permutation(len(training))[: args.representative_count]
@@ -258,19 +259,30 @@ def run(args: argparse.Namespace) -> int:
         representative=training.x[pick],
         test_x=feature_sets["testing"].x,
         test_y=feature_sets["testing"].y,
+        test_source=feature_sets["testing"].source,
+        source_names=feature_sets["testing"].source_names,
         out_dir=Path(args.model_dir),
         tool=TOOL_NAME,
         dataset={
             "data_dir": str(data_dir),
             "data_url": args.data_url,
-            "items": {p: len(dataset.items[p]) for p in data.PARTITIONS},
+            "items": {p: sum(len(d.items[p]) for d in datasets) for p in data.PARTITIONS},
             "seed": args.seed,
+            "sources": {
+                s.name: {
+                    "data_dir": str(s.data_dir),
+                    "weight": s.weight,
+                    "items": {p: len(d.items[p]) for p in data.PARTITIONS},
+                }
+                for s, d in zip(sources, datasets, strict=True)
+            },
         },
         metrics={
             "architecture": args.model_architecture,
             "steps": result.last_step,
             "keras_test_accuracy": round(result.test_accuracy or 0.0, 5),
             "keras_validation_accuracy": round(result.validation_accuracy or 0.0, 5),
+            "keras_validation_by_source": breakdown_metrics(result.validation_breakdown),
             "parameters": int(model.count_params()),
         },
     )
@@ -310,7 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
         "under it (each still settable with its own flag)",
     )
     add(
-        "--data_dir", default=None, help="data: <word>/*.wav, _background_noise_/*.wav (/tmp/speech_dataset/)"
+        "--data_dir",
+        action="append",
+        default=None,
+        metavar="[NAME=]DIR[:WEIGHT]",
+        help="data: <word>/*.wav, _background_noise_/*.wav (/tmp/speech_dataset/). Repeat it (or give "
+        "NAME=DIR:WEIGHT,NAME=DIR:WEIGHT) to train on several sources, e.g. --data_dir me=~/rec:3 "
+        "--data_dir sc=/tmp/speech_dataset: each is split by the hash rule on its own, WEIGHT "
+        "(default 1) scales how often its training clips are drawn, and accuracy is reported per "
+        "source and word",
     )
     add(
         "--background_volume",
@@ -407,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--representative_count", type=int, default=500, help="training inputs calibrating the int8 model")
     add("--no_export", action="store_true", help="stop after training (tools/export.py can export later)")
+    add_augmentation_flags(parser)
     return parser
 
 
@@ -456,6 +477,277 @@ def main(argv: list[str] | None = None) -> int:
 
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# --- data sources and augmentation: argument plumbing ---------------------------------------
+#
+# Kept apart from run() and the console code: each function turns flags into the library's
+# values (tools/training/sources.py, augment.py, features.py) or runs one data stage.
+
+#: The robustness augmentation's defaults, chosen by an ablation on real speech (README,
+#: "Augmentation"); --no_robust_augmentation switches all of them off.
+AUGMENT_DEFAULTS: dict[str, str | float | int] = {
+    "reverb_probability": 0.3,
+    "rt60_ms_range": "200,800",
+    "simulated_rir_count": 64,
+    "noise_probability": 0.3,
+    "snr_db_range": "0,20",
+    "gain_db_range": "-10,10",
+    "speed_range": "0.9,1.1",
+    "pitch_semitones_range": "-2,2",
+    "bandlimit_probability": 0.3,
+    "highpass_hz_range": "100,300",
+    "lowpass_hz_range": "3000,7000",
+    "time_masks": 2,
+    "time_mask_frames": 5,
+    "freq_masks": 1,
+    "freq_mask_bins": 2,
+}
+
+
+def add_augmentation_flags(parser: argparse.ArgumentParser) -> None:
+    """kwsd's robustness augmentation (off with --no_robust_augmentation; train.py's
+    --background_* and --time_shift_ms work as before either way)."""
+    group = parser.add_argument_group(
+        "robustness augmentation",
+        textwrap.fill(
+            "Each training copy gets, in this order: speed, pitch, [time shift], reverberation, noise "
+            "at an SNR (instead of the --background_volume mix), [background mix], band-limiting, "
+            "gain; then time and frequency masks on the features of every batch (drawn afresh at "
+            "each step, not stored in the pool). Ranges are LOW,HIGH, drawn uniformly with --seed. "
+            "Silence items get only band-limiting and gain. Bad values or unusable folders stop the "
+            "run before anything is written: exit 64 for a value, 65 for a file.",
+            width=90,
+        ),
+    )
+    add = group.add_argument
+    d = AUGMENT_DEFAULTS
+    add(
+        "--no_robust_augmentation",
+        action="store_true",
+        help="every augmentation below off: train.py's noise and time shift only",
+    )
+    add(
+        "--reverb_probability",
+        type=float,
+        default=d["reverb_probability"],
+        help="share of training copies convolved with a room impulse response (0: off) (%(default)s)",
+    )
+    add(
+        "--rt60_ms_range",
+        default=d["rt60_ms_range"],
+        help="decay times of the simulated rooms, ms (%(default)s)",
+    )
+    add(
+        "--simulated_rir_count",
+        type=int,
+        default=d["simulated_rir_count"],
+        help="simulated rooms in the run's impulse-response bank (0: measured ones only) (%(default)s)",
+    )
+    add(
+        "--rir_dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="measured impulse responses: mono WAVs at --sample_rate, added to the bank (repeatable)",
+    )
+    add(
+        "--noise_probability",
+        type=float,
+        default=d["noise_probability"],
+        help="share of training copies mixed with noise at an SNR from --snr_db_range (0: off) (%(default)s)",
+    )
+    add("--snr_db_range", default=d["snr_db_range"], help="speech-to-noise ratios, dB (%(default)s)")
+    add(
+        "--noise_dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="noise recordings (WAVs of at least one clip) besides _background_noise_ (repeatable)",
+    )
+    add(
+        "--gain_db_range",
+        default=d["gain_db_range"],
+        help="gain of every training copy, dB, clipped at full scale (0,0: off) (%(default)s)",
+    )
+    add(
+        "--speed_range",
+        default=d["speed_range"],
+        help="speed factor, tempo and pitch together (1,1: off) (%(default)s)",
+    )
+    add(
+        "--pitch_semitones_range",
+        default=d["pitch_semitones_range"],
+        help="pitch shift at the same tempo, semitones (0,0: off) (%(default)s)",
+    )
+    add(
+        "--bandlimit_probability",
+        type=float,
+        default=d["bandlimit_probability"],
+        help="share of training copies band-limited like a cheap USB microphone (0: off) (%(default)s)",
+    )
+    add("--highpass_hz_range", default=d["highpass_hz_range"], help="its high-pass corner, Hz (%(default)s)")
+    add("--lowpass_hz_range", default=d["lowpass_hz_range"], help="its low-pass corner, Hz (%(default)s)")
+    add(
+        "--time_masks",
+        type=int,
+        default=d["time_masks"],
+        help="SpecAugment time masks per input, drawn afresh at every step (0: off) (%(default)s)",
+    )
+    add("--time_mask_frames", type=int, default=d["time_mask_frames"], help="widest time mask (%(default)s)")
+    add(
+        "--freq_masks",
+        type=int,
+        default=d["freq_masks"],
+        help="SpecAugment feature masks per input (MFCC: cepstral coefficients; micro: channels) "
+        "(0: off) (%(default)s)",
+    )
+    add("--freq_mask_bins", type=int, default=d["freq_mask_bins"], help="widest feature mask (%(default)s)")
+
+
+def augmentation_from_args(args: argparse.Namespace) -> tuple[Augmentation, SpecAugment]:
+    """The augmentation the flags describe; TrainingError naming the flag when one is out of range."""
+    from tools.training.augment import check_probability, parse_range
+
+    try:
+        for flag, value in (
+            ("--background_volume", args.background_volume),
+            ("--background_frequency", args.background_frequency),
+        ):
+            check_probability(flag, value)
+        if args.no_robust_augmentation:
+            robust: dict[str, object] = {}
+            masks = SpecAugment()
+        else:
+            for flag in ("--simulated_rir_count", "--time_masks", "--time_mask_frames", "--freq_masks"):
+                if getattr(args, flag[2:]) < 0:
+                    raise AugmentSettingError(f"{flag}: expected 0 or more, got {getattr(args, flag[2:])}")
+            nyquist = args.sample_rate / 2
+            robust = {
+                "reverb_probability": check_probability("--reverb_probability", args.reverb_probability),
+                "rt60_ms_range": parse_range("--rt60_ms_range", args.rt60_ms_range, low=10, high=5000),
+                "simulated_rir_count": args.simulated_rir_count,
+                "rir_dirs": tuple(args.rir_dir),
+                "noise_probability": check_probability("--noise_probability", args.noise_probability),
+                "snr_db_range": parse_range("--snr_db_range", args.snr_db_range, low=-30, high=100),
+                "noise_dirs": tuple(args.noise_dir),
+                "gain_db_range": parse_range("--gain_db_range", args.gain_db_range, low=-60, high=40),
+                "speed_range": parse_range("--speed_range", args.speed_range, low=0.5, high=2.0),
+                "pitch_semitones_range": parse_range(
+                    "--pitch_semitones_range", args.pitch_semitones_range, low=-12, high=12
+                ),
+                "bandlimit_probability": check_probability(
+                    "--bandlimit_probability", args.bandlimit_probability
+                ),
+                "highpass_hz_range": parse_range(
+                    "--highpass_hz_range", args.highpass_hz_range, low=0, high=nyquist
+                ),
+                "lowpass_hz_range": parse_range(
+                    "--lowpass_hz_range", args.lowpass_hz_range, low=0, high=nyquist
+                ),
+            }
+            if robust["reverb_probability"] and not args.simulated_rir_count and not args.rir_dir:
+                raise AugmentSettingError(
+                    "--reverb_probability: no impulse responses (--simulated_rir_count 0 and no --rir_dir)"
+                )
+            masks = SpecAugment(args.time_masks, args.time_mask_frames, args.freq_masks, args.freq_mask_bins)
+    except AugmentSettingError as err:
+        raise TrainingError(str(err)) from None
+    augmentation = Augmentation(
+        args.background_volume,
+        args.background_frequency,
+        args.time_shift_ms,
+        **robust,  # type: ignore[arg-type]
+    )
+    return augmentation, masks
+
+
+def augmentation_assets(
+    augmentation: Augmentation, settings: DatasetSettings, *, seed: int
+) -> AugmentAssets | None:
+    """The run's impulse-response bank and the user's noise (None when nothing uses them)."""
+    from tools.training.augment import make_assets
+
+    wants_rirs = augmentation.reverb_probability > 0
+    if not wants_rirs and not augmentation.noise_dirs:
+        return None
+    return make_assets(
+        sample_rate_hz=settings.sample_rate_hz,
+        clip_samples=settings.clip_samples,
+        seed=seed,
+        simulated_rir_count=augmentation.simulated_rir_count if wants_rirs else 0,
+        rt60_ms_range=augmentation.rt60_ms_range,
+        rir_dirs=augmentation.rir_dirs if wants_rirs else (),
+        noise_dirs=augmentation.noise_dirs,
+    )
+
+
+def data_sources_from_args(args: argparse.Namespace) -> list[DataSource]:
+    from tools.training.sources import parse_data_sources
+
+    return parse_data_sources(args.data_dir)
+
+
+def load_data_sources(sources: list[DataSource], settings: DatasetSettings, *, seed: int) -> list[Dataset]:
+    """Each source loaded and checked, its report printed (named when there are several)."""
+    from tools.training import dataset as data
+    from tools.training.sources import load_sources
+
+    datasets = load_sources(sources, settings, seed=seed)
+    several = len(sources) > 1
+    for source, dataset in zip(sources, datasets, strict=True):
+        prefix = (
+            f"data {source.name} ({source.data_dir}, weight {source.weight:g}): " if several else "data: "
+        )
+        if several:
+            print(f"{prefix}report", file=sys.stderr)
+        print(dataset.report.text(), file=sys.stderr)
+        print(
+            prefix
+            + ", ".join(f"{p} {len(dataset.items[p])}" for p in data.PARTITIONS)
+            + f" items; labels {', '.join(dataset.labels)}",
+            file=sys.stderr,
+        )
+    return datasets
+
+
+def source_features(
+    datasets: list[Dataset],
+    sources: list[DataSource],
+    spec: FrontendSpec,
+    args: argparse.Namespace,
+    *,
+    augmentation: Augmentation,
+    assets: AugmentAssets | None,
+    cache: Path,
+) -> dict[str, FeatureSet]:
+    """Every partition's features over all sources; with several, each one's share of batches."""
+    from tools.training import dataset as data
+    from tools.training.sources import batch_shares, pooled_features
+
+    feature_sets = {
+        partition: pooled_features(
+            datasets,
+            sources,
+            spec,
+            partition,
+            augmentation=augmentation,
+            copies=args.augment_copies,
+            seed=args.seed,
+            cache_dir=cache,
+            workers=args.workers,
+            assets=assets,
+        )
+        for partition in data.PARTITIONS
+    }
+    if len(sources) > 1:
+        shares = batch_shares(feature_sets["training"])
+        print(
+            "sources: share of training batches "
+            + ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares.items()),
+            file=sys.stderr,
+        )
+    return feature_sets
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,19 @@ def c_array(tflite: bytes, name: str) -> str:
 
 def measure(bundle: Bundle, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> tuple[float, Any]:
     """(accuracy, confusion matrix) of a bundle on features, through kwsd's TfliteClassifier."""
-    from kwsd.classifier import TfliteClassifier
     from tools.training.trainer import confusion
 
-    classifier = TfliteClassifier(bundle)
-    predicted = np.array([int(np.argmax(classifier.classify(window))) for window in x], np.int64)
+    predicted = classify_all(bundle, x)
     accuracy = float(np.mean(predicted == y)) if len(y) else 0.0
     return accuracy, confusion(y, predicted, len(bundle.labels))
+
+
+def classify_all(bundle: Bundle, x: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+    """The top label index of every window, through kwsd's TfliteClassifier."""
+    from kwsd.classifier import TfliteClassifier
+
+    classifier = TfliteClassifier(bundle)
+    return np.array([int(np.argmax(classifier.classify(window))) for window in x], np.int64)
 
 
 def export_bundles(
@@ -122,9 +129,16 @@ def export_bundles(
     tool: str,
     dataset: dict[str, Any],
     metrics: dict[str, Any],
+    test_source: npt.NDArray[np.int64] | None = None,
+    source_names: Sequence[str] = (),
 ) -> list[Exported]:
-    """Convert, measure and write both bundles and the extras; returns what was written."""
+    """Convert, measure and write both bundles and the extras; returns what was written.
+
+    The metrics hold the test accuracy over all, and by source and word (``test_by_source``:
+    source -> accuracy, count, words -> accuracy, count; one source ``all`` without
+    ``test_source``)."""
     from kwsd.classifier import TfliteClassifier
+    from tools.training.trainer import accuracy_breakdown, breakdown_metrics, confusion
 
     float_tflite, int8_tflite = convert(model, spec, representative)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,13 +147,17 @@ def export_bundles(
     exported = []
     for kind, tflite, suffix in (("int8", int8_tflite, ""), ("float32", float_tflite, "-float")):
         draft = make_bundle(tflite, labels, spec, name=name, tool=tool, dataset=dataset)
-        accuracy, matrix = measure(draft, test_x, test_y)
+        predicted = classify_all(draft, test_x)
+        accuracy = float(np.mean(predicted == test_y)) if len(test_y) else 0.0
+        matrix = confusion(test_y, predicted, len(labels))
+        breakdown = accuracy_breakdown(test_y, predicted, labels, test_source, source_names)
         bundle_metrics = {
             **metrics,
             "quantization": kind,
             "test_accuracy": round(accuracy, 5),
             "test_count": len(test_y),
             "test_confusion": matrix.tolist(),
+            "test_by_source": breakdown_metrics(breakdown),
         }
         bundle = make_bundle(
             tflite, labels, spec, name=name, tool=tool, dataset=dataset, metrics=bundle_metrics

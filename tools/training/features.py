@@ -31,7 +31,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,9 @@ import numpy.typing as npt
 from kwsd.audio import float_to_int16
 from kwsd.frontend import FrontendSpec, compute_features
 from kwsd.labels import SILENCE_LABEL
+from tools.training import augment
+from tools.training.augment import AugmentAssets
+from tools.training.dataset import BACKGROUND_NOISE_DIR
 
 if TYPE_CHECKING:
     from tools.training.dataset import Dataset, Item
@@ -54,11 +57,38 @@ Int16Array = npt.NDArray[np.int16]
 
 @dataclass(frozen=True)
 class Augmentation:
-    """train.py's augmentation flags."""
+    """train.py's augmentation flags, then kwsd's robustness ones (all off by default here:
+    with them off the pool is exactly train.py's; tools/train.py's defaults are in its --help).
+
+    Ranges are ``(low, high)``, drawn uniformly; a probability of 0, a speed range of (1, 1)
+    and pitch or gain ranges of (0, 0) switch that augmentation off.
+    """
 
     background_volume: float = 0.1
     background_frequency: float = 0.8
     time_shift_ms: int = 100
+    #: Share of speech copies convolved with an impulse response from the run's bank.
+    reverb_probability: float = 0.0
+    rt60_ms_range: tuple[float, float] = (200.0, 800.0)
+    simulated_rir_count: int = 0
+    rir_dirs: tuple[str, ...] = ()
+    #: Share of speech copies mixed with noise at an SNR (instead of train.py's volume rule).
+    noise_probability: float = 0.0
+    snr_db_range: tuple[float, float] = (0.0, 20.0)
+    noise_dirs: tuple[str, ...] = ()
+    gain_db_range: tuple[float, float] = (0.0, 0.0)
+    speed_range: tuple[float, float] = (1.0, 1.0)
+    pitch_semitones_range: tuple[float, float] = (0.0, 0.0)
+    #: Share of copies (speech and silence) band-limited like a cheap microphone.
+    bandlimit_probability: float = 0.0
+    highpass_hz_range: tuple[float, float] = (100.0, 300.0)
+    lowpass_hz_range: tuple[float, float] = (3000.0, 7000.0)
+
+    def __post_init__(self) -> None:
+        # Read back from a checkpoint's JSON record, tuples arrive as lists.
+        for name, value in vars(self).items():
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
 
 
 @dataclass(frozen=True)
@@ -75,6 +105,17 @@ class Recipe:
     noise: str | None = None
     noise_offset: int = 0
     noise_volume: float = 0.0
+    # kwsd's robustness augmentation, applied in this order around train.py's steps:
+    # speed, pitch, [shift], reverb, noise at an SNR, [background mix], band, gain.
+    speed: float = 1.0
+    pitch_semitones: float = 0.0
+    rir: int = -1  # index in the run's AugmentAssets.rirs; -1: none
+    snr_noise: str | None = None  # a key of noise_pool()
+    snr_noise_offset: int = 0
+    snr_db: float = 0.0
+    highpass_hz: float = 0.0
+    lowpass_hz: float = 0.0
+    gain_db: float = 0.0
 
 
 def make_recipe(
@@ -85,8 +126,11 @@ def make_recipe(
     rng: np.random.Generator,
     *,
     augment: bool,
+    assets: AugmentAssets | None = None,
 ) -> Recipe:
-    """train.py's get_data choices for one item."""
+    """train.py's get_data choices for one item, then kwsd's robustness choices (drawn after
+    train.py's, and only for the augmentations that are on: with them off, the same seed gives
+    exactly the recipes it gave before they existed)."""
     spec_rate = dataset.settings.sample_rate_hz
     clip_samples = spec_rate * dataset.settings.clip_duration_ms // 1000
     shift = 0
@@ -95,30 +139,105 @@ def make_recipe(
         shift = int(rng.integers(-limit, limit))  # uniform in [-limit, limit)
     is_silence = item.label == SILENCE_LABEL
     if not dataset.noise or not (augment or is_silence):
-        return Recipe(label_index, item.path, shift)
-    names = sorted(dataset.noise)
-    name = names[int(rng.integers(len(names)))]
-    offset = int(rng.integers(0, len(dataset.noise[name]) - clip_samples + 1))
-    if is_silence:
-        volume = float(rng.uniform(0.0, 1.0))
-    elif rng.uniform(0.0, 1.0) < augmentation.background_frequency:
-        volume = float(rng.uniform(0.0, augmentation.background_volume))
+        recipe = Recipe(label_index, item.path, shift)
     else:
-        volume = 0.0
-    return Recipe(label_index, item.path, shift, name, offset, volume)
+        names = sorted(dataset.noise)
+        name = names[int(rng.integers(len(names)))]
+        offset = int(rng.integers(0, len(dataset.noise[name]) - clip_samples + 1))
+        if is_silence:
+            volume = float(rng.uniform(0.0, 1.0))
+        elif rng.uniform(0.0, 1.0) < augmentation.background_frequency:
+            volume = float(rng.uniform(0.0, augmentation.background_volume))
+        else:
+            volume = 0.0
+        recipe = Recipe(label_index, item.path, shift, name, offset, volume)
+    if not augment:
+        return recipe
+    return _robust_choices(
+        recipe,
+        is_silence,
+        dataset=dataset,
+        augmentation=augmentation,
+        rng=rng,
+        assets=assets,
+        clip_samples=clip_samples,
+    )
 
 
-def render(recipe: Recipe, dataset: Dataset, clip_samples: int) -> Int16Array:
-    """The int16 audio of one input (the formula in :class:`Recipe`)."""
+def _robust_choices(
+    recipe: Recipe,
+    is_silence: bool,
+    *,
+    dataset: Dataset,
+    augmentation: Augmentation,
+    rng: np.random.Generator,
+    assets: AugmentAssets | None,
+    clip_samples: int,
+) -> Recipe:
+    a = augmentation
+    changes: dict[str, Any] = {}
+    if not is_silence:  # what happens to a talker: silence items are noise alone
+        if a.speed_range != (1.0, 1.0):
+            changes["speed"] = float(rng.uniform(*a.speed_range))
+        if a.pitch_semitones_range != (0.0, 0.0):
+            changes["pitch_semitones"] = float(rng.uniform(*a.pitch_semitones_range))
+        has_rirs = assets is not None and bool(assets.rirs)
+        if a.reverb_probability > 0 and has_rirs and rng.uniform() < a.reverb_probability:
+            assert assets is not None
+            changes["rir"] = int(rng.integers(len(assets.rirs)))
+        pool = noise_pool(dataset, assets)
+        if a.noise_probability > 0 and pool and rng.uniform() < a.noise_probability:
+            names = sorted(pool)
+            name = names[int(rng.integers(len(names)))]
+            changes["snr_noise"] = name
+            changes["snr_noise_offset"] = int(rng.integers(0, len(pool[name]) - clip_samples + 1))
+            changes["snr_db"] = float(rng.uniform(*a.snr_db_range))
+            changes["noise_volume"] = 0.0  # instead of train.py's mix, not on top of it
+    # What the microphone does, to speech and silence alike.
+    if a.bandlimit_probability > 0 and rng.uniform() < a.bandlimit_probability:
+        changes["highpass_hz"] = float(rng.uniform(*a.highpass_hz_range))
+        changes["lowpass_hz"] = float(rng.uniform(*a.lowpass_hz_range))
+    if a.gain_db_range != (0.0, 0.0):
+        changes["gain_db"] = float(rng.uniform(*a.gain_db_range))
+    return replace(recipe, **changes) if changes else recipe
+
+
+def noise_pool(dataset: Dataset, assets: AugmentAssets | None) -> dict[str, FloatArray]:
+    """Noise for the SNR mix: the data set's ``_background_noise_`` and the user's folders."""
+    pool = {f"{BACKGROUND_NOISE_DIR}/{name}": samples for name, samples in dataset.noise.items()}
+    if assets is not None:
+        pool.update(assets.noise)
+    return pool
+
+
+def render(
+    recipe: Recipe, dataset: Dataset, clip_samples: int, assets: AugmentAssets | None = None
+) -> Int16Array:
+    """The int16 audio of one input (the formula in :class:`Recipe`, and the robustness steps)."""
+    rate = dataset.settings.sample_rate_hz
     audio = np.zeros(clip_samples) if recipe.path is None else dataset.clip(recipe.path).copy()
+    if recipe.speed != 1.0:
+        audio = augment.change_speed(audio, recipe.speed, rate)
+    if recipe.pitch_semitones:
+        audio = augment.shift_pitch(audio, recipe.pitch_semitones, rate)
     shift = recipe.shift_samples
     if shift > 0:
         audio = np.concatenate((np.zeros(shift), audio[:-shift]))
     elif shift < 0:
         audio = np.concatenate((audio[-shift:], np.zeros(-shift)))
+    if recipe.rir >= 0 and assets is not None:
+        audio = augment.reverberate(audio, assets.rirs[recipe.rir])
+    if recipe.snr_noise is not None:
+        noise = noise_pool(dataset, assets)[recipe.snr_noise]
+        segment = noise[recipe.snr_noise_offset : recipe.snr_noise_offset + clip_samples]
+        audio = np.clip(augment.mix_at_snr(audio, segment, recipe.snr_db), -1.0, 1.0)
     if recipe.noise is not None and recipe.noise_volume:
         background = dataset.noise[recipe.noise][recipe.noise_offset : recipe.noise_offset + clip_samples]
         audio = np.clip(audio + background * recipe.noise_volume, -1.0, 1.0)
+    if recipe.highpass_hz or recipe.lowpass_hz:
+        audio = np.clip(augment.band_limit(audio, recipe.highpass_hz, recipe.lowpass_hz, rate), -1.0, 1.0)
+    if recipe.gain_db:
+        audio = augment.apply_gain(audio, recipe.gain_db)
     return float_to_int16(audio)
 
 
@@ -128,6 +247,11 @@ class FeatureSet:
 
     x: FeatureBatch  # (n, frames, features) float32
     y: npt.NDArray[np.int64]
+    #: Several data sources (tools/train.py's --data_dir NAME=DIR:WEIGHT): each input's source
+    #: index into ``source_names``, and each input's sampling weight in training batches.
+    source: npt.NDArray[np.int64] | None = None
+    source_names: tuple[str, ...] = ()
+    weight: npt.NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -143,11 +267,15 @@ def partition_features(
     seed: int,
     cache_dir: Path | None,
     workers: int | None = None,
+    assets: AugmentAssets | None = None,
 ) -> FeatureSet:
-    """The features of ``partition`` (``copies`` augmented renderings per item when training)."""
+    """The features of ``partition`` (``copies`` augmented renderings per item when training);
+    ``assets``: the impulse responses and noise the robustness augmentation draws from."""
     training = partition == "training"
     copies = copies if training else 1
-    key = _cache_key(dataset, spec, partition, augmentation=augmentation, copies=copies, seed=seed)
+    key = _cache_key(
+        dataset, spec, partition, augmentation=augmentation, copies=copies, seed=seed, assets=assets
+    )
     path = cache_dir / f"{partition}-{key}.npz" if cache_dir is not None else None
     if path is not None and path.exists():
         with np.load(path) as cached:
@@ -157,12 +285,14 @@ def partition_features(
     rng = np.random.default_rng([seed, ("training", "validation", "testing").index(partition)])
     items = dataset.items[partition]
     recipes = [
-        make_recipe(item, dataset.label_index(item.label), dataset, augmentation, rng, augment=training)
+        make_recipe(
+            item, dataset.label_index(item.label), dataset, augmentation, rng, augment=training, assets=assets
+        )
         for _ in range(copies)
         for item in items
     ]
     started = time.monotonic()
-    x = compute_all(recipes, dataset, spec, workers=workers)
+    x = compute_all(recipes, dataset, spec, workers=workers, assets=assets)
     y = np.array([r.label_index for r in recipes], np.int64)
     log.info(
         "features of %s: %d computed in %.1f s (%s)",
@@ -188,7 +318,12 @@ _WORKER_STATE: dict[str, Any] = {}
 
 
 def compute_all(
-    recipes: Sequence[Recipe], dataset: Dataset, spec: FrontendSpec, *, workers: int | None = None
+    recipes: Sequence[Recipe],
+    dataset: Dataset,
+    spec: FrontendSpec,
+    *,
+    workers: int | None = None,
+    assets: AugmentAssets | None = None,
 ) -> FeatureBatch:
     """Features of every recipe, in order, over ``workers`` processes (default: all cores)."""
     out = np.empty((len(recipes), *spec.feature_shape), np.float32)
@@ -196,9 +331,9 @@ def compute_all(
     chunks = [list(range(i, min(i + 256, len(recipes)))) for i in range(0, len(recipes), 256)]
     if workers <= 1 or len(chunks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         for chunk in chunks:
-            out[chunk] = _features_of([recipes[i] for i in chunk], dataset, spec)
+            out[chunk] = _features_of([recipes[i] for i in chunk], dataset, spec, assets)
         return out
-    _WORKER_STATE.update(dataset=dataset, spec=spec)
+    _WORKER_STATE.update(dataset=dataset, spec=spec, assets=assets)
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for chunk, features in zip(
@@ -211,13 +346,15 @@ def compute_all(
 
 
 def _worker(recipes: list[Recipe]) -> FeatureBatch:
-    return _features_of(recipes, _WORKER_STATE["dataset"], _WORKER_STATE["spec"])
+    return _features_of(recipes, _WORKER_STATE["dataset"], _WORKER_STATE["spec"], _WORKER_STATE["assets"])
 
 
-def _features_of(recipes: Sequence[Recipe], dataset: Dataset, spec: FrontendSpec) -> FeatureBatch:
+def _features_of(
+    recipes: Sequence[Recipe], dataset: Dataset, spec: FrontendSpec, assets: AugmentAssets | None = None
+) -> FeatureBatch:
     out = np.empty((len(recipes), *spec.feature_shape), np.float32)
     for i, recipe in enumerate(recipes):
-        out[i] = compute_features(spec, render(recipe, dataset, spec.clip_samples))
+        out[i] = compute_features(spec, render(recipe, dataset, spec.clip_samples, assets))
     return out
 
 
@@ -229,6 +366,7 @@ def _cache_key(
     augmentation: Augmentation,
     copies: int,
     seed: int,
+    assets: AugmentAssets | None = None,
 ) -> str:
     digest = hashlib.sha256()
     facts = {
@@ -249,4 +387,6 @@ def _cache_key(
             digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     for name in sorted(dataset.noise):
         digest.update(f"noise\0{name}\0{len(dataset.noise[name])}\0".encode())
+    for fact in assets.fingerprint() if assets is not None else ():
+        digest.update(f"{fact}\0".encode())
     return digest.hexdigest()[:16]

@@ -36,6 +36,7 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from tools.training.augment import SpecAugment
 from tools.training.features import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class RunSettings:
     identity: dict[str, Any] = field(default_factory=dict)
     #: Recorded beside each checkpoint too, not checked (the data set, for tools/export.py).
     record: dict[str, Any] = field(default_factory=dict)
+    #: Time and frequency masks drawn afresh for every training batch (none by default).
+    spec_augment: SpecAugment = field(default_factory=SpecAugment)
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -139,6 +142,66 @@ def confusion_markdown(matrix: npt.NDArray[np.int64], labels: Sequence[str]) -> 
         for label, row in zip(labels, matrix, strict=True)
     ]
     return "\n".join([head, rule, *rows])
+
+
+#: source name -> label -> (correct, count); "all" (every label) is a label key too.
+Breakdown = dict[str, dict[str, tuple[int, int]]]
+ALL = "all"
+
+
+def accuracy_breakdown(
+    truth: Any, predicted: Any, labels: Sequence[str], source: Any = None, source_names: Sequence[str] = ()
+) -> Breakdown:
+    """Correct and total per source and per label (word), and over all labels of each source.
+    Without sources, one source named ``all``."""
+    truth = np.asarray(truth, np.int64)
+    predicted = np.asarray(predicted, np.int64)
+    if source is None or not source_names:
+        source, source_names = np.zeros(len(truth), np.int64), (ALL,)
+    source = np.asarray(source, np.int64)
+    out: Breakdown = {}
+    for k, name in enumerate(source_names):
+        mine = source == k
+        hits = mine & (truth == predicted)
+        row = {ALL: (int(hits.sum()), int(mine.sum()))}
+        for index, label in enumerate(labels):
+            of_label = truth == index
+            row[label] = (int((hits & of_label).sum()), int((mine & of_label).sum()))
+        out[name] = row
+    return out
+
+
+def breakdown_text(breakdown: Breakdown, labels: Sequence[str], title: str) -> str:
+    """``title`` then one row per source: accuracy over all its inputs, then per word
+    (percent, count in brackets; ``-`` where the source has none of that word)."""
+    columns = [ALL, *labels]
+    cells = {
+        name: [f"{100 * c / n:.1f} ({n})" if n else "-" for c, n in (row[col] for col in columns)]
+        for name, row in breakdown.items()
+    }
+    width = max(11, *(len(c) for c in columns), *(len(v) for row in cells.values() for v in row)) + 1
+    name_width = max(7, *(len(name) for name in breakdown)) + 1
+    lines = [f"{title} by source and word (%, count):"]
+    lines.append(f"{'source':>{name_width}}" + "".join(f"{c:>{width}}" for c in columns))
+    for name, row in cells.items():
+        lines.append(f"{name:>{name_width}}" + "".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def breakdown_metrics(breakdown: Breakdown) -> dict[str, Any]:
+    """The breakdown for a bundle's metrics or a JSON record: source -> accuracy, count, words."""
+    return {
+        name: {
+            "accuracy": round(row[ALL][0] / row[ALL][1], 5) if row[ALL][1] else None,
+            "count": row[ALL][1],
+            "words": {
+                label: {"accuracy": round(c / n, 5), "count": n}
+                for label, (c, n) in row.items()
+                if label != ALL and n
+            },
+        }
+        for name, row in breakdown.items()
+    }
 
 
 class Progress:
@@ -276,6 +339,8 @@ class Result:
     checkpoint: Path
     seconds: float
     steps_per_second: float
+    validation_breakdown: Breakdown = field(default_factory=dict)
+    test_breakdown: Breakdown = field(default_factory=dict)
 
 
 def train(
@@ -323,6 +388,10 @@ def train(
     run_log = (train_dir / "train.log").open("a", encoding="utf-8")
     started = time.monotonic()
     validation_accuracy: float | None = None
+    validation_breakdown: Breakdown = {}
+    sampling = _sampling_probabilities(training)
+    masks = settings.spec_augment
+    fill = training.x.mean(axis=(0, 1)).astype(np.float32) if masks.active and len(training) else None
     last = first - 1
     try:
         if first == 1 and writers:
@@ -338,11 +407,18 @@ def train(
                 _next_multiple(step, settings.save_step_interval),
             )
             count = end - step + 1
-            index = rng.integers(0, len(training), (count, settings.batch_size))
+            if sampling is None:
+                index = rng.integers(0, len(training), (count, settings.batch_size))
+            else:  # several sources, weighted (--data_dir NAME=DIR:WEIGHT)
+                index = rng.choice(len(training), (count, settings.batch_size), p=sampling)
             rates = np.array([schedule.rate_at(s) for s in range(step, end + 1)], np.float32)
-            losses, accuracies, finite = (
-                t.numpy() for t in train_steps(training.x[index], training.y[index], rates)
-            )
+            xs = training.x[index]
+            if fill is not None:
+                # Masks from their own generator, seeded by the call's first step: the batch
+                # draws stay what they are without masks, and a resumed run masks alike.
+                mask_rng = np.random.default_rng([settings.seed, step, 0x5A])
+                xs = masks.apply(xs.reshape(-1, *xs.shape[2:]), fill, mask_rng).reshape(xs.shape)
+            losses, accuracies, finite = (t.numpy() for t in train_steps(xs, training.y[index], rates))
             for k in range(count):
                 current = step + k
                 if settings.check_nans and not finite[k]:
@@ -371,7 +447,7 @@ def train(
             is_last = end == schedule.total
             if end % settings.eval_step_interval == 0 or is_last:
                 progress.interrupt()
-                validation_accuracy, matrix = _report(
+                validation_accuracy, matrix, validation_breakdown = _report(
                     model,
                     validation,
                     labels,
@@ -382,6 +458,7 @@ def train(
                     _eval_summaries(
                         tf, writers, model, data=validation, labels=labels, step=end, matrix=matrix
                     )
+                    _breakdown_summaries(tf, writers["validation"], validation_breakdown, step=end)
             if end % settings.save_step_interval == 0 or is_last:
                 _save(checkpoint, train_dir, settings, end)
     except KeyboardInterrupt:
@@ -395,7 +472,7 @@ def train(
     seconds = time.monotonic() - started
     steps_done = last - first + 1
     progress.interrupt()
-    test_accuracy, test_matrix = _report(
+    test_accuracy, test_matrix, test_breakdown = _report(
         model, testing, labels, title="Final test accuracy", sinks=(stream, run_log)
     )
     run_log.close()
@@ -409,7 +486,31 @@ def train(
         checkpoint=checkpoint_prefix(train_dir, settings.architecture, last),
         seconds=seconds,
         steps_per_second=steps_done / seconds if seconds > 0 else 0.0,
+        validation_breakdown=validation_breakdown,
+        test_breakdown=test_breakdown,
     )
+
+
+def _sampling_probabilities(training: FeatureSet) -> npt.NDArray[np.float64] | None:
+    """Each pool input's chance of being drawn, or None for uniform draws (every weight equal:
+    then the batches are exactly what they were before weights existed)."""
+    if training.weight is None or len(training.weight) == 0:
+        return None
+    weight = np.asarray(training.weight, np.float64)
+    if np.all(weight == weight[0]):
+        return None
+    return weight / weight.sum()
+
+
+def _breakdown_summaries(tf: Any, writer: Any, breakdown: Breakdown, *, step: int) -> None:
+    """``accuracy_by_source/<source>`` and ``accuracy_by_word/<source>/<word>`` scalars."""
+    with writer.as_default(step=step):
+        for name, row in breakdown.items():
+            for label, (correct, count) in row.items():
+                if not count:
+                    continue
+                tag = f"accuracy_by_source/{name}" if label == ALL else f"accuracy_by_word/{name}/{label}"
+                tf.summary.scalar(tag, correct / count)
 
 
 #: Most training steps one call of the compiled step function runs.
@@ -491,16 +592,21 @@ def _writers(tf: Any, summaries_dir: Path | None) -> dict[str, Any]:
 
 def _report(
     model: Any, data: FeatureSet, labels: list[str], *, title: str, sinks: Sequence[TextIO]
-) -> tuple[float, npt.NDArray[np.int64]]:
-    """Print the labelled confusion matrix and ``<title> = A% (N=count)``; (accuracy, matrix)."""
+) -> tuple[float, npt.NDArray[np.int64], Breakdown]:
+    """Print the labelled confusion matrix, ``<title> = A% (N=count)`` and the accuracy by
+    source and word; (accuracy, matrix, breakdown)."""
     predicted = np.argmax(predict(model, data.x), axis=1) if len(data) else np.zeros(0, np.int64)
     accuracy = float(np.mean(predicted == data.y)) if len(data) else 0.0
     matrix = confusion(data.y, predicted, len(labels))
-    text = f"{confusion_text(matrix, labels)}\n{title} = {100 * accuracy:.1f}% (N={len(data)})\n"
+    breakdown = accuracy_breakdown(data.y, predicted, labels, data.source, data.source_names)
+    text = (
+        f"{confusion_text(matrix, labels)}\n{title} = {100 * accuracy:.1f}% (N={len(data)})\n"
+        f"{breakdown_text(breakdown, labels, title)}\n"
+    )
     for sink in sinks:
         sink.write(text)
         sink.flush()
-    return accuracy, matrix
+    return accuracy, matrix, breakdown
 
 
 def _save(checkpoint: Any, train_dir: Path, settings: RunSettings, step: int) -> Path:
