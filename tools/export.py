@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from tools.training import dataset as data
     from tools.training import models
     from tools.training.export import export_bundles
-    from tools.training.features import Augmentation, partition_features
+    from tools.training.features import Augmentation, assets_for
+    from tools.training.sources import DataSource, load_sources, pooled_features
 
     prefix = Path(args.start_checkpoint)
     record = read_checkpoint_identity(prefix)
@@ -58,21 +59,29 @@ def run(args: argparse.Namespace) -> int:
             f"--start_checkpoint {prefix}: its record is incomplete or wrong ({err})"
         ) from None
     data_dir = Path(args.data_dir or source["data_dir"])
-    dataset = data.load_dataset(data_dir, settings, seed=source["seed"])
-    if list(dataset.labels) != labels:
+    # Every source the run trained on (a record from before sources: its one data folder).
+    sources = [
+        DataSource(s["name"], Path(s["data_dir"]), float(s["weight"])) for s in source.get("sources", [])
+    ] or [DataSource(data_dir.name or "data", data_dir)]
+    sources[0] = DataSource(sources[0].name, data_dir, sources[0].weight)
+    datasets = load_sources(sources, settings, seed=source["seed"])
+    if list(datasets[0].labels) != labels:
         raise TrainingError(
-            f"{data_dir}: labels {', '.join(dataset.labels)}, the checkpoint has {', '.join(labels)}"
+            f"{data_dir}: labels {', '.join(datasets[0].labels)}, the checkpoint has {', '.join(labels)}"
         )
     cache = prefix.parent / "features"
+    assets = assets_for(augmentation, settings, seed=source["seed"])
     features = {
-        partition: partition_features(
-            dataset,
+        partition: pooled_features(
+            datasets,
+            sources,
             spec,
             partition,
             augmentation=augmentation,
             copies=source["augment_copies"],
             seed=source["seed"],
             cache_dir=cache,
+            assets=assets,
         )
         for partition in ("training", "testing")
     }
@@ -99,9 +108,16 @@ def run(args: argparse.Namespace) -> int:
         representative=training.x[pick],
         test_x=features["testing"].x,
         test_y=features["testing"].y,
+        test_source=features["testing"].source,
+        source_names=features["testing"].source_names,
         out_dir=Path(args.model_dir),
         tool=TOOL_NAME,
-        dataset={"data_dir": str(data_dir), "checkpoint": str(prefix), "seed": source["seed"]},
+        dataset={
+            "data_dir": str(data_dir),
+            "checkpoint": str(prefix),
+            "seed": source["seed"],
+            "sources": {s.name: {"data_dir": str(s.data_dir), "weight": s.weight} for s in sources},
+        },
         metrics={
             "architecture": architecture,
             "steps": record["step"],

@@ -666,20 +666,9 @@ def augmentation_assets(
     augmentation: Augmentation, settings: DatasetSettings, *, seed: int
 ) -> AugmentAssets | None:
     """The run's impulse-response bank and the user's noise (None when nothing uses them)."""
-    from tools.training.augment import make_assets
+    from tools.training.features import assets_for
 
-    wants_rirs = augmentation.reverb_probability > 0
-    if not wants_rirs and not augmentation.noise_dirs:
-        return None
-    return make_assets(
-        sample_rate_hz=settings.sample_rate_hz,
-        clip_samples=settings.clip_samples,
-        seed=seed,
-        simulated_rir_count=augmentation.simulated_rir_count if wants_rirs else 0,
-        rt60_ms_range=augmentation.rt60_ms_range,
-        rir_dirs=augmentation.rir_dirs if wants_rirs else (),
-        noise_dirs=augmentation.noise_dirs,
-    )
+    return assets_for(augmentation, settings, seed=seed)
 
 
 def data_sources_from_args(args: argparse.Namespace) -> list[DataSource]:

@@ -46,7 +46,7 @@ from tools.training.augment import AugmentAssets
 from tools.training.dataset import BACKGROUND_NOISE_DIR
 
 if TYPE_CHECKING:
-    from tools.training.dataset import Dataset, Item
+    from tools.training.dataset import Dataset, DatasetSettings, Item
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,23 @@ def _robust_choices(
     if a.gain_db_range != (0.0, 0.0):
         changes["gain_db"] = float(rng.uniform(*a.gain_db_range))
     return replace(recipe, **changes) if changes else recipe
+
+
+def assets_for(augmentation: Augmentation, settings: DatasetSettings, *, seed: int) -> AugmentAssets | None:
+    """The run's impulse-response bank and the user's noise for ``augmentation`` (None when
+    nothing uses them); the user's folders are read, and refused, here."""
+    wants_rirs = augmentation.reverb_probability > 0
+    if not wants_rirs and not augmentation.noise_dirs:
+        return None
+    return augment.make_assets(
+        sample_rate_hz=settings.sample_rate_hz,
+        clip_samples=settings.clip_samples,
+        seed=seed,
+        simulated_rir_count=augmentation.simulated_rir_count if wants_rirs else 0,
+        rt60_ms_range=augmentation.rt60_ms_range,
+        rir_dirs=augmentation.rir_dirs if wants_rirs else (),
+        noise_dirs=augmentation.noise_dirs,
+    )
 
 
 def noise_pool(dataset: Dataset, assets: AugmentAssets | None) -> dict[str, FloatArray]:
