@@ -16,10 +16,16 @@ train.py does it, and the features of each augmented clip are computed by
   drawn from this pool, so each step sees fresh combinations of items while every input is
   exactly what the daemon would compute from that audio.
 
+kwsd's robustness augmentation (:mod:`tools.training.augment`; off unless the
+:class:`Augmentation` asks for it) is done on the audio in the same pass, drawn after train.py's
+choices so that with it off the pool is exactly train.py's: speed and pitch perturbation, room
+reverberation, noise at an SNR (in place of train.py's volume mix for that copy), band-limiting
+and gain. SpecAugment masks are not in the pool: the trainer draws them per batch.
+
 Everything is computed with a seeded generator, in parallel over processes, and cached on disk
 (``<cache_dir>/<key>.npz``, the key a hash of the front end, the data set's files, sizes and
-modification times, the augmentation settings, the seed and the number of copies): a second
-run, a resumed run and the export reuse it.
+modification times, the augmentation settings and its impulse responses and noise, the seed and
+the number of copies): a second run, a resumed run and the export reuse it.
 """
 
 from __future__ import annotations
