@@ -301,6 +301,15 @@ def test_a_noise_folder_with_nothing_usable_is_refused(tmp_path: Path) -> None:
 # --- tools/train.py: flags and their errors --------------------------------------------------
 
 
+#: train.py sends TensorFlow's native output to <train_dir>/tensorflow.log from its start.
+NOTHING_BUT_TENSORFLOW_LOG = ["train/tensorflow.log"]
+
+
+def written(work: Path) -> list[str]:
+    """Every file under ``work``, relative, sorted."""
+    return sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
+
+
 def _train_main(tmp_path: Path, data: Path, *flags: str) -> int:
     from tools.train import main
 
@@ -337,7 +346,7 @@ def test_bad_augmentation_flags_are_one_line_and_exit_64_before_anything_is_writ
     work = tmp_path / "run"
     assert _train_main(work, tiny_data, flag) == 64
     assert capsys.readouterr().err.splitlines() == [f"train: error: {message}"]
-    assert not work.exists()  # no train_dir, no feature cache, no download attempted
+    assert written(work) == NOTHING_BUT_TENSORFLOW_LOG  # no feature cache, checkpoint or download
 
 
 def test_one_value_is_a_fixed_setting_and_the_switch_turns_everything_off() -> None:
@@ -370,7 +379,7 @@ def test_unusable_folders_exit_65_naming_the_flag_and_file_before_anything_is_wr
         f"train: error: --noise_dir {empty}: no usable noise in it "
         "(expected .wav recordings of at least one clip)"
     ]
-    assert not work.exists()  # no train_dir, no feature cache, no download attempted
+    assert written(work) == NOTHING_BUT_TENSORFLOW_LOG  # no feature cache, checkpoint or download
 
 
 # --- several sources ----------------------------------------------------------------------------
