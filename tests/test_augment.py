@@ -337,7 +337,7 @@ def _train_main(tmp_path: Path, data: Path, *flags: str) -> int:
         ("--gain_db_range=loud", "--gain_db_range: expected two numbers LOW,HIGH, got 'loud'"),
         ("--lowpass_hz_range=3000,9000", "--lowpass_hz_range: expected values in 0..8000, got '3000,9000'"),
         ("--time_masks=-1", "--time_masks: expected 0 or more, got -1"),
-        ("--data_dir=extra=/x:0", "--data_dir extra=/x:0: the weight must be a number > 0, got '0'"),
+        ("--data_dir=extra=/x:-1", "--data_dir extra=/x:-1: the weight must be a number >= 0, got '-1'"),
     ],
 )
 def test_bad_augmentation_flags_are_one_line_and_exit_64_before_anything_is_written(
@@ -397,6 +397,10 @@ def test_data_dir_syntax_keeps_a_plain_folder_and_names_weighted_sources(tmp_pat
         DataSource("me", Path("/rec"), 3.0),
         DataSource("odd=name", Path("/x/odd=name"), 1.0),
     ]
+    assert parse_data_sources(["real=/r:0", "synth=/s"])[0] == DataSource("real", Path("/r"), 0.0)
+    with pytest.raises(TrainingError) as err:
+        parse_data_sources(["real=/r:0"])
+    assert str(err.value) == "--data_dir: every source has weight 0 (evaluation only): nothing to train on"
     with pytest.raises(
         TrainingError, match=r"^--data_dir: two sources named 'd'; name each one: NAME=DIR\[:WEIGHT\]$"
     ):

@@ -12,7 +12,9 @@ Commands and a synthetic set::
   own ``_background_noise_``. Every source must have a folder for every wanted word.
 * ``WEIGHT`` (default 1) scales how often each of the source's training inputs is drawn into a
   batch: weight 2 is as if each of its clips were there twice. With every weight equal the
-  batches are drawn exactly as from one folder.
+  batches are drawn exactly as from one folder. Weight 0 makes a source evaluation-only: it is
+  never trained on, and its validation and test figures say how the model does on it (a
+  synthetic-only model measured on real people, say).
 * Validation and test sets are the union of the sources' partitions, unweighted, and every
   report (console, TensorBoard, the bundle's metrics) gives the accuracy per source and per word
   beside the overall figure, so one sees whether the model hears people or only a synthesiser.
@@ -79,8 +81,8 @@ def parse_data_sources(values: str | Sequence[str], *, flag: str = "--data_dir")
                 pass  # a colon inside the path
             else:
                 path_text = head
-                if not (weight > 0 and math.isfinite(weight)):
-                    raise TrainingError(f"{flag} {entry}: the weight must be a number > 0, got {tail!r}")
+                if not (weight >= 0 and math.isfinite(weight)):
+                    raise TrainingError(f"{flag} {entry}: the weight must be a number >= 0, got {tail!r}")
         if not path_text:
             raise TrainingError(f"{flag} {entry!r}: expected [NAME=]DIR[:WEIGHT], got no folder")
         data_dir = Path(path_text).expanduser()
@@ -92,6 +94,8 @@ def parse_data_sources(values: str | Sequence[str], *, flag: str = "--data_dir")
         sources.append(DataSource(source_name, data_dir, weight))
     if not sources:
         raise TrainingError(f"{flag}: expected at least one data folder")
+    if all(s.weight == 0 for s in sources):
+        raise TrainingError(f"{flag}: every source has weight 0 (evaluation only): nothing to train on")
     return sources
 
 
