@@ -223,13 +223,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     imp = model_sub.add_parser(
         "import",
-        help="wrap a foreign .tflite (e.g. TensorFlow's micro_speech model) into a bundle",
-        description="Wrap a .tflite made elsewhere into a kwsd bundle, from facts given here. "
-        "The model is loaded and checked against them before anything is written. Example "
-        "(TensorFlow's micro_speech yes/no model): kwsd model import micro_speech.tflite "
-        "--labels silence,unknown,yes,no --frontend micro --window-stride-ms 20 -o micro.kwsd",
+        help="make a bundle from a frozen graph (freeze.py's .pb) or a foreign .tflite",
+        description="Make a kwsd bundle from what TensorFlow's speech_commands tools write. A frozen "
+        "graph (.pb, from freeze.py) states its own front end: every number is read from its ops, the "
+        "model part is converted to .tflite (needs TensorFlow, the train extra), int8 when "
+        "--representative-dir gives audio to calibrate on, else float32; a front-end flag given here "
+        "must agree with the graph. A .tflite carries no front end: give it with --frontend and the "
+        "flags below. The model is loaded and checked before anything is written. Examples: "
+        "kwsd model import conv.pb --labels-file conv_labels.txt --representative-dir clips/ -o conv.kwsd; "
+        "kwsd model import micro_speech.tflite --labels silence,unknown,yes,no --frontend micro "
+        "--window-stride-ms 20 -o micro.kwsd",
     )
-    imp.add_argument("tflite", metavar="MODEL.tflite")
+    imp.add_argument("tflite", metavar="MODEL", help="a frozen graph (.pb) or a .tflite")
     imp.add_argument("-o", "--output", required=True, metavar="OUT.kwsd")
     labels = imp.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", metavar="A,B,...", help="labels in output order")
@@ -238,9 +243,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument(
         "--frontend",
-        required=True,
         choices=["tf_mfcc", "tf_average", "micro", "mfcc"],
-        help="micro: the TFLite Micro front end (train.py --preprocess=micro, micro_speech); "
+        help="required for a .tflite (a .pb states its own). "
+        "micro: the TFLite Micro front end (train.py --preprocess=micro, micro_speech); "
         "tf_mfcc / tf_average: TensorFlow's train.py --preprocess=mfcc (its default) / average, "
         "computed exactly as its Spectrogram and Mfcc ops do; "
         "mfcc: python_speech_features MFCC as kwsd's own training tool computes it",
@@ -252,9 +257,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "started afresh at the window's first sample, as train.py trains on; continuous runs one "
         "front end over the whole stream, as the micro_speech firmware does",
     )
-    imp.add_argument("--sample-rate", type=int, default=16000, metavar="HZ")
-    imp.add_argument("--clip-duration-ms", type=int, default=1000, metavar="MS")
-    imp.add_argument("--window-size-ms", type=int, default=30, metavar="MS")
+    imp.add_argument("--sample-rate", type=int, metavar="HZ", help="default 16000")
+    imp.add_argument("--clip-duration-ms", type=int, metavar="MS", help="default 1000")
+    imp.add_argument("--window-size-ms", type=int, metavar="MS", help="default 30")
     imp.add_argument(
         "--window-stride-ms",
         type=int,
@@ -268,6 +273,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="tf_mfcc and tf_average only: train.py's --feature_bin_count (default 40). tf_mfcc: "
         "MFCC coefficients; tf_average: pooling width floor(spectrogram bins / N), which gives "
         "ceil(bins / width) features (43 at 16 kHz, 30 ms, 40)",
+    )
+    imp.add_argument(
+        "--representative-dir",
+        metavar="DIR",
+        help=".pb only: WAVs (searched recursively) whose features, computed by kwsd's front end, "
+        "calibrate a full-int8 model; without it the model is converted to float32",
     )
     imp.add_argument(
         "--mfcc",
@@ -686,28 +697,42 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_import(args: argparse.Namespace) -> int:
-    from kwsd.bundle import make_bundle, write_bundle
-    from kwsd.classifier import TfliteClassifier
-    from kwsd.frontend import (
-        FrontendKind,
-        FrontendSpec,
-        MfccParams,
-        MicroParams,
-        MicroState,
-        SpecError,
-        TfAverageParams,
-        TfMfccParams,
-    )
+    from kwsd.bundle import TFLITE_IDENTIFIER
 
     path = Path(args.tflite)
     if not path.exists():
         raise InputNotFoundError(f"{path}: no such file")
     if path.is_dir():
-        raise InputNotFoundError(f"{path}: is a directory, expected a .tflite file")
+        raise InputNotFoundError(f"{path}: is a directory, expected a .pb or .tflite file")
+    try:
+        with path.open("rb") as head:
+            start = head.read(8)
+    except OSError as err:
+        raise InputNotFoundError(f"{path}: cannot read ({err.strerror or err})") from None
+    labels, renames = _import_labels(args)
+    if path.suffix.lower() == ".pb" and start[4:8] != TFLITE_IDENTIFIER:
+        return _import_frozen_graph(args, path, labels, renames)
+    if args.representative_dir is not None:
+        raise _SettingError(
+            "--representative-dir: given for a .tflite (it calibrates the conversion of a .pb; "
+            "a .tflite is already converted)"
+        )
+    if args.frontend is None:
+        raise _SettingError(
+            "--frontend: required for a .tflite, which does not say how its features were computed "
+            "(a frozen graph .pb states its own)"
+        )
     try:
         tflite = path.read_bytes()
     except OSError as err:
         raise InputNotFoundError(f"{path}: cannot read ({err.strerror or err})") from None
+    spec = _import_frontend_spec(args)
+    _write_imported(args, path, tflite, labels=labels, renames=renames, spec=spec, notes=[])
+    return EXIT_OK
+
+
+def _import_labels(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The labels given, renamed as train.py names them, and the renames made (to be said)."""
     if args.labels is not None:
         labels = [label.strip() for label in args.labels.split(",")]
     else:
@@ -727,7 +752,22 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
     # smoother call them _silence_ and _unknown_. Said in the output line, not done silently.
     renamed = [_REFERENCE_LABELS.get(label, label) for label in labels]
     renames = [f"{a} -> {b}" for a, b in zip(labels, renamed, strict=True) if a != b]
-    labels = renamed
+    return renamed, renames
+
+
+def _import_frontend_spec(args: argparse.Namespace) -> Any:
+    """A .tflite's front end, from the flags (train.py's defaults where one is not given)."""
+    from kwsd.frontend import (
+        FrontendKind,
+        FrontendSpec,
+        MfccParams,
+        MicroParams,
+        MicroState,
+        SpecError,
+        TfAverageParams,
+        TfMfccParams,
+    )
+
     kind = FrontendKind(args.frontend)
     mfcc_fields: dict[str, Any] = {}
     for item in args.mfcc:
@@ -751,9 +791,9 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
     try:
         frontend_dict: dict[str, Any] = {
             "kind": kind.value,
-            "sample_rate_hz": args.sample_rate,
-            "clip_duration_ms": args.clip_duration_ms,
-            "window_size_ms": args.window_size_ms,
+            "sample_rate_hz": DEFAULT_SAMPLE_RATE_HZ if args.sample_rate is None else args.sample_rate,
+            "clip_duration_ms": DEFAULT_CLIP_MS if args.clip_duration_ms is None else args.clip_duration_ms,
+            "window_size_ms": DEFAULT_WINDOW_MS if args.window_size_ms is None else args.window_size_ms,
             "window_stride_ms": stride_ms,
         }
         if kind is FrontendKind.MFCC:
@@ -773,9 +813,68 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
             frontend_dict["tf_mfcc"] = dataclasses.asdict(TfMfccParams(dct_coefficient_count=bin_count))
         else:
             frontend_dict["tf_average"] = dataclasses.asdict(TfAverageParams(feature_bin_count=bin_count))
-        spec = FrontendSpec.from_dict(frontend_dict, where="front end")
+        return FrontendSpec.from_dict(frontend_dict, where="front end")
     except SpecError as err:
         raise _SettingError(str(err)) from None
+
+
+def _import_frozen_graph(args: argparse.Namespace, path: Path, labels: list[str], renames: list[str]) -> int:
+    """freeze.py's .pb: front end read from its ops, model part converted with TensorFlow."""
+    from kwsd import frozengraph
+
+    if args.mfcc:
+        raise _SettingError("--mfcc: given for a frozen graph (its front end is read from its ops)")
+    where = str(path)
+    graph_def = frozengraph.read_graph(path)
+    facts = frozengraph.read_graph_facts(graph_def, where)
+    given = frozengraph.Given(
+        frontend=args.frontend,
+        sample_rate_hz=args.sample_rate,
+        clip_duration_ms=args.clip_duration_ms,
+        window_size_ms=args.window_size_ms,
+        window_stride_ms=args.window_stride_ms,
+        feature_bin_count=args.feature_bin_count,
+    )
+    spec, notes = frozengraph.frontend_spec(facts, given, where)
+    model_def = frozengraph.model_part(graph_def, facts, where)
+    count = frozengraph.output_count(model_def, where)
+    if count is not None and count != len(labels):
+        source = f"--labels-file {args.labels_file}" if args.labels_file else "--labels"
+        raise ModelError(
+            f"{where}: {frozengraph.OUTPUT_NODE} gives {count} scores, but {source} has "
+            f"{len(labels)} labels ({', '.join(labels)}); expected one label per score"
+        )
+    print(f"read from {path.name}: {', '.join(frozengraph.describe_facts(facts))}")
+    tflite = frozengraph.convert(model_def, facts, None, where)
+    if args.representative_dir is None:
+        notes.append("converted to float32: no --representative-dir given (int8 needs audio to calibrate on)")
+    else:
+        windows, files = frozengraph.representative_features(
+            Path(args.representative_dir), spec, "--representative-dir"
+        )
+        float_tflite, tflite = tflite, frozengraph.convert(model_def, facts, windows, where)
+        notes.append(
+            f"converted to int8, calibrated on kwsd's features of {len(files)} WAVs "
+            f"in {args.representative_dir}"
+        )
+        # Said, not hidden: how much the 8 bits cost on the user's own audio.
+        notes.append(frozengraph.agreement(float_tflite, tflite, spec, labels, windows).describe())
+    _write_imported(args, path, tflite, labels=labels, renames=renames, spec=spec, notes=notes)
+    return EXIT_OK
+
+
+def _write_imported(
+    args: argparse.Namespace,
+    path: Path,
+    tflite: bytes,
+    *,
+    labels: list[str],
+    renames: list[str],
+    spec: Any,
+    notes: list[str],
+) -> None:
+    from kwsd.bundle import make_bundle, write_bundle
+    from kwsd.classifier import TfliteClassifier
     from kwsd.detection import DetectionError, check_detection
 
     try:
@@ -794,12 +893,13 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
     bundle = dataclasses.replace(bundle, source=str(path))
     classifier = TfliteClassifier(bundle)  # refuses a model that disagrees with the facts
     out = write_bundle(bundle, args.output)
+    for note in notes:
+        print(f"note: {note}")
     print(
         f"wrote {out}: {bundle.name}, labels {', '.join(labels)}, {spec.describe()}, "
         f"input {classifier.input_description}, output {classifier.output_description}"
         + (f" (labels renamed as train.py names them: {', '.join(renames)})" if renames else "")
     )
-    return EXIT_OK
 
 
 #: ``model import``'s default stride: micro_speech's 20 ms, or train.py's 10 ms for its front ends.
@@ -807,6 +907,10 @@ MICRO_DEFAULT_STRIDE_MS = 20
 TF_DEFAULT_STRIDE_MS = 10
 #: train.py's --feature_bin_count default.
 TF_DEFAULT_FEATURE_BIN_COUNT = 40
+#: ``model import``'s defaults for a .tflite: train.py's --sample_rate, --clip_duration_ms, --window_size_ms.
+DEFAULT_SAMPLE_RATE_HZ = 16000
+DEFAULT_CLIP_MS = 1000
+DEFAULT_WINDOW_MS = 30
 
 #: micro_speech's C++ label names -> the names train.py writes and the smoother knows.
 _REFERENCE_LABELS = {"silence": "_silence_", "unknown": "_unknown_"}
