@@ -277,8 +277,9 @@ def _build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--representative-dir",
         metavar="DIR",
-        help=".pb only: WAVs (searched recursively) whose features, computed by kwsd's front end, "
-        "calibrate a full-int8 model; without it the model is converted to float32",
+        help=".pb only: WAVs (searched recursively; at most 500, evenly spaced) whose features, "
+        "computed by kwsd's front end, calibrate a full-int8 model; without it the model is "
+        "converted to float32",
     )
     imp.add_argument(
         "--mfcc",
@@ -849,13 +850,14 @@ def _import_frozen_graph(args: argparse.Namespace, path: Path, labels: list[str]
     if args.representative_dir is None:
         notes.append("converted to float32: no --representative-dir given (int8 needs audio to calibrate on)")
     else:
-        windows, files = frozengraph.representative_features(
+        windows, files, found = frozengraph.representative_features(
             Path(args.representative_dir), spec, "--representative-dir"
         )
         float_tflite, tflite = tflite, frozengraph.convert(model_def, facts, windows, where)
+        spread = f" (of {found}, evenly spaced)" if found > len(files) else ""
         notes.append(
             f"converted to int8, calibrated on kwsd's features of {len(files)} WAVs "
-            f"in {args.representative_dir}"
+            f"in {args.representative_dir}{spread}"
         )
         # Said, not hidden: how much the 8 bits cost on the user's own audio.
         notes.append(frozengraph.agreement(float_tflite, tflite, spec, labels, windows).describe())

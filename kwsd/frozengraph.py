@@ -46,6 +46,8 @@ FINGERPRINT_NODE = "fingerprint"
 #: train.py's defaults, used only where a graph cannot state the value (and then said).
 TRAIN_PY_SAMPLE_RATE_HZ = 16000
 TRAIN_PY_FEATURE_BIN_COUNT = 40
+#: int8 calibration uses at most this many WAVs of --representative-dir (tools/export.py's 500).
+REPRESENTATIVE_MAX_FILES = 500
 
 #: Ops a freeze.py front end is made of, by preprocess mode (Const feeds them their numbers).
 _FRONT_END_OPS = {
@@ -591,8 +593,12 @@ def output_count(model_def: Any, where: str) -> int | None:
 
 def representative_features(
     directory: Path, spec: FrontendSpec, where: str
-) -> tuple[npt.NDArray[np.float32], list[Path]]:
-    """kwsd's own features of every WAV under ``directory`` (recursively), for int8 calibration."""
+) -> tuple[npt.NDArray[np.float32], list[Path], int]:
+    """kwsd's own features of the WAVs under ``directory`` (recursively), for int8 calibration.
+
+    At most ``REPRESENTATIVE_MAX_FILES`` of them, evenly spaced in path order. Returns the
+    windows, the files they came from and how many WAVs the folder holds.
+    """
     from kwsd.audio import read_wav
     from kwsd.frontend import compute_features
 
@@ -603,8 +609,14 @@ def representative_features(
         raise InputNotFoundError(
             f"--representative-dir {directory}: no .wav files in it, expected clips like the training data"
         )
+    found = len(paths)
+    if found > REPRESENTATIVE_MAX_FILES:
+        # Evenly spaced over the sorted list: every folder (label) keeps its share, and the same
+        # folder always gives the same model.
+        picks = np.linspace(0, len(paths) - 1, REPRESENTATIVE_MAX_FILES).round().astype(int)
+        paths = [paths[i] for i in picks]
     windows = [compute_features(spec, read_wav(str(path), spec.sample_rate_hz)) for path in paths]
-    return np.stack(windows).astype(np.float32), paths
+    return np.stack(windows).astype(np.float32), paths, found
 
 
 def convert(

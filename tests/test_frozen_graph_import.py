@@ -433,3 +433,16 @@ def test_wav_bytes_as_label_wav_feeds_them():
     # The reference feeds whole files: our fixtures are plain 16-bit mono WAVs DecodeWav reads.
     with wave.open(io.BytesIO(SPEECH[0].read_bytes())) as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
+
+
+def test_a_large_representative_folder_is_sampled_evenly_and_said(tmp_path, capsys, monkeypatch):
+    from kwsd import frozengraph
+
+    monkeypatch.setattr(frozengraph, "REPRESENTATIVE_MAX_FILES", 2)
+    code, out, err, _ = run_import(tmp_path, freeze_graph(), capsys, "--representative-dir", SPEECH[0].parent)
+    assert (code, err) == (0, "")
+    assert (
+        f"note: converted to int8, calibrated on kwsd's features of 2 WAVs in {SPEECH[0].parent} "
+        "(of 4, evenly spaced)"
+    ) in out.splitlines()
+    assert "note: int8 vs float32 on those 2 clips: top label the same on " in out
