@@ -53,7 +53,17 @@ REPRESENTATIVE_MAX_FILES = 500
 _FRONT_END_OPS = {
     "mfcc": {"Placeholder", "DecodeWav", "AudioSpectrogram", "Mfcc", "Const", "Identity"},
     "average": {"Placeholder", "DecodeWav", "AudioSpectrogram", "ExpandDims", "AvgPool", "Const", "Identity"},
-    "micro": {"Placeholder", "DecodeWav", "Mul", "Cast", "AudioMicrofrontend", "Const", "Identity"},
+    # audio_microfrontend() reshapes its input to one dimension itself.
+    "micro": {
+        "Placeholder",
+        "DecodeWav",
+        "Mul",
+        "Cast",
+        "Reshape",
+        "AudioMicrofrontend",
+        "Const",
+        "Identity",
+    },
 }
 _KIND_OF_PREPROCESS = {"mfcc": FrontendKind.TF_MFCC, "average": FrontendKind.TF_AVERAGE}
 
@@ -444,9 +454,9 @@ def frontend_spec(facts: GraphFacts, given: Given, where: str) -> tuple[Frontend
     notes: list[str] = []
     if facts.preprocess not in _KIND_OF_PREPROCESS:
         raise ModelError(
-            f"{where}: a {facts.preprocess} front end ({facts.preprocess_source}); this kwsd maps "
-            f"preprocess mfcc and average from a frozen graph (micro: convert to .tflite and give "
-            "--frontend micro)"
+            f"{where}: found a {facts.preprocess} front end ({'; '.join(list(describe_facts(facts))[1:])}), "
+            "expected mfcc or average: this kwsd does not yet import a micro graph (a micro model "
+            "converted to .tflite imports with --frontend micro)"
         )
     kind = _KIND_OF_PREPROCESS[facts.preprocess]
     if given.frontend is not None and given.frontend != kind.value:

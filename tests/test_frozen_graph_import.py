@@ -34,7 +34,7 @@ SPEECH = sorted((Path(__file__).parent / "data" / "speech_commands").glob("*.wav
 LABELS = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 #: Typical size of a feature (tf_mfcc values run about -247..30), to give the dense layer logits
 #: a spread of a few units, so that the top three labels are well apart.
-FEATURE_SCALE = {"mfcc": 60.0, "average": 1.0}
+FEATURE_SCALE = {"mfcc": 60.0, "average": 1.0, "micro": 10.0}
 
 
 def freeze_graph(
@@ -67,7 +67,22 @@ def freeze_graph(
         spectrogram = tf.raw_ops.AudioSpectrogram(
             input=audio, window_size=window, stride=stride, magnitude_squared=True
         )
-        if preprocess == "mfcc":
+        if preprocess == "micro":
+            from tensorflow.lite.experimental.microfrontend.python.ops import audio_microfrontend_op
+
+            # freeze.py's micro front end, its 32767 included.
+            micro = audio_microfrontend_op.audio_microfrontend(
+                tf.cast(tf.multiply(audio, 32767), tf.int16),
+                sample_rate=rate,
+                window_size=window_ms,
+                window_step=stride_ms,
+                num_channels=bins,
+                out_scale=1,
+                out_type=tf.float32,
+            )
+            fingerprint = tf.multiply(micro, 10.0 / 256.0)
+            width = bins
+        elif preprocess == "mfcc":
             fingerprint = tf.raw_ops.Mfcc(
                 spectrogram=spectrogram, sample_rate=rate, dct_coefficient_count=bins
             )
@@ -325,6 +340,17 @@ def bad_graph_cases(tmp_path):
             f"kwsd: error: {where}: --feature-bin-count 13 contradicts the graph: "
             "it gives a pooling width of 19 bins, avg_pool ksize is 6",
         ),
+        "a micro graph, not yet mapped": (
+            freeze_graph("micro", stride_ms=20),
+            [],
+            f"kwsd: error: {where}: found a micro front end (AudioMicrofrontend sample_rate 16000 Hz; "
+            "decoded_sample_data desired_samples 16000 samples; "
+            "AudioMicrofrontend window_size 30 ms 480 samples; "
+            "AudioMicrofrontend window_step 20 ms 320 samples; AudioMicrofrontend num_channels 40; "
+            "AudioMicrofrontend upper_band_limit 7500; AudioMicrofrontend lower_band_limit 125; "
+            "AudioMicrofrontend out_scale 1), expected mfcc or average: this kwsd does not yet import a "
+            "micro graph (a micro model converted to .tflite imports with --frontend micro)",
+        ),
         "not a graph at all": (
             b"\xff" * 64,
             [],
@@ -343,6 +369,7 @@ BAD_GRAPHS = [
     "a sample rate the graph contradicts",
     "a front end the graph contradicts",
     "a bin count the graph contradicts",
+    "a micro graph, not yet mapped",
     "not a graph at all",
 ]
 
