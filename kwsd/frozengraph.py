@@ -128,7 +128,6 @@ class GraphFacts:
     fingerprint_node: str  # the front end's output: where the model part begins
     fingerprint_shape: tuple[int, ...]
     fingerprint_size: int | None  # the Reshape's flat size, when the graph has freeze.py's Reshape
-    output_count: int | None  # labels_softmax's width, when its shape is static
 
 
 def read_graph_facts(graph_def: Any, where: str) -> GraphFacts:
@@ -280,7 +279,6 @@ def _mfcc_facts(nodes: dict[str, Any], by_op: dict[str, list[Any]], clip: Fact, 
         fingerprint_node=mfcc.name,
         fingerprint_shape=(1, frames, int(params["dct_coefficient_count"].value)),
         fingerprint_size=None,
-        output_count=None,
     )
 
 
@@ -328,7 +326,6 @@ def _average_facts(
         fingerprint_node=pool.name,
         fingerprint_shape=(1, frames, features, 1),
         fingerprint_size=None,
-        output_count=None,
     )
 
 
@@ -370,7 +367,6 @@ def _micro_facts(
         fingerprint_node=end.name,
         fingerprint_shape=(frames, int(channels.value)),
         fingerprint_size=None,
-        output_count=None,
     )
 
 

@@ -284,6 +284,13 @@ def test_flags_that_agree_with_the_graph_are_accepted(tmp_path, capsys):
     agreeing += ["--window-size-ms", "30", "--window-stride-ms", "20", "--feature-bin-count", "20"]
     code, _, err, _ = run_import(tmp_path, graph, capsys, *agreeing)
     assert (code, err) == (0, "")
+    # python_speech_features' parameters have no place in a graph that states its own front end.
+    code, _, err, bundle = run_import(tmp_path, graph, capsys, "--mfcc", "lifter=0", name="refused")
+    assert (code, err.strip()) == (
+        64,
+        "kwsd: error: --mfcc: given for a frozen graph (its front end is read from its ops)",
+    )
+    assert not bundle.exists()
 
 
 def bad_graph_cases(tmp_path):
@@ -447,6 +454,12 @@ def test_a_course_tflite_with_train_py_labels_file(tmp_path, capsys):
         "[49,40] (accepted model inputs: [1,49,40], [1,1960], [1,49,40,1])"
     )
     assert not (tmp_path / "no.kwsd").exists()
+    # A .tflite does not say how its features were computed.
+    assert main([*base[:-2], "-o", str(tmp_path / "no.kwsd")]) == 64
+    assert capsys.readouterr().err.strip() == (
+        "kwsd: error: --frontend: required for a .tflite, which does not say how its features were "
+        "computed (a frozen graph .pb states its own)"
+    )
     # --representative-dir is for a graph still to be converted.
     assert main([*base, "--representative-dir", str(tmp_path), "-o", str(tmp_path / "no.kwsd")]) == 64
     # A labels file one short of the model's output.
