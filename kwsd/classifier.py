@@ -56,6 +56,17 @@ def interpreter_name() -> str:
     return str(module)
 
 
+def model_input_shape(tflite: bytes) -> tuple[int, ...] | None:
+    """The first input's shape of a .tflite, or None when the interpreter cannot load it."""
+    with _NativeStderr():
+        try:
+            interpreter = _interpreter_class()(model_content=tflite)
+            inputs = interpreter.get_input_details()
+        except (ValueError, RuntimeError, RuntimeDependencyError):
+            return None
+    return tuple(int(d) for d in inputs[0]["shape"]) if inputs else None
+
+
 class TfliteClassifier:
     """One interpreter, one thread. Builds and checks the model at construction."""
 

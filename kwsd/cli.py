@@ -728,8 +728,51 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
     except OSError as err:
         raise InputNotFoundError(f"{path}: cannot read ({err.strerror or err})") from None
     spec = _import_frontend_spec(args)
-    _write_imported(args, path, tflite, labels=labels, renames=renames, spec=spec, notes=[])
+    try:
+        _write_imported(args, path, tflite, labels=labels, renames=renames, spec=spec, notes=[])
+    except ModelError as err:
+        hint = _stride_hint(tflite, spec)
+        if hint is None:
+            raise
+        raise ModelError(f"{err}; {hint}") from None
     return EXIT_OK
+
+
+def _stride_hint(tflite: bytes, spec: Any) -> str | None:
+    """For a .tflite whose input size the facts given do not make: the stride that would, if any."""
+    import math
+
+    from kwsd.classifier import model_input_shape
+    from kwsd.frontend import SpecError
+
+    shape = model_input_shape(tflite)
+    if shape is None or len(shape) < 2:
+        return None
+    values = math.prod(shape[1:])
+    frames, features = spec.feature_shape
+    if values == frames * features:
+        return None  # the input fits: the refusal is about something else
+    if values % features:
+        return (
+            f"{values} input values are no whole number of frames of {features} features: "
+            "check --frontend and --feature-bin-count"
+        )
+    wanted = values // features
+    fitting = []
+    for stride_ms in range(1, spec.clip_duration_ms + 1):
+        try:
+            candidate = dataclasses.replace(spec, window_stride_ms=stride_ms)
+        except SpecError:
+            continue
+        if candidate.frame_count == wanted:
+            fitting.append(stride_ms)
+    if not fitting:
+        return (
+            f"no --window-stride-ms makes {wanted} frames of a {spec.clip_duration_ms} ms clip with a "
+            f"{spec.window_size_ms} ms window: check --clip-duration-ms, --window-size-ms and --sample-rate"
+        )
+    strides = f"{fitting[0]}" if len(fitting) == 1 else f"{fitting[0]} to {fitting[-1]}"
+    return f"--window-stride-ms {strides} would make {wanted} frames of {features} ({values} values)"
 
 
 def _import_labels(args: argparse.Namespace) -> tuple[list[str], list[str]]:

@@ -451,7 +451,19 @@ def test_a_course_tflite_with_train_py_labels_file(tmp_path, capsys):
     assert err == (
         f"kwsd: error: {tflite}: model.tflite expects input [1,3920] float32 but the bundle's front end "
         "(tf_mfcc 16000 Hz, 1000 ms clip, 30/20 ms window/stride (480/320 samples), 49x40 features) makes "
-        "[49,40] (accepted model inputs: [1,49,40], [1,1960], [1,49,40,1])"
+        "[49,40] (accepted model inputs: [1,49,40], [1,1960], [1,49,40,1]); "
+        "--window-stride-ms 10 would make 98 frames of 40 (3920 values)"
+    )
+    assert not (tmp_path / "no.kwsd").exists()
+    # An input size no front-end setting makes: 3921 values are no whole number of 40-value frames.
+    odd = tmp_path / "odd.tflite"
+    odd.write_bytes(flat_input_tflite(98 * 40 + 1, len(LABELS)))
+    assert main(["model", "import", str(odd), *base[3:], "-o", str(tmp_path / "no.kwsd")]) == 67
+    assert capsys.readouterr().err.strip() == (
+        f"kwsd: error: {odd}: model.tflite expects input [1,3921] float32 but the bundle's front end "
+        "(tf_mfcc 16000 Hz, 1000 ms clip, 30/10 ms window/stride (480/160 samples), 98x40 features) makes "
+        "[98,40] (accepted model inputs: [1,98,40], [1,3920], [1,98,40,1]); 3921 input values are no whole "
+        "number of frames of 40 features: check --frontend and --feature-bin-count"
     )
     assert not (tmp_path / "no.kwsd").exists()
     # A .tflite does not say how its features were computed.
