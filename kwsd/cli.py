@@ -878,7 +878,12 @@ def _import_frozen_graph(args: argparse.Namespace, path: Path, labels: list[str]
         window_size_ms=args.window_size_ms,
         window_stride_ms=args.window_stride_ms,
         feature_bin_count=args.feature_bin_count,
+        micro_state=args.micro_state,
     )
+    if args.micro_state is not None and facts.preprocess != "micro":
+        raise _SettingError(
+            f"--micro-state: given for a graph whose front end is {facts.preprocess} (it is for micro)"
+        )
     spec, notes = frozengraph.frontend_spec(facts, given, where)
     model_def = frozengraph.model_part(graph_def, facts, where)
     count = frozengraph.output_count(model_def, where)

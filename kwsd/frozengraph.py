@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.errors import InputNotFoundError, ModelError, RuntimeDependencyError
-from kwsd.frontend import FrontendKind, FrontendSpec, SpecError
+from kwsd.frontend import FrontendKind, FrontendSpec, MicroState, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,13 @@ _FRONT_END_OPS = {
         "Identity",
     },
 }
-_KIND_OF_PREPROCESS = {"mfcc": FrontendKind.TF_MFCC, "average": FrontendKind.TF_AVERAGE}
+_KIND_OF_PREPROCESS = {
+    "mfcc": FrontendKind.TF_MFCC,
+    "average": FrontendKind.TF_AVERAGE,
+    "micro": FrontendKind.MICRO,
+}
+#: train.py's int16 scale for the micro front end (freeze.py's graph uses 32767).
+TRAIN_PY_INT16_SCALE = 32768.0
 
 
 def import_tensorflow() -> Any:
@@ -128,6 +134,8 @@ class GraphFacts:
     fingerprint_node: str  # the front end's output: where the model part begins
     fingerprint_shape: tuple[int, ...]
     fingerprint_size: int | None  # the Reshape's flat size, when the graph has freeze.py's Reshape
+    #: micro: what freeze.py multiplies audio in [-1, 1] by before the int16 cast (32767).
+    input_scale: Fact | None = None
 
 
 def read_graph_facts(graph_def: Any, where: str) -> GraphFacts:
@@ -215,6 +223,15 @@ def _int_attr(node: Any, key: str) -> int:
     return int(node.attr[key].i)
 
 
+def _float_attr(node: Any, key: str) -> float:
+    """A float attribute as the op holds it (float32), written as the shortest decimal that is it.
+
+    0.025 is stored as 0.0250000004 in float32: the bundle records 0.025, which reads back as
+    the same float32 the op computes with.
+    """
+    return float(str(np.float32(node.attr[key].f)))
+
+
 def _single(by_op: dict[str, list[Any]], op: str, where: str) -> Any:
     found = by_op.get(op, [])
     if len(found) != 1:
@@ -261,10 +278,10 @@ def _mfcc_facts(nodes: dict[str, Any], by_op: dict[str, list[Any]], clip: Fact, 
             _int_attr(mfcc, "filterbank_channel_count"), f"{mfcc.name} filterbank_channel_count"
         ),
         "lower_frequency_limit_hz": Fact(
-            float(mfcc.attr["lower_frequency_limit"].f), f"{mfcc.name} lower_frequency_limit"
+            _float_attr(mfcc, "lower_frequency_limit"), f"{mfcc.name} lower_frequency_limit"
         ),
         "upper_frequency_limit_hz": Fact(
-            float(mfcc.attr["upper_frequency_limit"].f), f"{mfcc.name} upper_frequency_limit"
+            _float_attr(mfcc, "upper_frequency_limit"), f"{mfcc.name} upper_frequency_limit"
         ),
     }
     frames = _frame_count(clip, window, stride)
@@ -337,23 +354,59 @@ def _micro_facts(
     where: str,
 ) -> GraphFacts:
     micro = _single(by_op, "AudioMicrofrontend", where)
+    # Attributes kwsd's micro front end has no equivalent for must hold train.py's values.
+    for key, expected in (("left_context", 0), ("right_context", 0), ("frame_stride", 1), ("out_scale", 1)):
+        if _int_attr(micro, key) != expected:
+            raise ModelError(
+                f"{where}: {micro.name} {key} is {_int_attr(micro, key)}, expected {expected} "
+                "(train.py's value; kwsd cannot map another)"
+            )
+    if micro.attr["zero_padding"].b:
+        raise ModelError(f"{where}: {micro.name} zero_padding is true, expected false (train.py's value)")
     rate = Fact(_int_attr(micro, "sample_rate"), f"{micro.name} sample_rate")
     window_ms = _int_attr(micro, "window_size")
     step_ms = _int_attr(micro, "window_step")
-    channels = Fact(_int_attr(micro, "num_channels"), f"{micro.name} num_channels")
     rate_hz = int(rate.value)
-    window = Fact(rate_hz * window_ms // 1000, f"{micro.name} window_size {window_ms} ms")
-    stride = Fact(rate_hz * step_ms // 1000, f"{micro.name} window_step {step_ms} ms")
+    window = Fact(rate_hz * window_ms // 1000, f"{micro.name} window_size {window_ms} ms,")
+    stride = Fact(rate_hz * step_ms // 1000, f"{micro.name} window_step {step_ms} ms,")
     # freeze.py multiplies the op's output by 10/256 before the Reshape: that Mul ends the front end.
     after = consumers.get(micro.name, [])
-    end = after[0] if len(after) == 1 and after[0].op == "Mul" else micro
+    end = micro
+    output_scale = Fact(1.0, f"{micro.name} out_scale")
+    if len(after) == 1 and after[0].op == "Mul":
+        end = after[0]
+        output_scale = Fact(_mul_constant(nodes, end, micro.name, where), f"{end.name}'s constant")
+    # ... and its input by 32767 (train.py: 32768) before the Cast to int16.
+    cast = nodes.get(_producer(micro.input[0]))
+    while cast is not None and cast.op in ("Reshape", "Identity"):
+        cast = nodes.get(_producer(cast.input[0]))
+    scale_node = nodes.get(_producer(cast.input[0])) if cast is not None and cast.op == "Cast" else None
+    if scale_node is None or scale_node.op != "Mul":
+        raise ModelError(
+            f"{where}: {micro.name} reads {cast.name if cast is not None else 'nothing'}, expected "
+            "freeze.py's int16 cast of the decoded audio times 32767"
+        )
+    input_scale = Fact(
+        _mul_constant(nodes, scale_node, "decoded_sample_data", where), f"{scale_node.name}'s constant"
+    )
+    f = micro.attr
     params = {
-        "num_channels": channels,
-        **{
-            key: Fact(float(micro.attr[key].f), f"{micro.name} {key}")
-            for key in ("upper_band_limit", "lower_band_limit")
-        },
-        **{key: Fact(_int_attr(micro, key), f"{micro.name} {key}") for key in ("out_scale",)},
+        "channel_count": Fact(_int_attr(micro, "num_channels"), f"{micro.name} num_channels"),
+        "low_freq_hz": Fact(_float_attr(micro, "lower_band_limit"), f"{micro.name} lower_band_limit"),
+        "high_freq_hz": Fact(_float_attr(micro, "upper_band_limit"), f"{micro.name} upper_band_limit"),
+        "pcan_gain_control": Fact(bool(f["enable_pcan"].b), f"{micro.name} enable_pcan"),
+        "log_scale": Fact(bool(f["enable_log"].b), f"{micro.name} enable_log"),
+        "output_scale": output_scale,
+        "smoothing_bits": Fact(_int_attr(micro, "smoothing_bits"), f"{micro.name} smoothing_bits"),
+        "even_smoothing": Fact(_float_attr(micro, "even_smoothing"), f"{micro.name} even_smoothing"),
+        "odd_smoothing": Fact(_float_attr(micro, "odd_smoothing"), f"{micro.name} odd_smoothing"),
+        "min_signal_remaining": Fact(
+            _float_attr(micro, "min_signal_remaining"), f"{micro.name} min_signal_remaining"
+        ),
+        "pcan_strength": Fact(_float_attr(micro, "pcan_strength"), f"{micro.name} pcan_strength"),
+        "pcan_offset": Fact(_float_attr(micro, "pcan_offset"), f"{micro.name} pcan_offset"),
+        "gain_bits": Fact(_int_attr(micro, "gain_bits"), f"{micro.name} gain_bits"),
+        "scale_shift": Fact(_int_attr(micro, "scale_shift"), f"{micro.name} scale_shift"),
     }
     frames = _frame_count(clip, window, stride)
     return GraphFacts(
@@ -365,9 +418,22 @@ def _micro_facts(
         sample_rate_hz=rate,
         params=params,
         fingerprint_node=end.name,
-        fingerprint_shape=(frames, int(channels.value)),
+        # The op gives [frames, channels]; a batch of one keeps the .tflite's input [1, frames, channels].
+        fingerprint_shape=(1, frames, int(params["channel_count"].value)),
         fingerprint_size=None,
+        input_scale=input_scale,
     )
+
+
+def _mul_constant(nodes: dict[str, Any], mul: Any, other: str, where: str) -> float:
+    """The scalar constant a Mul multiplies ``other`` by."""
+    for ref in mul.input:
+        node = nodes.get(_producer(ref))
+        if node is not None and node.op == "Const":
+            value = np.ravel(_const_value(node))
+            if value.size == 1:
+                return float(str(np.float32(value[0])))
+    raise ModelError(f"{where}: {mul.name} multiplies {other} by no scalar constant, expected freeze.py's")
 
 
 def _frame_count(clip: Fact, window: Fact, stride: Fact) -> int:
@@ -440,6 +506,7 @@ class Given:
     window_size_ms: int | None = None
     window_stride_ms: int | None = None
     feature_bin_count: int | None = None
+    micro_state: str | None = None
 
 
 def frontend_spec(facts: GraphFacts, given: Given, where: str) -> tuple[FrontendSpec, list[str]]:
@@ -448,12 +515,6 @@ def frontend_spec(facts: GraphFacts, given: Given, where: str) -> tuple[Frontend
     A flag the user gave must agree with the graph: ModelError naming both when it does not.
     """
     notes: list[str] = []
-    if facts.preprocess not in _KIND_OF_PREPROCESS:
-        raise ModelError(
-            f"{where}: found a {facts.preprocess} front end ({'; '.join(list(describe_facts(facts))[1:])}), "
-            "expected mfcc or average: this kwsd does not yet import a micro graph (a micro model "
-            "converted to .tflite imports with --frontend micro)"
-        )
     kind = _KIND_OF_PREPROCESS[facts.preprocess]
     if given.frontend is not None and given.frontend != kind.value:
         raise ModelError(
@@ -487,7 +548,9 @@ def frontend_spec(facts: GraphFacts, given: Given, where: str) -> tuple[Frontend
         "window_size_ms": window_ms,
         "window_stride_ms": stride_ms,
     }
-    if kind is FrontendKind.TF_MFCC:
+    if kind is FrontendKind.MICRO:
+        frontend["micro"] = _micro_section(facts, given, notes, where)
+    elif kind is FrontendKind.TF_MFCC:
         count = facts.params["dct_coefficient_count"]
         if given.feature_bin_count is not None and given.feature_bin_count != count.value:
             raise ModelError(
@@ -530,6 +593,27 @@ def frontend_spec(facts: GraphFacts, given: Given, where: str) -> tuple[Frontend
             f"({spec.describe()}) makes {frames}x{features} = {expected}"
         )
     return spec, notes
+
+
+def _micro_section(facts: GraphFacts, given: Given, notes: list[str], where: str) -> dict[str, Any]:
+    """The micro front end's parameters, every one from the op; the state from --micro-state."""
+    channels = facts.params["channel_count"]
+    if given.feature_bin_count is not None and given.feature_bin_count != channels.value:
+        raise ModelError(
+            f"{where}: --feature-bin-count {given.feature_bin_count} contradicts the graph: "
+            f"{channels.source} is {channels.value}"
+        )
+    section: dict[str, Any] = {key: fact.value for key, fact in facts.params.items()}
+    section["noise_reduction"] = True  # the op always applies it
+    section["state"] = given.micro_state or MicroState.PER_CLIP.value
+    scale = facts.input_scale
+    if scale is not None and scale.value != TRAIN_PY_INT16_SCALE:
+        notes.append(
+            f"the graph feeds the micro front end audio x {scale.value:g} ({scale.source}, freeze.py's); "
+            f"train.py trained on x {TRAIN_PY_INT16_SCALE:g}, and kwsd computes the features as training "
+            "did, so its scores can differ slightly from this graph's"
+        )
+    return section
 
 
 def _whole_ms(fact: Fact, rate_hz: int, given_ms: int | None, flag: str, where: str) -> int:
@@ -728,4 +812,5 @@ def describe_facts(facts: GraphFacts) -> Iterable[str]:
     for fact in (facts.clip_samples, facts.window_samples, facts.stride_samples):
         yield f"{fact.source} {fact.value} samples"
     for fact in facts.params.values():
-        yield f"{fact.source} {fact.value:g}"
+        value = str(fact.value).lower() if isinstance(fact.value, bool) else f"{fact.value:g}"
+        yield f"{fact.source} {value}"
