@@ -4,16 +4,19 @@
     python tools/measure_frozen_import.py --data_dir /tmp/realwav --work_dir /tmp/frozen_import
 
 1. Trains a small model (train.py's ``tiny_conv`` layout: conv 10x8x8 stride 2, relu, dense) on
-   TensorFlow's own features (AudioSpectrogram + Mfcc at train.py's defaults) of 70% of the
-   speakers, with ``_silence_`` clips cut from ``_background_noise_``.
+   TensorFlow's own features of 70% of the speakers, with ``_silence_`` clips cut from
+   ``_background_noise_``: AudioSpectrogram + Mfcc at train.py's defaults, or with
+   ``--preprocess micro`` the AudioMicrofrontend op at micro_speech's 30/20 ms, on audio x 32768
+   as train.py feeds it.
 2. Freezes it as freeze.py lays a graph out: ``wav_data`` -> DecodeWav ``decoded_sample_data``
-   -> AudioSpectrogram -> Mfcc -> Reshape -> model -> ``labels_softmax``, variables made
-   constants with ``tf.compat.v1.graph_util.convert_variables_to_constants``.
+   -> the front end (micro: on audio x 32767, freeze.py's drift) -> Reshape -> model ->
+   ``labels_softmax``, variables made constants with
+   ``tf.compat.v1.graph_util.convert_variables_to_constants``.
 3. Imports the .pb with ``kwsd model import``: float32, and int8 calibrated on training clips.
 4. Runs the other speakers' clips through the frozen graph as label_wav.py does (each WAV file's
    bytes into ``wav_data``) and through each bundle as ``kwsd label-wav`` does, and prints how
    often the top label and the top three agree, the largest score difference, and each one's
-   accuracy against the truth.
+   accuracy against the truth. For micro, also against the same graph at train.py's 32768.
 
 Needs the train extra (TensorFlow). ``--data_dir`` is a Speech Commands layout of 16 kHz WAVs.
 """
@@ -25,6 +28,7 @@ import hashlib
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 TOOLS_DIR = Path(__file__).resolve().parent
 if str(TOOLS_DIR.parent) not in sys.path:
@@ -38,11 +42,43 @@ WANTED = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 LABELS = ["_silence_", "_unknown_", *WANTED]
 RATE_HZ = 16000
 CLIP_SAMPLES = 16000
-WINDOW_SAMPLES = 480
-STRIDE_SAMPLES = 160
+WINDOW_MS = 30
+#: train.py's default stride for mfcc; micro_speech's for micro.
+STRIDE_MS = {"mfcc": 10, "micro": 20}
 BINS = 40
 TRAINING_PERCENT = 70
-FRAMES = 1 + (CLIP_SAMPLES - WINDOW_SAMPLES) // STRIDE_SAMPLES
+WINDOW_SAMPLES = RATE_HZ * WINDOW_MS // 1000
+#: train.py scales audio by 32768 for the micro front end; freeze.py by 32767.
+TRAIN_PY_SCALE = 32768
+FREEZE_PY_SCALE = 32767
+
+
+def frame_count(preprocess: str) -> int:
+    return 1 + (CLIP_SAMPLES - WINDOW_SAMPLES) // (RATE_HZ * STRIDE_MS[preprocess] // 1000)
+
+
+def front_end(audio: Any, preprocess: str, micro_scale: int = TRAIN_PY_SCALE) -> Any:
+    """train.py's (or, with ``micro_scale`` 32767, freeze.py's) front end on decoded audio [n, 1]."""
+    import tensorflow as tf
+
+    stride_samples = RATE_HZ * STRIDE_MS[preprocess] // 1000
+    if preprocess == "micro":
+        from tensorflow.lite.experimental.microfrontend.python.ops import audio_microfrontend_op
+
+        features = audio_microfrontend_op.audio_microfrontend(
+            tf.cast(tf.multiply(audio, micro_scale), tf.int16),
+            sample_rate=RATE_HZ,
+            window_size=WINDOW_MS,
+            window_step=STRIDE_MS[preprocess],
+            num_channels=BINS,
+            out_scale=1,
+            out_type=tf.float32,
+        )
+        return tf.multiply(features, 10.0 / 256.0)
+    spectrogram = tf.raw_ops.AudioSpectrogram(
+        input=audio, window_size=WINDOW_SAMPLES, stride=stride_samples, magnitude_squared=True
+    )
+    return tf.raw_ops.Mfcc(spectrogram=spectrogram, sample_rate=RATE_HZ, dct_coefficient_count=BINS)
 
 
 def silence_clips(data_dir: Path, out_dir: Path, count: int, seed: int) -> list[Path]:
@@ -92,20 +128,15 @@ def examples(data_dir: Path, work_dir: Path, seed: int) -> dict[str, list[tuple[
     return parts
 
 
-def tf_features(paths: list[Path]) -> np.ndarray:
-    """train.py's mfcc features by TensorFlow's own ops, one (98, 40) window per clip."""
+def tf_features(paths: list[Path], preprocess: str) -> np.ndarray:
+    """train.py's features by TensorFlow's own ops, one (frames, 40) window per clip."""
     import tensorflow as tf
 
     out = []
     for path in paths:
         audio = tf.audio.decode_wav(path.read_bytes(), desired_channels=1, desired_samples=CLIP_SAMPLES).audio
-        spectrogram = tf.raw_ops.AudioSpectrogram(
-            input=audio, window_size=WINDOW_SAMPLES, stride=STRIDE_SAMPLES, magnitude_squared=True
-        )
-        out.append(
-            tf.raw_ops.Mfcc(spectrogram=spectrogram, sample_rate=RATE_HZ, dct_coefficient_count=BINS)[0]
-        )
-    return np.stack([np.asarray(f) for f in out]).astype(np.float32)
+        out.append(np.asarray(front_end(audio, preprocess)).reshape(frame_count(preprocess), BINS))
+    return np.stack(out).astype(np.float32)
 
 
 def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> list[np.ndarray]:
@@ -115,7 +146,7 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> list[np.ndarr
     tf.keras.utils.set_random_seed(seed)
     model = tf.keras.Sequential(
         [
-            tf.keras.Input((FRAMES, BINS, 1)),
+            tf.keras.Input((x.shape[1], BINS, 1)),
             tf.keras.layers.Conv2D(8, (10, 8), strides=2, padding="same", activation="relu"),
             tf.keras.layers.Dropout(0.2),
             tf.keras.layers.Flatten(),
@@ -132,24 +163,20 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> list[np.ndarr
     return [*conv.get_weights(), *dense.get_weights()]
 
 
-def freeze(weights: list[np.ndarray]) -> bytes:
-    """The graph freeze.py writes for this model, as bytes."""
+def freeze(weights: list[np.ndarray], preprocess: str, micro_scale: int = FREEZE_PY_SCALE) -> bytes:
+    """The graph freeze.py writes for this model, as bytes (micro: audio x ``micro_scale``)."""
     import tensorflow as tf
 
+    frames = frame_count(preprocess)
     graph = tf.Graph()
     with graph.as_default():
         wav = tf.compat.v1.placeholder(tf.string, [], name="wav_data")
         decoded = tf.audio.decode_wav(
             wav, desired_channels=1, desired_samples=CLIP_SAMPLES, name="decoded_sample_data"
         )
-        spectrogram = tf.raw_ops.AudioSpectrogram(
-            input=decoded.audio, window_size=WINDOW_SAMPLES, stride=STRIDE_SAMPLES, magnitude_squared=True
-        )
-        fingerprint = tf.raw_ops.Mfcc(
-            spectrogram=spectrogram, sample_rate=RATE_HZ, dct_coefficient_count=BINS
-        )
-        flat = tf.reshape(fingerprint, [-1, FRAMES * BINS])
-        image = tf.reshape(flat, [-1, FRAMES, BINS, 1])
+        fingerprint = front_end(decoded.audio, preprocess, micro_scale)
+        flat = tf.reshape(fingerprint, [-1, frames * BINS])
+        image = tf.reshape(flat, [-1, frames, BINS, 1])
         names = ("first_weights", "first_bias", "final_fc_weights", "final_fc_bias")
         variables = [tf.compat.v1.get_variable(n, initializer=w) for n, w in zip(names, weights, strict=True)]
         conv = tf.nn.relu(
@@ -219,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--representative_count", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--preprocess",
+        choices=sorted(STRIDE_MS),
+        default="mfcc",
+        help="mfcc: train.py's default (30/10 ms); micro: micro_speech's (30/20 ms)",
+    )
     args = parser.parse_args(argv)
 
     from kwsd.cli import main as kwsd_main
@@ -230,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     test_paths = [p for p, _ in parts["testing"]]
     test_y = np.array([label for _, label in parts["testing"]])
     print(f"{len(train_paths)} training clips, {len(test_paths)} testing clips")
-    weights = train(tf_features(train_paths), train_y, args.epochs, args.seed)
-    graph = freeze(weights)
+    weights = train(tf_features(train_paths, args.preprocess), train_y, args.epochs, args.seed)
+    graph = freeze(weights, args.preprocess)
     pb = args.work_dir / "tiny_conv.pb"
     pb.write_bytes(graph)
     labels = args.work_dir / "tiny_conv_labels.txt"
@@ -254,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on {len(test_paths)} testing clips, against the frozen graph run as label_wav.py runs it:")
     print(compare("float32 bundle", reference, bundle_scores(float_bundle, test_paths), test_y))
     print(compare("int8 bundle", reference, bundle_scores(int8_bundle, test_paths), test_y))
+    if args.preprocess == "micro":
+        # freeze.py's graph scales by 32767; the features the model was trained on used 32768.
+        as_trained = graph_scores(freeze(weights, args.preprocess, TRAIN_PY_SCALE), test_paths)
+        print("against the same graph with train.py's x 32768 (the features the model was trained on):")
+        print(compare("float32 bundle", as_trained, bundle_scores(float_bundle, test_paths), test_y))
+        print(compare("int8 bundle", as_trained, bundle_scores(int8_bundle, test_paths), test_y))
+        print(compare("freeze.py's graph", as_trained, reference, test_y))
     return 0
 
 
