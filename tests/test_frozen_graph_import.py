@@ -189,6 +189,10 @@ CASES = {
     "average defaults": dict(preprocess="average"),
     # micro_speech's front end (30/20 ms, 40 channels), audio scaled as train.py scales it.
     "micro 30/20 ms": dict(preprocess="micro", stride_ms=20, micro_scale=32768),
+    # Not micro_speech's: 25/15 ms and 32 channels.
+    "micro 25/15 ms 32 channels": dict(
+        preprocess="micro", window_ms=25, stride_ms=15, bins=32, micro_scale=32768
+    ),
 }
 MICRO_OP_DEFAULTS = {
     "channel_count": 40,
@@ -250,6 +254,14 @@ FRONTENDS = {
         "window_size_ms": 30,
         "window_stride_ms": 20,
         "micro": MICRO_OP_DEFAULTS,
+    },
+    "micro 25/15 ms 32 channels": {
+        "kind": "micro",
+        "sample_rate_hz": 16000,
+        "clip_duration_ms": 1000,
+        "window_size_ms": 25,
+        "window_stride_ms": 15,
+        "micro": {**MICRO_OP_DEFAULTS, "channel_count": 32},
     },
 }
 
