@@ -8,7 +8,7 @@ the fingerprint -> a dense layer ->
 The reference answer is the frozen graph run as label_wav.py runs it: a WAV file's bytes fed to
 ``wav_data``, scores read from ``labels_softmax``.
 
-The real speech in tests/data/speech_commands is from Speech Commands (Pete Warden, Google,
+The real speech in tests/fixtures/realspeech is from Speech Commands (Pete Warden, Google,
 CC BY 4.0, https://creativecommons.org/licenses/by/4.0/; arXiv:1804.03209).
 """
 
@@ -30,7 +30,7 @@ from kwsd.cli import main
 
 pytestmark = pytest.mark.skipif(missing_tensorflow() is not None, reason=str(missing_tensorflow()))
 
-SPEECH = sorted((Path(__file__).parent / "data" / "speech_commands").glob("*.wav"))
+SPEECH = sorted((Path(__file__).parent / "fixtures" / "realspeech").glob("*_nohash_*.wav"))
 #: train.py's labels for its default wanted words, as conv_labels.txt lists them.
 LABELS = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 #: Typical size of a feature (tf_mfcc values run about -247..30), to give the dense layer logits
@@ -169,6 +169,14 @@ def resampled_copies(paths, rate, folder):
     return out
 
 
+def clip_folder(paths, folder):
+    """A folder holding just ``paths`` (links), for --representative-dir."""
+    folder.mkdir()
+    for path in paths:
+        (folder / path.name).symlink_to(path.resolve())
+    return folder
+
+
 def run_import(tmp_path, graph_bytes, capsys, *extra, name="model"):
     pb = tmp_path / f"{name}.pb"
     pb.write_bytes(graph_bytes)
@@ -288,7 +296,12 @@ def test_frozen_graph_import_reads_the_facts_and_labels_wavs_as_the_graph_does(t
     # magnitudes span 0..~1000 with a median near 1e-6, which one int8 scale cannot hold; the
     # import says what that costs rather than hiding it.
     code, out, err, int8_bundle = run_import(
-        tmp_path, graph, capsys, "--representative-dir", wavs[0].parent, name="model-int8"
+        tmp_path,
+        graph,
+        capsys,
+        "--representative-dir",
+        clip_folder(wavs, tmp_path / "calibration"),
+        name="model-int8",
     )
     assert (code, err) == (0, "")
     assert f"note: converted to int8, calibrated on kwsd's features of {len(wavs)} WAVs" in out
@@ -554,10 +567,10 @@ def test_a_large_representative_folder_is_sampled_evenly_and_said(tmp_path, caps
     from kwsd import frozengraph
 
     monkeypatch.setattr(frozengraph, "REPRESENTATIVE_MAX_FILES", 2)
-    code, out, err, _ = run_import(tmp_path, freeze_graph(), capsys, "--representative-dir", SPEECH[0].parent)
+    folder = clip_folder(SPEECH, tmp_path / "calibration")
+    code, out, err, _ = run_import(tmp_path, freeze_graph(), capsys, "--representative-dir", folder)
     assert (code, err) == (0, "")
     assert (
-        f"note: converted to int8, calibrated on kwsd's features of 2 WAVs in {SPEECH[0].parent} "
-        "(of 4, evenly spaced)"
+        f"note: converted to int8, calibrated on kwsd's features of 2 WAVs in {folder} (of 5, evenly spaced)"
     ) in out.splitlines()
     assert "note: int8 vs float32 on those 2 clips: top label the same on " in out
