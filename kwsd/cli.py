@@ -880,9 +880,9 @@ def _import_frozen_graph(args: argparse.Namespace, path: Path, labels: list[str]
         feature_bin_count=args.feature_bin_count,
         micro_state=args.micro_state,
     )
-    if args.micro_state is not None and facts.preprocess != "micro":
+    if args.micro_state is not None and facts.preprocess is not frozengraph.Preprocess.MICRO:
         raise _SettingError(
-            f"--micro-state: given for a graph whose front end is {facts.preprocess} (it is for micro)"
+            f"--micro-state: given for a graph whose front end is {facts.preprocess.value} (it is for micro)"
         )
     spec, notes = frozengraph.frontend_spec(facts, given, where)
     model_def = frozengraph.model_part(graph_def, facts, where)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import logging
 import os
 import sys
@@ -34,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.errors import InputNotFoundError, ModelError, RuntimeDependencyError
-from kwsd.frontend import FrontendKind, FrontendSpec, MicroState, SpecError
+from kwsd.frontend import INT16_FULL_SCALE, FrontendKind, FrontendSpec, MicroState, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -49,29 +50,43 @@ TRAIN_PY_FEATURE_BIN_COUNT = 40
 #: int8 calibration uses at most this many WAVs of --representative-dir (tools/export.py's 500).
 REPRESENTATIVE_MAX_FILES = 500
 
-#: Ops a freeze.py front end is made of, by preprocess mode (Const feeds them their numbers).
-_FRONT_END_OPS = {
-    "mfcc": {"Placeholder", "DecodeWav", "AudioSpectrogram", "Mfcc", "Const", "Identity"},
-    "average": {"Placeholder", "DecodeWav", "AudioSpectrogram", "ExpandDims", "AvgPool", "Const", "Identity"},
-    # audio_microfrontend() reshapes its input to one dimension itself.
-    "micro": {
-        "Placeholder",
-        "DecodeWav",
-        "Mul",
-        "Cast",
-        "Reshape",
-        "AudioMicrofrontend",
-        "Const",
-        "Identity",
-    },
-}
+
+class Preprocess(enum.Enum):
+    """train.py's ``--preprocess``: which front end a frozen graph holds, told by its ops."""
+
+    MFCC = "mfcc"
+    AVERAGE = "average"
+    MICRO = "micro"
+
+    @property
+    def kind(self) -> FrontendKind:
+        """kwsd's front end that computes it."""
+        return _KIND_OF_PREPROCESS[self]
+
+    @property
+    def ops(self) -> frozenset[str]:
+        """The ops its front end is made of in freeze.py's graph (Const feeds them their numbers)."""
+        return _FRONT_END_OPS[self]
+
+
 _KIND_OF_PREPROCESS = {
-    "mfcc": FrontendKind.TF_MFCC,
-    "average": FrontendKind.TF_AVERAGE,
-    "micro": FrontendKind.MICRO,
+    Preprocess.MFCC: FrontendKind.TF_MFCC,
+    Preprocess.AVERAGE: FrontendKind.TF_AVERAGE,
+    Preprocess.MICRO: FrontendKind.MICRO,
 }
-#: train.py's int16 scale for the micro front end (freeze.py's graph uses 32767).
-TRAIN_PY_INT16_SCALE = 32768.0
+_COMMON_OPS = {"Placeholder", "DecodeWav", "Const", "Identity"}
+_FRONT_END_OPS = {
+    Preprocess.MFCC: frozenset({*_COMMON_OPS, "AudioSpectrogram", "Mfcc"}),
+    Preprocess.AVERAGE: frozenset({*_COMMON_OPS, "AudioSpectrogram", "ExpandDims", "AvgPool"}),
+    # audio_microfrontend() reshapes its input to one dimension itself.
+    Preprocess.MICRO: frozenset({*_COMMON_OPS, "Mul", "Cast", "Reshape", "AudioMicrofrontend"}),
+}
+#: The op whose presence tells the preprocess mode, checked in this order.
+_TELLING_OPS = (
+    ("AudioMicrofrontend", Preprocess.MICRO),
+    ("Mfcc", Preprocess.MFCC),
+    ("AudioSpectrogram", Preprocess.AVERAGE),
+)
 
 
 def import_tensorflow() -> Any:
@@ -123,7 +138,7 @@ class Fact:
 class GraphFacts:
     """What a freeze.py graph states about its front end and model, each with its source."""
 
-    preprocess: str  # train.py's --preprocess: mfcc, average or micro
+    preprocess: Preprocess
     preprocess_source: str
     clip_samples: Fact
     window_samples: Fact
@@ -168,11 +183,7 @@ def read_graph_facts(graph_def: Any, where: str) -> GraphFacts:
         by_op.setdefault(node.op, []).append(node)
 
     # The op that names the preprocess mode; what feeds it must be ops kwsd computes itself.
-    for op, preprocess in (
-        ("AudioMicrofrontend", "micro"),
-        ("Mfcc", "mfcc"),
-        ("AudioSpectrogram", "average"),
-    ):
+    for op, preprocess in _TELLING_OPS:
         if op in by_op:
             for node in by_op[op]:
                 _check_mappable(nodes, node.name, preprocess, where)
@@ -286,7 +297,7 @@ def _mfcc_facts(nodes: dict[str, Any], by_op: dict[str, list[Any]], clip: Fact, 
     }
     frames = _frame_count(clip, window, stride)
     return GraphFacts(
-        preprocess="mfcc",
+        preprocess=Preprocess.MFCC,
         preprocess_source=f"ops {spectrogram.name} + {mfcc.name}",
         clip_samples=clip,
         window_samples=window,
@@ -333,7 +344,7 @@ def _average_facts(
     fft_bins = 1 + (1 << (int(window.value) - 1).bit_length()) // 2
     features = -(-fft_bins // int(width.value))
     return GraphFacts(
-        preprocess="average",
+        preprocess=Preprocess.AVERAGE,
         preprocess_source=f"ops {spectrogram.name} + {pool.name}",
         clip_samples=clip,
         window_samples=window,
@@ -410,7 +421,7 @@ def _micro_facts(
     }
     frames = _frame_count(clip, window, stride)
     return GraphFacts(
-        preprocess="micro",
+        preprocess=Preprocess.MICRO,
         preprocess_source=f"op {micro.name}",
         clip_samples=clip,
         window_samples=window,
@@ -465,16 +476,16 @@ def _upstream(nodes: dict[str, Any], start: str, stop: Callable[[str], bool]) ->
     return order
 
 
-def _check_mappable(nodes: dict[str, Any], end: str, preprocess: str, where: str) -> list[str]:
+def _check_mappable(nodes: dict[str, Any], end: str, preprocess: Preprocess, where: str) -> list[str]:
     """The nodes ``end`` depends on, each an op of ``preprocess``'s front end; else ModelError naming them."""
     front = _upstream(nodes, end, lambda _name: False)
-    allowed = _FRONT_END_OPS[preprocess]
+    allowed = preprocess.ops
     strange = [
         f"{name} ({nodes[name].op})" for name in front if name in nodes and nodes[name].op not in allowed
     ]
     if strange:
         raise ModelError(
-            f"{where}: ops kwsd cannot map in the {preprocess} front end: {', '.join(sorted(strange))} "
+            f"{where}: ops kwsd cannot map in the {preprocess.value} front end: {', '.join(sorted(strange))} "
             f"(expected only {', '.join(sorted(allowed))}, as freeze.py builds it)"
         )
     return front
@@ -515,11 +526,11 @@ def frontend_spec(facts: GraphFacts, given: Given, where: str) -> tuple[Frontend
     A flag the user gave must agree with the graph: ModelError naming both when it does not.
     """
     notes: list[str] = []
-    kind = _KIND_OF_PREPROCESS[facts.preprocess]
+    kind = facts.preprocess.kind
     if given.frontend is not None and given.frontend != kind.value:
         raise ModelError(
             f"{where}: --frontend {given.frontend} contradicts the graph: its {facts.preprocess_source} "
-            f"are train.py's --preprocess={facts.preprocess}, kwsd's {kind.value}"
+            f"are train.py's --preprocess={facts.preprocess.value}, kwsd's {kind.value}"
         )
     if facts.sample_rate_hz is not None:
         rate = int(facts.sample_rate_hz.value)
@@ -533,8 +544,8 @@ def frontend_spec(facts: GraphFacts, given: Given, where: str) -> tuple[Frontend
     else:
         rate = TRAIN_PY_SAMPLE_RATE_HZ
         notes.append(
-            f"sample rate {rate} Hz assumed (train.py's default): the graph's {facts.preprocess} front end "
-            "does not state it; give --sample-rate if the model was trained at another"
+            f"sample rate {rate} Hz assumed (train.py's default): the graph's {facts.preprocess.value} "
+            "front end does not state it; give --sample-rate if the model was trained at another"
         )
     if rate <= 0:
         raise ModelError(f"{where}: sample rate {rate} Hz, expected a positive rate")
@@ -607,10 +618,10 @@ def _micro_section(facts: GraphFacts, given: Given, notes: list[str], where: str
     section["noise_reduction"] = True  # the op always applies it
     section["state"] = given.micro_state or MicroState.PER_CLIP.value
     scale = facts.input_scale
-    if scale is not None and scale.value != TRAIN_PY_INT16_SCALE:
+    if scale is not None and scale.value != INT16_FULL_SCALE:
         notes.append(
             f"the graph feeds the micro front end audio x {scale.value:g} ({scale.source}, freeze.py's); "
-            f"train.py trained on x {TRAIN_PY_INT16_SCALE:g}, and kwsd computes the features as training "
+            f"train.py trained on x {INT16_FULL_SCALE:g}, and kwsd computes the features as training "
             "did, so its scores can differ slightly from this graph's"
         )
     return section
@@ -806,7 +817,7 @@ def _quiet() -> Iterator[None]:
 
 def describe_facts(facts: GraphFacts) -> Iterable[str]:
     """One phrase per fact: the op attribute it was read from, and its value."""
-    yield f"preprocess {facts.preprocess} ({facts.preprocess_source})"
+    yield f"preprocess {facts.preprocess.value} ({facts.preprocess_source})"
     if facts.sample_rate_hz is not None:
         yield f"{facts.sample_rate_hz.source} {facts.sample_rate_hz.value} Hz"
     for fact in (facts.clip_samples, facts.window_samples, facts.stride_samples):
