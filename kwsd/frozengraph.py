@@ -494,7 +494,7 @@ def _check_mappable(nodes: dict[str, Any], end: str, preprocess: Preprocess, whe
 def _check_front_end_ops(nodes: dict[str, Any], facts: GraphFacts, where: str) -> None:
     """Every op before the cut is one kwsd computes itself; the model reads audio only through the cut."""
     front = _check_mappable(nodes, facts.fingerprint_node, facts.preprocess, where)
-    front_names = {name for name in front if nodes[name].op != "Const"}
+    front_names = {name for name in front if name in nodes and nodes[name].op != "Const"}
     model = _upstream(nodes, OUTPUT_NODE, lambda name: name == facts.fingerprint_node)
     leaks = sorted(name for name in model if name in front_names)
     if leaks:

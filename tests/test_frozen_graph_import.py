@@ -51,6 +51,7 @@ def freeze_graph(
     names=("wav_data", "labels_softmax"),
     extra_op=False,
     micro_scale=32767,
+    audio_leak=False,
 ):
     """The GraphDef freeze.py writes for a single dense layer, frozen; its bytes."""
     import tensorflow as tf
@@ -108,7 +109,10 @@ def freeze_graph(
             "weights", initializer=rng.normal(0.0, stddev, (size, labels)).astype(np.float32)
         )
         bias = tf.compat.v1.get_variable("bias", initializer=np.zeros(labels, np.float32))
-        tf.nn.softmax(tf.matmul(reshaped, weights) + bias, name=names[1])
+        logits = tf.matmul(reshaped, weights) + bias
+        if audio_leak:  # a model that reads the audio besides the features: kwsd cannot feed it
+            logits += tf.reduce_mean(decoded.audio)
+        tf.nn.softmax(logits, name=names[1])
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
@@ -404,6 +408,12 @@ def bad_graph_cases(tmp_path):
             f"kwsd: error: {where}: ops kwsd cannot map in the mfcc front end: Abs (Abs) (expected only "
             "AudioSpectrogram, Const, DecodeWav, Identity, Mfcc, Placeholder, as freeze.py builds it)",
         ),
+        "a model that reads the audio itself": (
+            freeze_graph(audio_leak=True),
+            [],
+            f"kwsd: error: {where}: the model reads decoded_sample_data, wav_data besides the front end's "
+            "output Mfcc; expected it to see the audio only through the features",
+        ),
         "labels that are too few": (
             freeze_graph(labels=len(LABELS) + 1),
             [],
@@ -448,6 +458,7 @@ BAD_GRAPHS = [
     "no wav_data input",
     "no labels_softmax output",
     "an op kwsd cannot map",
+    "a model that reads the audio itself",
     "labels that are too few",
     "a stride the graph contradicts",
     "a sample rate the graph contradicts",
