@@ -585,3 +585,22 @@ def test_a_large_representative_folder_is_sampled_evenly_and_said(tmp_path, caps
         f"note: converted to int8, calibrated on kwsd's features of 2 WAVs in {folder} (of 5, evenly spaced)"
     ) in out.splitlines()
     assert "note: int8 vs float32 on those 2 clips: top label the same on " in out
+
+
+def test_the_command_prints_only_kwsd_s_lines(tmp_path):
+    """TensorFlow's native notes (oneDNN, absl, MLIR) stay out of the terminal; kwsd's lines stay in."""
+    pb = tmp_path / "model.pb"
+    pb.write_bytes(freeze_graph())
+    labels = tmp_path / "conv_labels.txt"
+    labels.write_text("".join(f"{label}\n" for label in LABELS))
+    args = ["model", "import", pb, "--labels-file", labels, "-o", tmp_path / "model.kwsd"]
+    result = subprocess.run(
+        [sys.executable, "-m", "kwsd", *map(str, args)], capture_output=True, check=False, timeout=300
+    )
+    assert (result.returncode, result.stderr.decode()) == (0, "")
+    lines = result.stdout.decode().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "read from model.pb",
+        "note",
+        f"wrote {tmp_path}/model.kwsd",
+    ]
