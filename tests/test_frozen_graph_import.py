@@ -18,6 +18,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 import wave
 import zipfile
 from pathlib import Path
@@ -507,18 +508,33 @@ def test_without_tensorflow_a_pb_import_names_the_extra(tmp_path):
     assert not (tmp_path / "x.kwsd").exists()
 
 
-def flat_input_tflite(size, labels, seed=2):
-    """A .tflite as the course's conversion writes one: float32 input [1, frames*bins], softmax out."""
+def flat_input_tflite(size, labels, seed=2, int8=False):
+    """A .tflite as the course's conversion writes one: input [1, frames*bins], softmax out.
+
+    ``int8``: full integer, input and output int8, as the course converts micro_speech.
+    """
     import tensorflow as tf
 
-    weights = np.random.default_rng(seed).normal(0.0, 0.01, (size, labels)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0.0, 0.01, (size, labels)).astype(np.float32)
 
     @tf.function(input_signature=[tf.TensorSpec([1, size], tf.float32)])
     def model(fingerprint):
         return tf.nn.softmax(tf.matmul(fingerprint, weights))
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model)
-    return converter.convert()
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: (
+            [rng.uniform(0, 26, (1, size)).astype(np.float32)] for _ in range(20)
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        # "Statistics for quantized inputs were expected": the representative data gives them.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        return converter.convert()
 
 
 def test_a_course_tflite_with_train_py_labels_file(tmp_path, capsys):
@@ -553,6 +569,17 @@ def test_a_course_tflite_with_train_py_labels_file(tmp_path, capsys):
         "number of frames of 40 features: check --frontend and --feature-bin-count"
     )
     assert not (tmp_path / "no.kwsd").exists()
+    # The course's micro_speech conversion: int8, [1, 49 * 40], micro features at 30/20 ms.
+    quantised = tmp_path / "micro_int8.tflite"
+    quantised.write_bytes(flat_input_tflite(49 * 40, len(LABELS), int8=True))
+    micro = ["model", "import", str(quantised), "--labels-file", str(labels), "--frontend", "micro"]
+    assert main([*micro, "-o", str(tmp_path / "micro.kwsd")]) == 0
+    out = capsys.readouterr().out
+    assert "micro 16000 Hz, 1000 ms clip, 30/20 ms window/stride, 49x40 features" in out
+    assert (
+        "input int8 [1,1960] (scale " in out
+        and "output int8 [1,12] (scale 0.00390625, zero point -128)" in out
+    )
     # A .tflite does not say how its features were computed.
     assert main([*base[:-2], "-o", str(tmp_path / "no.kwsd")]) == 64
     assert capsys.readouterr().err.strip() == (
