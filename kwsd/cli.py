@@ -895,6 +895,7 @@ def _import_frozen_graph(args: argparse.Namespace, path: Path, labels: list[str]
         )
     print(f"read from {path.name}: {', '.join(frozengraph.describe_facts(facts))}")
     tflite = frozengraph.convert(model_def, facts, None, where)
+    metrics: dict[str, Any] = {"quantization": "float32"}
     if args.representative_dir is None:
         notes.append("converted to float32: no --representative-dir given (int8 needs audio to calibrate on)")
     else:
@@ -907,9 +908,18 @@ def _import_frozen_graph(args: argparse.Namespace, path: Path, labels: list[str]
             f"converted to int8, calibrated on kwsd's features of {len(files)} WAVs "
             f"in {args.representative_dir}{spread}"
         )
-        # Said, not hidden: how much the 8 bits cost on the user's own audio.
-        notes.append(frozengraph.agreement(float_tflite, tflite, spec, labels, windows).describe())
-    _write_imported(args, path, tflite, labels=labels, renames=renames, spec=spec, notes=notes)
+        # Said, not hidden: how much the 8 bits cost on the user's own audio; kept in the bundle too.
+        agreement = frozengraph.agreement(float_tflite, tflite, spec, labels, windows)
+        notes.append(agreement.describe())
+        metrics = {
+            "quantization": "int8",
+            "calibration_clips": len(files),
+            "int8_vs_float32_top1_same": agreement.top1_agree,
+            "int8_vs_float32_max_score_difference": round(agreement.max_score_difference, 5),
+        }
+    _write_imported(
+        args, path, tflite, labels=labels, renames=renames, spec=spec, notes=notes, metrics=metrics
+    )
     return EXIT_OK
 
 
@@ -922,6 +932,7 @@ def _write_imported(
     renames: list[str],
     spec: Any,
     notes: list[str],
+    metrics: dict[str, Any] | None = None,
 ) -> None:
     from kwsd.bundle import make_bundle, write_bundle
     from kwsd.classifier import TfliteClassifier
@@ -938,6 +949,7 @@ def _write_imported(
         name=args.name or path.stem,
         tool="kwsd model import",
         dataset={"imported_from": path.name},
+        metrics=metrics,
         detection=detection,
     )
     bundle = dataclasses.replace(bundle, source=str(path))

@@ -287,7 +287,9 @@ def test_frozen_graph_import_reads_the_facts_and_labels_wavs_as_the_graph_does(t
     wavs = SPEECH if rate == 16000 else resampled_copies(SPEECH, rate, tmp_path / "clips")
     code, out, err, bundle = run_import(tmp_path, graph, capsys)
     assert (code, err) == (0, "")
-    assert json.loads(zipfile.ZipFile(bundle).read("bundle.json"))["frontend"] == FRONTENDS[case]
+    manifest = json.loads(zipfile.ZipFile(bundle).read("bundle.json"))
+    assert manifest["frontend"] == FRONTENDS[case]
+    assert manifest["metrics"] == {"quantization": "float32"}
     assert "note: converted to float32: no --representative-dir given" in out
     reference = frozen_graph_scores(graph, wavs)
     ours = kwsd_scores(bundle, wavs, capsys)
@@ -314,6 +316,9 @@ def test_frozen_graph_import_reads_the_facts_and_labels_wavs_as_the_graph_does(t
     int8_scores = kwsd_scores(int8_bundle, wavs, capsys)
     agree = sum(got[0][0] == top3(want)[0] for want, got in zip(reference, int8_scores, strict=True))
     assert f"note: int8 vs float32 on those {len(wavs)} clips: top label the same on {agree}, " in out
+    metrics = json.loads(zipfile.ZipFile(int8_bundle).read("bundle.json"))["metrics"]
+    assert (metrics["quantization"], metrics["calibration_clips"]) == ("int8", len(wavs))
+    assert metrics["int8_vs_float32_top1_same"] == agree
     if settings["preprocess"] != "average":
         for want, got in zip(reference, int8_scores, strict=True):
             assert max(abs(float(want[LABELS.index(label)]) - score) for label, score in got) < 0.05
