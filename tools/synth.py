@@ -690,8 +690,9 @@ STRETCH_PERCENT_GRID: Final = tuple(range(80, 136, 5))
 
 
 @dataclass(frozen=True)
-class FliteSpeaker:
-    """One synthetic flite voice: a built-in voice at one size, pitch and speed, and a microphone."""
+class ProgramSpeaker:
+    """One synthetic voice of a speech program (flite, festival): one of its voices at one size,
+    pitch and speed, and a microphone."""
 
     tag: str
     voice: str
@@ -704,32 +705,38 @@ class FliteSpeaker:
     level: float
 
 
-def make_flite_voices(count: int, seed: int) -> list[FliteSpeaker]:
-    """``count`` distinct flite voices: every built-in voice once, then random ones."""
-    rng = np.random.default_rng([seed, 0xF1E])
-    voices: list[FliteSpeaker] = []
+FliteSpeaker = ProgramSpeaker
+FestivalSpeaker = ProgramSpeaker
+
+
+def _make_program_voices(
+    engine: str, names: Sequence[str], short: Callable[[str], str], count: int, rng: np.random.Generator
+) -> list[ProgramSpeaker]:
+    """``count`` distinct voices of ``engine``: each of ``names`` once, then random ones."""
+    voices: list[ProgramSpeaker] = []
     tags: set[str] = set()
     attempts = 0
     while len(voices) < count:
         attempts += 1
         if attempts > 100 * count + 1000:
-            raise SynthError(f"only {len(voices)} distinct flite voices can be made, {count} asked for")
-        base = (
-            FLITE_VOICES[len(voices)]
-            if len(voices) < len(FLITE_VOICES)
-            else FLITE_VOICES[int(rng.integers(len(FLITE_VOICES)))]
-        )
+            raise SynthError(f"only {len(voices)} distinct {engine} voices can be made, {count} asked for")
+        base = names[len(voices)] if len(voices) < len(names) else names[int(rng.integers(len(names)))]
         size, semitones, stretch = (
             int(grid[int(rng.integers(len(grid)))])
             for grid in (SIZE_PERCENT_GRID, PITCH_SEMITONE_GRID, STRETCH_PERCENT_GRID)
         )
         highpass, lowpass, reverb, level = _draw_microphone(rng)
-        tag = f"flite-{base}-k{size:03d}-p{_pitch_percent(semitones):03d}-d{stretch:03d}"
+        tag = f"{engine}-{short(base)}-k{size:03d}-p{_pitch_percent(semitones):03d}-d{stretch:03d}"
         if tag in tags:
             continue
         tags.add(tag)
-        voices.append(FliteSpeaker(tag, base, size, semitones, stretch, highpass, lowpass, reverb, level))
+        voices.append(ProgramSpeaker(tag, base, size, semitones, stretch, highpass, lowpass, reverb, level))
     return voices
+
+
+def make_flite_voices(count: int, seed: int) -> list[FliteSpeaker]:
+    """``count`` distinct flite voices: every built-in voice once, then random ones."""
+    return _make_program_voices("flite", FLITE_VOICES, str, count, np.random.default_rng([seed, 0xF1E]))
 
 
 def render_flite_clip(voice: FliteSpeaker, word: str, repetition: int, seed: int) -> npt.NDArray[np.int16]:
@@ -770,21 +777,6 @@ FESTIVAL_VOICES: Final = {
 }
 
 
-@dataclass(frozen=True)
-class FestivalSpeaker:
-    """One synthetic festival voice: a voice at one size, pitch and tempo, and a microphone."""
-
-    tag: str
-    voice: str
-    size_percent: int
-    pitch_semitones: int
-    stretch_percent: int
-    highpass_hz: int
-    lowpass_hz: int
-    reverb_percent: int
-    level: float
-
-
 def check_festival_voices() -> None:
     """EngineMissingError naming the packages of FESTIVAL_VOICES that festival does not have."""
     result = subprocess.run(
@@ -798,28 +790,12 @@ def check_festival_voices() -> None:
 
 def make_festival_voices(count: int, seed: int) -> list[FestivalSpeaker]:
     """``count`` distinct festival voices: every voice once, then random ones."""
+
+    def short(base: str) -> str:  # kal, ked, slt
+        return base.split("_", 1)[0] if base.endswith("_diphone") else base.split("_")[2]
+
     rng = np.random.default_rng([seed, 0xFE5])
-    names = tuple(FESTIVAL_VOICES)
-    voices: list[FestivalSpeaker] = []
-    tags: set[str] = set()
-    attempts = 0
-    while len(voices) < count:
-        attempts += 1
-        if attempts > 100 * count + 1000:
-            raise SynthError(f"only {len(voices)} distinct festival voices can be made, {count} asked for")
-        base = names[len(voices)] if len(voices) < len(names) else names[int(rng.integers(len(names)))]
-        size, semitones, stretch = (
-            int(grid[int(rng.integers(len(grid)))])
-            for grid in (SIZE_PERCENT_GRID, PITCH_SEMITONE_GRID, STRETCH_PERCENT_GRID)
-        )
-        highpass, lowpass, reverb, level = _draw_microphone(rng)
-        short = base.split("_")[0] if base.endswith("_diphone") else base.split("_")[2]  # kal, ked, slt
-        tag = f"festival-{short}-k{size:03d}-p{_pitch_percent(semitones):03d}-d{stretch:03d}"
-        if tag in tags:
-            continue
-        tags.add(tag)
-        voices.append(FestivalSpeaker(tag, base, size, semitones, stretch, highpass, lowpass, reverb, level))
-    return voices
+    return _make_program_voices("festival", tuple(FESTIVAL_VOICES), short, count, rng)
 
 
 def render_festival_clips(
