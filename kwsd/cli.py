@@ -936,10 +936,12 @@ def _write_imported(
 ) -> None:
     from kwsd.bundle import make_bundle, write_bundle
     from kwsd.classifier import TfliteClassifier
-    from kwsd.detection import DetectionError, check_detection
+    from kwsd.detection import DetectionError, check_detection, resolve_detection
 
     try:
-        detection = check_detection({k: v for k, v in _detection_overrides(args).items() if v is not None})
+        given = check_detection({k: v for k, v in _detection_overrides(args).items() if v is not None})
+        detection, source = _import_detection(spec, given)
+        settings, clip_stride_ms = resolve_detection(detection, {}, window_stride_ms=spec.window_stride_ms)
     except DetectionError as err:
         raise _SettingError(str(err)) from None
     bundle = make_bundle(
@@ -962,6 +964,36 @@ def _write_imported(
         f"input {classifier.input_description}, output {classifier.output_description}"
         + (f" (labels renamed as train.py names them: {', '.join(renames)})" if renames else "")
     )
+    if source:
+        print(
+            f"detection: clip stride {clip_stride_ms} ms, {_setting_text(settings)}, minimum count "
+            f"{settings.minimum_count}, rule {settings.rule.value} ({source})"
+        )
+
+
+def _import_detection(spec: Any, given: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The detection settings an import records, and where they came from ("" when none are).
+
+    A micro front end gets kwsd's measured settings for imported micro models wherever a flag
+    does not give one; other front ends record only the flags given (kwsd then uses
+    TensorFlow's defaults for the rest, as for any bundle).
+    """
+    from kwsd.detection import MICRO_IMPORT_DETECTION
+    from kwsd.frontend import FrontendKind
+
+    if spec.kind is not FrontendKind.MICRO:
+        return given, ("from the flags given" if given else "")
+    defaults = dict(MICRO_IMPORT_DETECTION)
+    if defaults["clip_stride_ms"] % spec.window_stride_ms:
+        # Measured at micro_speech's 20 ms; a front end that cannot step 20 ms runs every frame.
+        defaults["clip_stride_ms"] = spec.window_stride_ms
+    measured = "kwsd's settings measured for imported micro models, see the README's import section"
+    if not given:
+        return defaults, measured
+    if set(defaults) <= set(given):
+        return given, "from the flags given"
+    flags = ", ".join(f"--{key.replace('_', '-')}" for key in given)
+    return {**defaults, **given}, f"{flags} as given, the rest {measured}"
 
 
 #: ``model import``'s default stride: micro_speech's 20 ms, or train.py's 10 ms for its front ends.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from kwsd.smoother import FiringRule, SmootherError, SmootherSettings
@@ -17,6 +18,25 @@ log = logging.getLogger(__name__)
 
 _INT_KEYS = ("clip_stride_ms", "average_window_ms", "suppression_ms", "minimum_count")
 KEYS = (*_INT_KEYS, "threshold", "rule", "label_thresholds")
+
+
+#: What ``kwsd model import`` records for a model with the micro front end (micro_speech and
+#: train.py --preprocess=micro) when no detection flag is given. Measured on real speech, not
+#: copied from the firmware: a tiny_conv model trained as the TinyML course trains it, on the
+#: Speech Commands clips of ../shared/realspeech, its settings swept by ``kwsd calibrate`` over
+#: 2.5 h of streams made from held-out people (README, "Importing a model made by TensorFlow's
+#: tools", has the table and the commands). micro_speech's own firmware values (micro rule,
+#: 1000 ms, 0.78, 1500 ms) missed more words at more false accepts there.
+MICRO_IMPORT_DETECTION: Mapping[str, Any] = MappingProxyType(
+    {
+        "clip_stride_ms": 20,
+        "average_window_ms": 750,
+        "threshold": 0.8,
+        "suppression_ms": 500,
+        "minimum_count": 3,
+        "rule": FiringRule.TF.value,
+    }
+)
 
 
 class DetectionError(ValueError):

@@ -26,7 +26,9 @@ from training_tools import missing_training_tools
 
 from kwsd.audio import float_to_int16, read_wav, write_wav
 from kwsd.bundle import read_bundle
+from kwsd.detection import resolve_detection
 from kwsd.frontend import INT16_FULL_SCALE, FrontendKind, FrontendSpec, MicroParams, MicroState
+from kwsd.smoother import SmootherSettings
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +37,21 @@ TRAIN_DEMO = REPO / "tools" / "train_demo.py"
 #: What the README tells a user to type (micro_speech's C++ names for the labels).
 README_LABELS = "silence,unknown,yes,no"
 SAMPLE_RATE_HZ = 16000
+#: What ``model import`` records for a micro model given no detection flag: the settings measured
+#: on real speech in the README's import section (not micro_speech's firmware values).
+MEASURED = {
+    "clip_stride_ms": 20,
+    "average_window_ms": 750,
+    "threshold": 0.8,
+    "suppression_ms": 500,
+    "minimum_count": 3,
+    "rule": "tf",
+}
+MEASURED_LINE = (
+    "detection: clip stride 20 ms, threshold 0.8, average window 750 ms, suppression 500 ms, "
+    "minimum count 3, rule tf (kwsd's settings measured for imported micro models, see the README's "
+    "import section)"
+)
 
 
 def kwsd(*args: Any, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -132,9 +149,11 @@ def test_model_import_as_the_readme_shows(trained: dict[str, Any], imported: Any
     assert imported.returncode == 0, imported.stderr
     report = imported.stdout
     assert report.startswith("wrote micro.kwsd: model, labels _silence_, _unknown_, yes, no, micro 16000 Hz")
-    assert report.rstrip().endswith(
+    wrote, detection = report.rstrip().splitlines()[-2:]
+    assert wrote.endswith(
         "(labels renamed as train.py names them: silence -> _silence_, unknown -> _unknown_)"
     )
+    assert detection == MEASURED_LINE
     assert "input int8 [1,1960] (scale " in report
     assert "output int8 [1,4] (scale 0.00390625, zero point -128)" in report
     bundle = read_bundle(trained["root"] / "micro.kwsd")
@@ -143,6 +162,51 @@ def test_model_import_as_the_readme_shows(trained: dict[str, Any], imported: Any
     assert bundle.frontend == FrontendSpec(FrontendKind.MICRO, window_stride_ms=20)
     assert bundle.frontend.micro == MicroParams(state=MicroState.PER_CLIP)
     assert bundle.provenance["tool"] == "kwsd model import"
+
+
+def test_model_import_records_the_measured_detection_settings(trained: dict[str, Any], imported: Any) -> None:
+    assert imported.returncode == 0, imported.stderr
+    assert read_bundle(trained["root"] / "micro.kwsd").detection == MEASURED
+    # The daemon's own resolution of them (no flags on the command line): exactly those values.
+    settings, clip_stride_ms = resolve_detection(
+        read_bundle(trained["root"] / "micro.kwsd").detection, {}, window_stride_ms=20
+    )
+    assert (clip_stride_ms, settings) == (
+        20,
+        SmootherSettings(average_window_ms=750, threshold=0.8, suppression_ms=500, minimum_count=3),
+    )
+
+
+def test_model_import_detection_flags_override_the_measured_settings(trained: dict[str, Any]) -> None:
+    args = ["model", "import", "model.tflite", "--labels", README_LABELS, "--frontend", "micro"]
+    some = kwsd(*args, "--threshold", "0.9", "--rule", "micro", "-o", "some.kwsd", cwd=trained["root"])
+    assert some.returncode == 0, some.stderr
+    assert read_bundle(trained["root"] / "some.kwsd").detection == {
+        **MEASURED,
+        "threshold": 0.9,
+        "rule": "micro",
+    }
+    assert some.stdout.rstrip().splitlines()[-1] == (
+        "detection: clip stride 20 ms, threshold 0.9, average window 750 ms, suppression 500 ms, "
+        "minimum count 3, rule micro (--threshold, --rule as given, the rest kwsd's settings measured "
+        "for imported micro models, see the README's import section)"
+    )
+    firmware = ["--rule", "micro", "--average-window-ms", "1000", "--threshold", "0.78", "--suppression-ms"]
+    every = [*firmware, "1500", "--minimum-count", "3", "--clip-stride-ms", "20"]
+    all_given = kwsd(*args, *every, "-o", "all.kwsd", cwd=trained["root"])
+    assert all_given.returncode == 0, all_given.stderr
+    assert read_bundle(trained["root"] / "all.kwsd").detection == {
+        "clip_stride_ms": 20,
+        "average_window_ms": 1000,
+        "threshold": 0.78,
+        "suppression_ms": 1500,
+        "minimum_count": 3,
+        "rule": "micro",
+    }
+    assert all_given.stdout.rstrip().splitlines()[-1] == (
+        "detection: clip stride 20 ms, threshold 0.78, average window 1000 ms, suppression 1500 ms, "
+        "minimum count 3, rule micro (from the flags given)"
+    )
 
 
 def test_model_import_records_the_continuous_state_when_asked(trained: dict[str, Any]) -> None:
@@ -260,7 +324,8 @@ def test_stream_with_the_tuned_settings_hears_the_words(trained: dict[str, Any])
         cwd=trained["root"],
     )
     assert result.returncode == 0, result.stderr
-    assert read_bundle(trained["root"] / "tuned.kwsd").detection == tuned
+    # Flags given override the measured settings; what they leave out keeps the measured value.
+    assert read_bundle(trained["root"] / "tuned.kwsd").detection == {**MEASURED, **tuned}
 
     words = ["yes", "no"] * 4
     starts_ms = _write_stream(trained["root"] / "recording.wav", trained, words)
