@@ -292,7 +292,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--name", help="bundle name (default: the file's stem)")
     _add_detection_arguments(
-        imp, "recommended detection settings to record in the bundle (kwsd stream uses them by default)"
+        imp,
+        "recommended detection settings to record in the bundle (kwsd stream uses them by default); "
+        "a micro model gets kwsd's measured settings for micro models where none is given",
     )
     imp.set_defaults(handler=_cmd_model_import)
     return parser
