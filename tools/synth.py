@@ -945,6 +945,7 @@ def synthesise(
     espeak_voices = make_voices(counts[Engine.ESPEAK], seed, accents) if Engine.ESPEAK in engines else []
     piper_models: list[PiperModel] = []
     if Engine.PIPER in engines:
+        _import_piper()  # the engine itself first: without it no voice matters
         piper_models = load_piper_models(list(piper_voices) or [default_piper_voice()])
     piper_speakers = make_piper_voices(counts[Engine.PIPER], seed, piper_models) if piper_models else []
     flite_speakers = make_flite_voices(counts[Engine.FLITE], seed) if Engine.FLITE in engines else []
