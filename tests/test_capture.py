@@ -101,7 +101,11 @@ def test_16k_mono_file_is_captured_sample_for_sample(tmp_path: Path) -> None:
     assert len(run.samples) == len(fed)
     assert run.samples.dtype == np.int16
     assert assert_same_audio(run.samples, fed) == 0
-    assert (run.overflows, run.dropped_blocks) == (0, 0)
+    assert run.overflows == 0
+    # Not asserted: dropped blocks. Past the file's end the device goes on delivering stale
+    # buffers as fast as it can until the source closes; on a busy machine the reader closes
+    # late and over 1000 of them fill the queue and are dropped (counted, as they must be).
+    # The fed audio is the first 100 blocks of the queue, and it arrived whole (above).
 
 
 # --------------------------------------------------------------------------------------
