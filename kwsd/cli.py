@@ -692,6 +692,17 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
     print(f"output:     {classifier.output_description}")
     print(f"model:      {len(bundle.tflite)} bytes, sha256 {bundle.sha256}")
     print(f"made by:    {prov.get('tool')} ({prov.get('tool_version')}) on {prov.get('created')}")
+    sources = (prov.get("dataset") or {}).get("sources") or {}
+    for name, source in sorted(sources.items()) if isinstance(sources, dict) else ():
+        if not isinstance(source, dict):
+            continue
+        weight = source.get("weight")
+        use = ""
+        if isinstance(weight, int | float):
+            use = " (evaluation only)" if weight == 0 else f" (weight {weight:g})"
+        print(f"data:       {name}{use}: {source.get('data_dir')}")
+        if source.get("attribution"):
+            print(f"            {' '.join(str(source['attribution']).split())}")
     for key, value in sorted(bundle.metrics.items()):
         print(f"metric:     {key} = {value}")
     if bundle.detection:

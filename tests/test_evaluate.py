@@ -533,3 +533,40 @@ def test_figures_on_a_generated_stream_are_consistent(synthetic_stream: tuple[Pa
     assert result.correct >= 15  # synthetic voices the model never heard; most words are found
     cli = kwsd("evaluate", "--audio", wav, "--truth", txt, "--json")
     assert json.loads(cli.stdout)["figures"] == result.to_dict()
+
+
+def test_a_window_starts_its_span_before_it_ends() -> None:
+    # 49 frames of 30 ms every 20 ms cover 990 ms of a 1000 ms clip.
+    assert ev.clip_start_ms(MFCC, 2990) == 2000.0
+    micro = FrontendSpec(FrontendKind.MICRO, window_stride_ms=20)
+    assert ev.clip_start_ms(micro, 2990) == 2000.0
+    # 98 frames of 30 ms every 10 ms cover all of it.
+    assert ev.clip_start_ms(FrontendSpec(FrontendKind.MFCC, window_stride_ms=10), 2990) == 1990.0
+
+
+def test_smooth_reports_kwsd_smoother_detections_at_window_ends() -> None:
+    # REFERENCE.md's worked example: labels _silence_, a, b; window 1000 / threshold 0.2 /
+    # suppression 500 / minimum count 3; [0,1,0] at 0..900 fires "a" at 300; [0,0,1] at
+    # 1000..1900 fires "b" at 1500 with score 6/11. Then silence wins, and is not reported.
+    labels = [SILENCE_LABEL, "a", "b"]
+    times = np.arange(0, 4000, 100)
+    scores = np.array([[0, 1, 0]] * 10 + [[0, 0, 1]] * 10 + [[1, 0, 0]] * 20, np.float32)
+    detections = ev.smooth_scores(times, scores, labels, SmootherSettings(1000, 0.2, 500, 3))
+    assert [(d.label, d.time_ms) for d in detections] == [("a", 300), ("b", 1500)]
+    assert [d.score for d in detections] == pytest.approx([1.0, 6 / 11])
+
+
+def test_stream_scoring_counts_like_the_reference_from_window_starts() -> None:
+    truth = [("yes", 1000.0), ("no", 4000.0)]
+    detections = [  # (label, score, window end); the window starts 990 ms earlier
+        Detection("yes", 0.9, 2190),  # correct
+        Detection("yes", 0.9, 2490),  # second hit on a matched word: wrong
+        Detection("go", 0.9, 5090),  # wrong label: wrong
+        Detection("no", 0.9, 8990),  # nothing within 750 ms: false positive
+    ]
+    assert ev.score_stream(detections, truth, MFCC) == ev.StreamScore(2, 1, 2, 1)
+    # The tolerance is measured from the window's start (end - 990 ms), not end - 1000 ms.
+    edge = 1000 + 990 + 750
+    assert ev.score_stream([Detection("yes", 0.9, edge)], truth, MFCC).correct == 1
+    late = ev.score_stream([Detection("yes", 0.9, edge + 1)], truth, MFCC)
+    assert late.false_positive == 1

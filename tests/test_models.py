@@ -99,7 +99,7 @@ def test_tiny_conv_is_micro_speechs_size() -> None:
         (None, 98, 40, 12, "ds_cnn: 98x40 features -> 12 logits, 24,332 parameters (1,152 non-trainable)"),
         (None, 49, 13, 6, "ds_cnn: 49x13 features -> 6 logits, 23,942 parameters (1,152 non-trainable)"),
         (None, 49, 40, 4, "ds_cnn: 49x40 features -> 4 logits, 23,812 parameters (1,152 non-trainable)"),
-        # train_demo's temporal variant: conv 5x13 stride 2x13, depthwise 3x1.
+        # the demo's temporal variant: conv 5x13 stride 2x13, depthwise 3x1.
         (
             {"temporal": True},
             49,

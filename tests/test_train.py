@@ -110,8 +110,29 @@ def test_a_tiny_run_logs_trains_checkpoints_and_exports_both_bundles(tmp_path, d
     float32 = read_bundle(model_dir / "tiny_conv-float.kwsd")
     assert list(int8.labels) == list(float32.labels) == ["_silence_", "_unknown_", "yes", "no"]
     assert int8.metrics["quantization"] == "int8" and float32.metrics["quantization"] == "float32"
+    # The split is recorded, so the partitions can be rebuilt (tools/plot.py does).
+    assert set(int8.provenance["dataset"]["split"]) == {
+        "validation_percentage", "testing_percentage", "silence_percentage", "unknown_percentage",
+    }  # fmt: skip
     assert 0.0 <= int8.metrics["test_accuracy"] <= 1.0 and int8.metrics["test_count"] > 0
-    assert (model_dir / "tiny_conv_model_data.cc").read_text().count("0x") == len(int8.tflite)
+    bare = (model_dir / "tiny_conv.tflite").read_bytes()
+    assert (model_dir / "tiny_conv_model_data.cc").read_text().count("0x") == len(bare)
+    # The bare model takes the window flattened, as train.py's graph and micro_speech do, and
+    # answers as the bundle does (same weights, same int8 input quantization).
+    from ai_edge_litert.interpreter import Interpreter
+
+    frames, features = int8.frontend.feature_shape
+    window = np.random.default_rng(0).integers(-128, 128, (1, frames, features), dtype=np.int8)
+    outputs = []
+    for tflite, shape in ((bare, (1, frames * features)), (int8.tflite, (1, frames, features))):
+        interpreter = Interpreter(model_content=tflite)
+        interpreter.allocate_tensors()
+        (given,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
+        assert tuple(given["shape"]) == shape and given["dtype"] == np.int8
+        interpreter.set_tensor(given["index"], window.reshape(shape))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(output["index"]))
+    assert np.abs(outputs[0].astype(int) - outputs[1].astype(int)).max() <= 1
     summaries = [line for line in lines if line.startswith("export: ")]
     assert len(summaries) == 2 and "ops " in summaries[0] and "input int8" in summaries[0]
     # The converter's own lines went to the run's TensorFlow log, not the console.

@@ -211,10 +211,10 @@ def plan_words(
         if not pool:
             if label == UNKNOWN_LABEL:
                 raise DatasetError(
-                    "the testing partition has no files of other words for _unknown_ "
+                    "the partition used has no files of other words for _unknown_ "
                     "(give --unknown_percentage 0, or add folders of other words)"
                 )
-            raise DatasetError(f"the testing partition has no clips of {label!r}")
+            raise DatasetError(f"the partition used has no clips of {label!r}")
         words.append(Word(label, pool[int(rng.integers(len(pool)))], start))
     return words
 
@@ -264,16 +264,18 @@ def make_stream(
 
 
 def test_partition_pools(
-    data_dir: Path, wanted: Sequence[str], data_settings: DatasetSettings
+    data_dir: Path, wanted: Sequence[str], data_settings: DatasetSettings, partition: str = "testing"
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """label -> test-partition files (wanted words by folder, every other folder as _unknown_),
-    and the noise file names; split as the trainer splits."""
+    """label -> the partition's files (wanted words by folder, every other folder as _unknown_),
+    and the noise file names; split as the trainer splits. ``partition``: ``testing`` (the
+    reference's choice), or ``validation`` for a stream to tune detection settings on without
+    touching the test speakers."""
     scan = scan_data_dir(data_dir)
     split, rule = split_files(data_dir, data_settings, [rel for _, rel in scan.files])
     log.info("%s: %s", data_dir, rule)
     pools: dict[str, list[str]] = {}
     for label, rel in scan.files:
-        if split[rel] != "testing":
+        if split[rel] != partition:
             continue
         pools.setdefault(label if label in wanted else UNKNOWN_LABEL, []).append(rel)
     return pools, list(scan.noise or [])
@@ -287,6 +289,7 @@ def generate(
     seed: int,
     validation_percentage: float = 10.0,
     testing_percentage: float = 10.0,
+    partition: str = "testing",
 ) -> Stream:
     """Read what the stream needs from ``data_dir`` (only the clips it uses) and make it."""
     data_settings = DatasetSettings(
@@ -296,10 +299,10 @@ def generate(
         validation_percentage=validation_percentage,
         testing_percentage=testing_percentage,
     )
-    pools, noise_names = test_partition_pools(data_dir, wanted, data_settings)
+    pools, noise_names = test_partition_pools(data_dir, wanted, data_settings, partition)
     missing = [w for w in wanted if not pools.get(w)]
     if missing and not settings.background_only:
-        raise DatasetError(f"{data_dir}: the testing partition has no clips of {', '.join(missing)}")
+        raise DatasetError(f"{data_dir}: the {partition} partition has no clips of {', '.join(missing)}")
     noise: dict[str, FloatArray] = {}
     if settings.background_only or settings.background_volume > 0 or settings.snr_db is not None:
         for name in noise_names:
@@ -362,6 +365,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--validation_percentage", type=float, default=10.0)
     parser.add_argument("--testing_percentage", type=float, default=10.0)
+    parser.add_argument(
+        "--partition",
+        choices=("testing", "validation"),
+        default="testing",
+        help="whose clips: the test partition's (default), or the validation partition's (to tune "
+        "detection settings on speakers the test never uses)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -388,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             validation_percentage=args.validation_percentage,
             testing_percentage=args.testing_percentage,
+            partition=args.partition,
         )
         write_wav(args.output_audio_file, stream.audio, settings.sample_rate_hz)
         labels_file.write_text(format_truth(stream.truth()))

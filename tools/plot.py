@@ -166,7 +166,7 @@ class SplitChoice:
 
 
 def split_of(bundle: Bundle) -> SplitChoice:
-    """The split the bundle's provenance records (train.py, export.py, train_demo.py record some
+    """The split the bundle's provenance records (train.py, export.py, recipe.py record some
     of it, in different places); train.py's defaults for what it does not."""
     dataset = bundle.provenance.get("dataset")
     dataset = dataset if isinstance(dataset, dict) else {}

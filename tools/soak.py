@@ -8,7 +8,7 @@ Both use the demo model and the demo's own words: the 1 s clips that ``kwsd/demo
 places in ``kwsd/demo/demo.wav`` (8 keywords, 2 non-keyword words heard as ``_unknown_``).
 A detection matches a word when its label is the word's and its window (which ends at the
 detection's ``time_ms`` and spans the clip's frames) starts within 750 ms of the clip's
-start: the reference's streaming score, as ``tools/train_demo.py`` applies it.
+start: the reference's streaming score, as ``kwsd evaluate`` applies it.
 
 1. ``soak`` (accelerated time). In this one process: :class:`kwsd.listener.Listener` with the
    demo's :class:`~kwsd.pipeline.Pipeline` (the settings ``kwsd run`` resolves), a real

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Synthesise a small Speech Commands-style data set with espeak-ng, piper and flite, and sox.
 
-Layout (what ``tensorflow/examples/speech_commands`` and ``tools/train_demo.py`` read)::
+Layout (what ``tensorflow/examples/speech_commands`` and ``tools/train.py`` read)::
 
     OUT/<word>/<voice>_nohash_<n>.wav     16 kHz mono int16, exactly 1 s, word roughly centred
     OUT/_background_noise_/<kind>.wav     long noise recordings (white, pink, brown, hum)

@@ -52,6 +52,7 @@ from kwsd.errors import KwsdError  # noqa: E402
 from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, MicroState, SpecError  # noqa: E402
 from tools.training.augment import AugmentSettingError, SpecAugment  # noqa: E402
 from tools.training.features import Augmentation, FeatureSet  # noqa: E402
+from tools.training.sources import ATTRIBUTION_FILE  # noqa: E402
 from tools.training.trainer import RunSettings, Schedule, TrainingError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -63,6 +64,16 @@ log = logging.getLogger("train")
 
 TOOL_NAME = "tools/train.py"
 DEFAULT_DATA_URL = "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
+SPEECH_COMMANDS_URLS = (
+    DEFAULT_DATA_URL,
+    "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
+)
+#: Written beside Speech Commands when train.py's own URL downloads it (the data set's terms).
+SPEECH_COMMANDS_ATTRIBUTION = (
+    "Speech Commands by Pete Warden (Google), Creative Commons BY 4.0 "
+    "(https://creativecommons.org/licenses/by/4.0/). P. Warden, \"Speech Commands: A Dataset for "
+    "Limited-Vocabulary Speech Recognition\", arXiv:1804.03209, 2018."
+)
 EXIT_BAD_FLAG = 64
 EXIT_BAD_DATA = 65
 EXIT_TRAINING_FAILED = 1
@@ -157,8 +168,14 @@ def run(args: argparse.Namespace) -> int:
                 f"({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): add --data_url= to train "
                 "on them without downloading"
             ) from None
+        if args.data_url in SPEECH_COMMANDS_URLS and not (data_dir / ATTRIBUTION_FILE).exists():
+            (data_dir / ATTRIBUTION_FILE).write_text(SPEECH_COMMANDS_ATTRIBUTION + "\n")
     datasets = load_data_sources(sources, settings, seed=args.seed)
     labels = list(datasets[0].labels)
+    attributions = {s.name: s.attribution() for s in sources}
+    for name, text in attributions.items():
+        if text:
+            print(f"data: {name}: {ATTRIBUTION_FILE} recorded in the bundles", file=sys.stderr)
 
     # 2. features
     feature_sets = source_features(
@@ -268,11 +285,18 @@ def run(args: argparse.Namespace) -> int:
             "data_url": args.data_url,
             "items": {p: sum(len(d.items[p]) for d in datasets) for p in data.PARTITIONS},
             "seed": args.seed,
+            "split": {
+                "validation_percentage": settings.validation_percentage,
+                "testing_percentage": settings.testing_percentage,
+                "silence_percentage": settings.silence_percentage,
+                "unknown_percentage": settings.unknown_percentage,
+            },
             "sources": {
                 s.name: {
                     "data_dir": str(s.data_dir),
                     "weight": s.weight,
                     "items": {p: len(d.items[p]) for p in data.PARTITIONS},
+                    **({"attribution": attributions[s.name]} if attributions[s.name] else {}),
                 }
                 for s, d in zip(sources, datasets, strict=True)
             },
@@ -330,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         "NAME=DIR:WEIGHT,NAME=DIR:WEIGHT) to train on several sources, e.g. --data_dir me=~/rec:3 "
         "--data_dir sc=/tmp/speech_dataset: each is split by the hash rule on its own, WEIGHT "
         "(default 1) scales how often its training clips are drawn, and accuracy is reported per "
-        "source and word",
+        "source and word; a folder's ATTRIBUTION.txt (its licence and credit) is recorded in the "
+        "bundles",
     )
     add(
         "--background_volume",

@@ -10,6 +10,10 @@
 * ``<name>.kwsd`` (int8, the one to deploy), ``<name>-float.kwsd``, the bare ``.tflite`` files
   with ``<name>_labels.txt``, and ``<name>_model_data.cc``: the int8 model as a C array, as
   ``xxd -i`` writes it, for TFLite Micro.
+* The bare ``.tflite`` files (and the C array) take the window flattened, ``[1, frames *
+  features]``, as TensorFlow's train.py graph and the TinyML course's conversion give it: the
+  input micro_speech's firmware checks for (``[1, 1960]`` at 49 x 40) and what ``kwsd model
+  import`` reads. The same weights; the bundles keep ``[1, frames, features]``.
 """
 
 from __future__ import annotations
@@ -42,20 +46,25 @@ class Exported:
     summary: str
 
 
-def convert(model: Any, spec: FrontendSpec, representative: npt.NDArray[np.float32]) -> tuple[bytes, bytes]:
-    """(float32 .tflite, full-int8 .tflite with int8 input and output), batch 1, softmax out."""
+def convert(
+    model: Any, spec: FrontendSpec, representative: npt.NDArray[np.float32], *, flat: bool = False
+) -> tuple[bytes, bytes]:
+    """(float32 .tflite, full-int8 .tflite with int8 input and output), batch 1, softmax out;
+    ``flat``: the input is ``[1, frames * features]`` (train.py's), reshaped inside the model."""
     import tensorflow as tf
 
     frames, features = spec.feature_shape
+    shape = (frames * features,) if flat else (frames, features)
     # A fixed [1, frames, features] input (the converter folds the shape arithmetic away) and
     # softmax scores out, around the trained layers and weights.
-    inputs = tf.keras.Input(shape=(frames, features), batch_size=1, dtype="float32", name="features")
-    scores = tf.keras.layers.Softmax(name="scores")(model(inputs, training=False))
+    inputs = tf.keras.Input(shape=shape, batch_size=1, dtype="float32", name="features")
+    window = tf.keras.layers.Reshape((frames, features))(inputs) if flat else inputs
+    scores = tf.keras.layers.Softmax(name="scores")(model(window, training=False))
     serving = tf.keras.Model(inputs, scores, name=model.name)
 
     def representative_dataset() -> Any:
-        for window in representative:
-            yield [window.reshape(1, frames, features).astype(np.float32)]
+        for one in representative:
+            yield [one.reshape(1, *shape).astype(np.float32)]
 
     chatter = io.StringIO()  # the converter prints its signature to stdout
     with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
@@ -141,9 +150,10 @@ def export_bundles(
     from tools.training.trainer import accuracy_breakdown, breakdown_metrics, confusion
 
     float_tflite, int8_tflite = convert(model, spec, representative)
+    bare = dict(zip(("float32", "int8"), convert(model, spec, representative, flat=True), strict=True))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}_labels.txt").write_text("".join(f"{label}\n" for label in labels))
-    (out_dir / f"{name}_model_data.cc").write_text(c_array(int8_tflite, name))
+    (out_dir / f"{name}_model_data.cc").write_text(c_array(bare["int8"], name))
     exported = []
     for kind, tflite, suffix in (("int8", int8_tflite, ""), ("float32", float_tflite, "-float")):
         draft = make_bundle(tflite, labels, spec, name=name, tool=tool, dataset=dataset)
@@ -164,7 +174,7 @@ def export_bundles(
         )
         path = write_bundle(bundle, out_dir / f"{name}{suffix}.kwsd")
         tflite_path = out_dir / f"{name}{suffix}.tflite"
-        tflite_path.write_bytes(tflite)
+        tflite_path.write_bytes(bare[kind])
         classifier = TfliteClassifier(bundle)
         summary = (
             f"{path.name}: {kind}, {len(tflite):,} bytes, ops {', '.join(tflite_ops(tflite))}; "

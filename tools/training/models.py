@@ -75,11 +75,11 @@ TINY_CONV_KERNEL = (10, 8)
 TINY_CONV_FILTERS = 8
 TINY_CONV_STRIDE = (2, 2)
 TINY_EMBEDDING_SECOND_STRIDE = (8, 8)
-#: Batch-norm momentum of the DS-CNN (train_demo's): Keras' 0.99 leaves the moving statistics
+#: Batch-norm momentum of the DS-CNN (the demo's): Keras' 0.99 leaves the moving statistics
 #: far from the batch statistics after a short training run.
 BN_MOMENTUM = 0.9
 DS_CNN_DEPTHWISE_KERNEL = 3
-#: The temporal DS-CNN (train_demo's default on 49x13 MFCCs): the first conv spans all the
+#: The temporal DS-CNN (the demo recipe's, on 49x13 MFCCs): the first conv spans all the
 #: features, so the blocks convolve over time only. Kernel and stride in frames.
 TEMPORAL_FIRST_KERNEL_FRAMES = 5
 TEMPORAL_FIRST_STRIDE_FRAMES = 2
@@ -100,7 +100,7 @@ class DsCnnOptions:
     stride 2x2): 24,332 parameters at 12 labels whatever the input (the blocks end in a
     global average pool), 3.7 M multiply-adds per window at 49x13, 10.6 M at 49x40; int8,
     about 60 and 170 us per window on one x86 core, well inside a Pi's budget.
-    ``temporal=True`` gives train_demo's variant instead: a first conv of kernel (5, F)
+    ``temporal=True`` gives the demo's variant instead: a first conv of kernel (5, F)
     and stride (2, F), spanning all F features, so the blocks work on T/2 x 1 positions
     (depthwise 3x1): 0.5 M multiply-adds at 49x13, about 6x cheaper. It sets
     ``first_kernel`` and ``first_stride`` itself, so give neither with it.

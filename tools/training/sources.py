@@ -19,6 +19,10 @@ Commands and a synthetic set::
   report (console, TensorBoard, the bundle's metrics) gives the accuracy per source and per word
   beside the overall figure, so one sees whether the model hears people or only a synthesiser.
 * A single ``--data_dir DIR`` is today's behaviour: one source, named after its folder.
+* A source folder may hold ``ATTRIBUTION.txt``: its licence and attribution (who made the
+  recordings, under what licence, how to cite them). Its text goes into the exported bundles'
+  provenance, so a model trained on data that asks for attribution (Speech Commands is CC BY
+  4.0) carries it wherever the model goes; ``kwsd model info`` prints it.
 
 Importable without TensorFlow.
 """
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
     from tools.training.augment import AugmentAssets
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: In a source folder: its licence and attribution, recorded in the bundles trained on it.
+ATTRIBUTION_FILE = "ATTRIBUTION.txt"
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,18 @@ class DataSource:
 
     def describe(self) -> str:
         return f"{self.name}={self.data_dir}:{self.weight:g}"
+
+    def attribution(self) -> str | None:
+        """The text of the folder's ``ATTRIBUTION.txt`` (stripped), or None when it has none;
+        :class:`TrainingError` for one that cannot be read as UTF-8 text."""
+        path = self.data_dir / ATTRIBUTION_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as err:
+            raise TrainingError(f"{path}: cannot read it as UTF-8 text ({err})") from None
+        return text.strip() or None
 
 
 def parse_data_sources(values: str | Sequence[str], *, flag: str = "--data_dir") -> list[DataSource]:
