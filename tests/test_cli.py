@@ -23,7 +23,7 @@ from kwsd.smoother import RecognizeCommands
 
 DEMO_WAV = demo_wav_path()
 DEMO_TRUTH = DEMO_WAV.with_suffix(".txt")
-WANTED = {"yes", "no", "stop", "go"}
+WANTED = {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
 HAVE_SOX = shutil.which("sox") is not None
 
 
@@ -281,9 +281,12 @@ def test_model_import_with_train_py_front_ends(tmp_path, frontend, bins, params)
 
 def test_model_info_describes_the_demo():
     out = kwsd("model", "info", demo_bundle_path(), check=0).stdout.decode()
-    assert "labels:     _silence_, _unknown_, yes, no, stop, go" in out
+    assert "labels:     _silence_, _unknown_, yes, no, up, down, left, right, on, off, stop, go" in out
     assert "input:      int8 [1,49,13] (scale " in out
-    assert "made by:    tools/train_demo.py" in out
+    assert "made by:    tools/recipe.py demo (tools/train.py)" in out
+    # It names what it was trained on, and credits the real speech it learnt from.
+    assert any(line.startswith("data:       people (weight 3): ") for line in out.splitlines())
+    assert "Creative Commons BY 4.0" in out and "arXiv:1804.03209" in out
 
 
 # --- bad input: one clear line on stderr, a distinct exit code, no traceback ----------------
@@ -612,6 +615,7 @@ def test_package_data_ships_the_demo(tmp_path):
         "kwsd/demo/demo-float.kwsd",
         "kwsd/demo/demo.wav",
         "kwsd/demo/demo.txt",
+        "kwsd/demo/ATTRIBUTION.txt",  # demo.wav and the models are derived from CC BY 4.0 speech
     } <= names
 
 
@@ -672,7 +676,18 @@ def exit_code_cases(tmp_path):
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text("detection:\n  threshold: 3\n")
     truth = tmp_path / "wrong.txt"
-    swap = {"yes": "no", "no": "yes", "stop": "go", "go": "stop"}
+    swap = {
+        "yes": "no",
+        "no": "yes",
+        "up": "down",
+        "down": "up",
+        "left": "right",
+        "right": "left",
+        "on": "off",
+        "off": "on",
+        "stop": "go",
+        "go": "stop",
+    }
     truth.write_text("".join(f"{swap.get(label, label)}, {t:f}\n" for label, t in ground_truth()))
     no_devices = {**os.environ, "ALSA_CONFIG_PATH": SYSTEM_ALSA_CONF, "JACK_NO_START_SERVER": "1"}
     bare = tmp_path / "demo.tflite"

@@ -173,18 +173,19 @@ def test_evaluate_finds_every_demo_word(tmp_path: Path) -> None:
 def test_evaluate_refuses_bad_input_with_its_exit_code(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text(DEMO_TRUTH.read_text() + "stop at 31000\n")
+    line = len(DEMO_TRUTH.read_text().splitlines()) + 1
     result = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", bad)
     assert result.returncode == 65
     assert (
-        "bad.txt: 1 malformed line(s): line 11: expected 'label, time_ms', got 'stop at 31000'"
+        f"bad.txt: 1 malformed line(s): line {line}: expected 'label, time_ms', got 'stop at 31000'"
         in result.stderr
     )
     skipped = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", bad, "--skip-malformed", "--json")
     assert skipped.returncode == 0
     assert json.loads(skipped.stdout)["truth"]["skipped_lines"] == [
-        {"line": 11, "why": "expected 'label, time_ms', got 'stop at 31000'"}
+        {"line": line, "why": "expected 'label, time_ms', got 'stop at 31000'"}
     ]
-    assert "skipped 1 malformed line(s): line 11" in skipped.stderr
+    assert f"skipped 1 malformed line(s): line {line}" in skipped.stderr
 
     unknown = tmp_path / "unknown.txt"
     unknown.write_text("left, 500.0\n")
@@ -438,7 +439,18 @@ def test_calibrate_never_leaves_a_config_whose_model_is_not_the_one_calibrated(t
 
 def test_calibrate_says_when_no_setting_reaches_the_target(tmp_path: Path) -> None:
     # Every word given the wrong label: every keyword detection is a false accept.
-    swap = {"yes": "no", "no": "yes", "stop": "go", "go": "stop"}
+    swap = {
+        "yes": "no",
+        "no": "yes",
+        "up": "down",
+        "down": "up",
+        "left": "right",
+        "right": "left",
+        "on": "off",
+        "off": "on",
+        "stop": "go",
+        "go": "stop",
+    }
     wrong = tmp_path / "wrong.txt"
     wrong.write_text(
         "".join(f"{swap.get(w.label, w.label)}, {w.start_ms:f}\n" for w in ev.read_truth(DEMO_TRUTH).words)

@@ -100,14 +100,26 @@ def notify_socket(tmp_path):
     sock.close()
 
 
-def make_listener(open_source, publisher, notifier, stall_timeout_ms, **kwargs):
+def demo_pipeline():
     bundle = read_bundle(demo_bundle_path())
     settings, stride = resolve_detection(
         bundle.detection, {}, window_stride_ms=bundle.frontend.window_stride_ms
     )
-    pipeline = Pipeline(
+    return bundle, Pipeline(
         bundle.frontend, TfliteClassifier(bundle), RecognizeCommands(bundle.labels, settings), stride
     )
+
+
+def heard_in(samples, at_least):
+    """The labels kwsd's pipeline hears in ``samples`` in one go (the reference for the listener),
+    checked to be at least ``at_least`` of them."""
+    labels = [d.label for d in demo_pipeline()[1].feed(samples)]
+    assert len(labels) >= at_least, f"the demo's opening has {labels}; the test needs {at_least} words"
+    return labels
+
+
+def make_listener(open_source, publisher, notifier, stall_timeout_ms, **kwargs):
+    bundle, pipeline = demo_pipeline()
     return Listener(
         open_source,
         pipeline,
@@ -175,7 +187,7 @@ def test_ready_once_audio_flows_watchdog_only_while_it_does(notify_socket):
     # No ping while no audio comes: a ping every 50 ms would be 20 in that second; one may be
     # a datagram still in flight from the last block.
     assert len(pings) - pings_when_idle[0] <= 1
-    assert [e.label for e in publisher.events] == ["stop", "stop"]
+    assert [e.label for e in publisher.events] == heard_in(samples, 2)
 
 
 def test_a_device_gone_quiet_is_reopened_and_listening_goes_on(notify_socket):
@@ -199,8 +211,9 @@ def test_a_device_gone_quiet_is_reopened_and_listening_goes_on(notify_socket):
     )
     assert listener.reopens >= 1
     assert opened[0].closed
-    # The word at 0.5 s is heard once per opening of the device; sequence numbers go on.
-    assert [e.label for e in publisher.events][:2] == ["stop", "stop"]
+    # The first word is heard once per opening of the device; sequence numbers go on.
+    first = heard_in(samples, 1)[0]
+    assert [e.label for e in publisher.events][:2] == [first, first]
     assert [e.sequence for e in publisher.events] == list(range(1, len(publisher.events) + 1))
 
 
@@ -226,7 +239,7 @@ def test_a_device_missing_at_start_is_waited_for_and_heard_once_it_appears(notif
     )
     assert len(attempts) == 4
     assert listener.reopens == 0  # the first open that worked is no reopen
-    assert [e.label for e in publisher.events] == ["stop"]
+    assert [e.label for e in publisher.events] == heard_in(samples, 1)
     assert "READY=1\nSTATUS=listening" in [m for _, m in messages]
 
 

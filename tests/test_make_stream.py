@@ -165,3 +165,29 @@ def test_bad_requests_are_refused(data_dir: Path, tmp_path: Path, capsys: pytest
     assert "--snr_db: needs words" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         make_stream.main([*base, "--unknown_percentage", "120"])
+
+
+def test_a_sequence_scripts_the_words_and_their_order(data_dir: Path, tmp_path: Path) -> None:
+    wav = tmp_path / "s.wav"
+    args = ["--data_dir", str(data_dir), "--wanted_words", "yes,no", "--output_audio_file", str(wav)]
+    assert make_stream.main([*args, "--duration_s", "30", "--sequence", "no,_unknown_,yes"]) == 0
+    labels = [w.label for w in parse_truth((tmp_path / "s.txt").read_text()).words]
+    assert labels == ["no", "_unknown_", "yes"] * 3 + ["no"]
+
+
+def test_a_sequence_of_unwanted_words_is_refused(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "--data_dir",
+        str(data_dir),
+        "--wanted_words",
+        "yes,no",
+        "--output_audio_file",
+        str(tmp_path / "s.wav"),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        make_stream.main([*args, "--sequence", "yes,maybe"])
+    assert exit_info.value.code == 2
+    assert "--sequence: maybe is neither a --wanted_words word nor _unknown_" in capsys.readouterr().err
+    assert not (tmp_path / "s.wav").exists()

@@ -77,15 +77,20 @@ def test_new_detection_settings_mid_stream_do_not_report_a_word_twice():
     bundle = read_bundle(demo_bundle_path())
     spec = bundle.frontend
     settings, stride = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
-    samples = read_wav(demo_wav_path(), spec.sample_rate_hz)[: 8500 * 16]
+    samples = read_wav(demo_wav_path(), spec.sample_rate_hz)
     classifier = TfliteClassifier(bundle)
+    first, second, third = Pipeline(
+        spec, classifier, RecognizeCommands(bundle.labels, settings), stride
+    ).feed(samples)[:3]
+    assert third.label not in (first.label, second.label), "the test needs a third word of its own"
+    samples = samples[: (third.time_ms + 500) * 16]
     pipeline = Pipeline(spec, classifier, RecognizeCommands(bundle.labels, settings), stride)
-    before = pipeline.feed(samples[: 1200 * 16])
-    assert [d.label for d in before] == ["stop"]
-    stricter = dataclasses.replace(settings, label_thresholds={"go": 1.0})
+    before = pipeline.feed(samples[: first.time_ms * 16])  # the reload comes right after the word
+    assert before == [first]
+    stricter = dataclasses.replace(settings, label_thresholds={third.label: 1.0})
     pipeline.set_detection(RecognizeCommands(bundle.labels, stricter), stride)
-    after = pipeline.feed(samples[1200 * 16 :])
-    assert [(d.label, d.time_ms) for d in after] == [("stop", 4750)]
+    after = pipeline.feed(samples[first.time_ms * 16 :])
+    assert after == [second]
 
 
 def test_after_a_reset_no_window_takes_audio_from_before_the_gap():

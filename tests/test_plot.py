@@ -32,7 +32,7 @@ needs_espeak = pytest.mark.skipif(
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-WORDS = ("yes", "no", "stop", "go")
+WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")  # the demo's
 VOICES = 20
 SYNTH_SEED = 1
 SPLIT = plot.SplitChoice(validation_percentage=30.0, testing_percentage=30.0)
@@ -60,7 +60,7 @@ def panels(figure: Any) -> list[Any]:
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("plot") / "synth"
-    synth.synthesise(out, WORDS, ("up",), voice_count=VOICES, repetitions=1, seed=SYNTH_SEED)
+    synth.synthesise(out, WORDS, ("bed",), voice_count=VOICES, repetitions=1, seed=SYNTH_SEED)
     return out
 
 
@@ -82,7 +82,7 @@ def test_the_confusion_matrix_of_the_demo_bundle_names_its_labels_and_counts_the
         for voice in synth.make_voices(VOICES, SYNTH_SEED)
     )
     extra = math.ceil(len(WORDS) * testing_voices * 10 / 100)  # silence and unknown items, 10% each
-    assert result.labels == bundle.labels == ("_silence_", "_unknown_", "yes", "no", "stop", "go")
+    assert result.labels == bundle.labels == ("_silence_", "_unknown_", *WORDS)
     assert result.matrix.sum(axis=1).tolist() == [extra, extra, *[testing_voices] * len(WORDS)]
     assert result.count == (len(WORDS) * testing_voices + 2 * extra)
 
@@ -217,15 +217,15 @@ def test_a_data_folder_without_the_bundle_words_is_refused_naming_them(
     bundle = demo_bundle_path()
     assert plot.main(["confusion", str(bundle), "--data_dir", str(data), "--out", str(out)]) == 65
     assert capsys.readouterr().err == (
-        f"plot: error: {data}: none of the bundle's words (yes, no, stop, go) has a folder of .wav files "
+        f"plot: error: {data}: none of the bundle's words ({', '.join(WORDS)}) has a folder of .wav files "
         f"here (its word folders: cat); expected {data}/<word>/*.wav for the words of {bundle}\n"
     )
     (data / "yes").mkdir()
     write_wav(data / "yes" / "a_nohash_0.wav", np.zeros(16000, np.int16), 16000)
     assert plot.main(["confusion", str(bundle), "--data_dir", str(data), "--out", str(out)]) == 65
     assert capsys.readouterr().err == (
-        f"plot: error: {data}: no .wav files for the bundle's word(s) no, stop, go "
-        f"(the bundle's words: yes, no, stop, go; the folder's: cat, yes)\n"
+        f"plot: error: {data}: no .wav files for the bundle's word(s) {', '.join(WORDS[1:])} "
+        f"(the bundle's words: {', '.join(WORDS)}; the folder's: cat, yes)\n"
     )
     assert not out.exists()
 

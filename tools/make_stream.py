@@ -88,6 +88,8 @@ class StreamSettings:
     background_volume: float = 0.1
     snr_db: float | None = None
     background_only: bool = False
+    #: Labels spoken in this order, slot after slot (repeated), instead of drawn at random.
+    sequence: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -198,15 +200,19 @@ def plan_words(
     rng: np.random.Generator,
 ) -> list[Word]:
     """The reference's word choices: one per slot, start uniform in the gap, unknown with
-    ``unknown_percentage``; ``pools``: label (a wanted word or _unknown_) -> its files."""
+    ``unknown_percentage`` (or the labels of ``settings.sequence`` in turn); ``pools``: label (a
+    wanted word or _unknown_) -> its files."""
     rate = settings.sample_rate_hz
     stride = (settings.clip_duration_ms + settings.word_gap_ms) * rate // 1000
     gap = settings.word_gap_ms * rate // 1000
     words: list[Word] = []
     for k in range(settings.total_samples // stride):
         start = k * stride + int(rng.integers(gap))
-        unknown = int(rng.integers(100)) < settings.unknown_percentage
-        label = UNKNOWN_LABEL if unknown else wanted[int(rng.integers(len(wanted)))]
+        if settings.sequence:
+            label = settings.sequence[k % len(settings.sequence)]
+        else:
+            unknown = int(rng.integers(100)) < settings.unknown_percentage
+            label = UNKNOWN_LABEL if unknown else wanted[int(rng.integers(len(wanted)))]
         pool = pools.get(label, [])
         if not pool:
             if label == UNKNOWN_LABEL:
@@ -366,6 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validation_percentage", type=float, default=10.0)
     parser.add_argument("--testing_percentage", type=float, default=10.0)
     parser.add_argument(
+        "--sequence",
+        type=_word_list,
+        default=(),
+        help="labels to speak in this order, one per slot, repeated (wanted words or _unknown_), "
+        "instead of drawing them at random: a scripted stream such as a demo",
+    )
+    parser.add_argument(
         "--partition",
         choices=("testing", "validation"),
         default="testing",
@@ -386,7 +399,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             background_volume=args.background_volume,
             snr_db=args.snr_db,
             background_only=args.background_only,
+            sequence=args.sequence,
         )
+        strange = sorted(set(args.sequence) - {*args.wanted_words, UNKNOWN_LABEL})
+        if strange:
+            raise ValueError(
+                f"--sequence: {', '.join(strange)} is neither a --wanted_words word nor {UNKNOWN_LABEL}"
+            )
     except ValueError as err:
         parser.error(str(err))
     labels_file = args.output_labels_file or args.output_audio_file.with_suffix(".txt")

@@ -52,6 +52,7 @@ TOOLS_DIR = Path(__file__).resolve().parent
 if str(TOOLS_DIR.parent) not in sys.path:
     sys.path.insert(0, str(TOOLS_DIR.parent))  # run from a checkout without installing kwsd
 
+from kwsd.labels import UNKNOWN_LABEL  # noqa: E402
 from tools.training.sources import ATTRIBUTION_FILE  # noqa: E402
 
 log = logging.getLogger("recipe")
@@ -119,8 +120,13 @@ class Recipe:
     testing_percentage: float = 3.0
     calibration_s: float = 600.0
     background_s: float = 3600.0
-    demo_s: float = 30.0
+    demo_s: float = 36.0
     demo_snr_db: float = 20.0
+    #: demo.wav's script: every word once, two other words among them; the clips are drawn
+    #: at random (seeded) from the test partition, so what the demo hears is not chosen.
+    demo_sequence: tuple[str, ...] = (
+        "yes", "no", "up", "down", UNKNOWN_LABEL, "left", "right", "on", "off", UNKNOWN_LABEL, "stop", "go",
+    )  # fmt: skip
 
 
 RECIPES = {
@@ -161,6 +167,7 @@ RECIPES = {
             calibration_s=120.0,
             background_s=120.0,
             demo_s=30.0,
+            demo_sequence=("yes", "no", UNKNOWN_LABEL),
         ),
     )
 }
@@ -339,6 +346,7 @@ def make_stream(
     seed: int,
     background_only: bool = False,
     snr_db: float | None = None,
+    sequence: Sequence[str] = (),
 ) -> Path:
     command = [
         sys.executable,
@@ -356,6 +364,8 @@ def make_stream(
         command.append("--background_only")
     if snr_db is not None:
         command.append(f"--snr_db={snr_db:g}")
+    if sequence:
+        command.append(f"--sequence={','.join(sequence)}")
     _run("make_stream", command)
     return out
 
@@ -429,10 +439,24 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
     if real is not None and recipe.real_weight is not None:
         sources.append(f"people={work / 'real'}:{recipe.real_weight:g}")
     flags = train_flags(recipe, work, sources, seed)
-    print(f"recipe {recipe.name}: python tools/train.py {' '.join(flags)}", file=sys.stderr)
-    code = train(flags)
-    if code:
-        raise RecipeError(f"tools/train.py failed (exit {code})", 1)
+    done_marker = work / "models" / "recipe_train_flags.json"
+    if (
+        (work / "models" / "ds_cnn.kwsd").exists()
+        and done_marker.exists()
+        and json.loads(done_marker.read_text()) == flags
+    ):
+        print(
+            f"recipe {recipe.name}: trained already with these flags in {work / 'models'} "
+            "(delete it to train again)",
+            file=sys.stderr,
+        )
+    else:
+        done_marker.unlink(missing_ok=True)
+        print(f"recipe {recipe.name}: python tools/train.py {' '.join(flags)}", file=sys.stderr)
+        code = train(flags)
+        if code:
+            raise RecipeError(f"tools/train.py failed (exit {code})", 1)
+        done_marker.write_text(json.dumps(flags))
 
     # The people's partitions where there are people, else the synthesiser's.
     stream_data = work / "real" if real is not None else work / "synth"
@@ -465,6 +489,7 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
         duration_s=recipe.demo_s,
         seed=seed + 2,
         snr_db=recipe.demo_snr_db,
+        sequence=recipe.demo_sequence,
     )
 
     dataset_note = {
