@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from demo_words import WORDS
 
 from kwsd.bundle import (
     demo_bundle_path,
@@ -33,7 +34,7 @@ def demo_float():
 
 def test_demo_bundles_carry_spec_labels_and_provenance(demo, demo_float):
     for bundle in (demo, demo_float):
-        words = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+        words = list(WORDS)
         assert bundle.labels == ("_silence_", "_unknown_", *words)
         assert bundle.frontend == FrontendSpec(FrontendKind.MFCC, window_stride_ms=20)
         assert bundle.provenance["tool"] == "tools/recipe.py demo (tools/train.py)"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from demo_words import SWAPPED, WORDS
 
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
@@ -23,7 +24,7 @@ from kwsd.smoother import RecognizeCommands
 
 DEMO_WAV = demo_wav_path()
 DEMO_TRUTH = DEMO_WAV.with_suffix(".txt")
-WANTED = {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
+WANTED = set(WORDS)
 HAVE_SOX = shutil.which("sox") is not None
 
 
@@ -676,18 +677,7 @@ def exit_code_cases(tmp_path):
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text("detection:\n  threshold: 3\n")
     truth = tmp_path / "wrong.txt"
-    swap = {
-        "yes": "no",
-        "no": "yes",
-        "up": "down",
-        "down": "up",
-        "left": "right",
-        "right": "left",
-        "on": "off",
-        "off": "on",
-        "stop": "go",
-        "go": "stop",
-    }
+    swap = SWAPPED
     truth.write_text("".join(f"{swap.get(label, label)}, {t:f}\n" for label, t in ground_truth()))
     no_devices = {**os.environ, "ALSA_CONFIG_PATH": SYSTEM_ALSA_CONF, "JACK_NO_START_SERVER": "1"}
     bare = tmp_path / "demo.tflite"

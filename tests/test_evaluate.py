@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from demo_words import SWAPPED
 
 from kwsd import evaluate as ev
 from kwsd.audio import write_wav
@@ -439,18 +440,7 @@ def test_calibrate_never_leaves_a_config_whose_model_is_not_the_one_calibrated(t
 
 def test_calibrate_says_when_no_setting_reaches_the_target(tmp_path: Path) -> None:
     # Every word given the wrong label: every keyword detection is a false accept.
-    swap = {
-        "yes": "no",
-        "no": "yes",
-        "up": "down",
-        "down": "up",
-        "left": "right",
-        "right": "left",
-        "on": "off",
-        "off": "on",
-        "stop": "go",
-        "go": "stop",
-    }
+    swap = SWAPPED
     wrong = tmp_path / "wrong.txt"
     wrong.write_text(
         "".join(f"{swap.get(w.label, w.label)}, {w.start_ms:f}\n" for w in ev.read_truth(DEMO_TRUTH).words)

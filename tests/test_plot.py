@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from demo_words import WORDS
 
 from kwsd.audio import read_wav, write_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
@@ -32,7 +33,6 @@ needs_espeak = pytest.mark.skipif(
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")  # the demo's
 VOICES = 20
 SYNTH_SEED = 1
 SPLIT = plot.SplitChoice(validation_percentage=30.0, testing_percentage=30.0)
