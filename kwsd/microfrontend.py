@@ -74,8 +74,8 @@ _LOG_LUT = np.array(
     dtype=np.int64,
 )  # fmt: skip
 
-#: Values entering PCAN's shrink and the log below this come from one table look-up (512 KB,
-#: built in ~20 ms); larger ones (features above ~26 at the default settings: 1e-5 of the
+#: Values entering PCAN's shrink and the log below this come from one table look-up (1 MB of
+#: float32 features, built in ~20 ms); larger ones (features above ~26 at the default settings: 1e-5 of the
 #: values of real speech, in under 1% of frames) are computed.
 _POST_LUT_SIZE = 1 << 18
 
@@ -538,7 +538,12 @@ class MicroTables:
             self.gain_table = self._gain_table()
             if (self.gain_table < 0).any():
                 raise MicroConfigError("the PCAN parameters give a negative gain")
-        self.post_table = self._post(np.arange(_POST_LUT_SIZE, dtype=np.int64)).astype(np.uint16)
+        self.output_scale = np.float32(params.output_scale)
+        #: The feature (the op's uint16 output times output_scale, in float32) for each value
+        #: entering PCAN's shrink below _POST_LUT_SIZE: shrink, log and scale in one look-up.
+        self.feature_table = np.multiply(
+            self._post(np.arange(_POST_LUT_SIZE, dtype=np.int64)), self.output_scale, dtype=np.float32
+        )
 
     # Stateless per frame ------------------------------------------------------------
 
@@ -616,60 +621,73 @@ def _sqrt_round(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 class NoiseState:
     """Noise-reduction estimates for ``rows`` independent front ends (rows, channels).
 
-    :meth:`step` advances every row by one frame of filterbank values (the same frame for
-    all rows) and returns each row's output; :meth:`reset_rows` starts rows afresh (a front
-    end's state after FrontendReset is all zeros).
+    :meth:`run` advances every row through frames of filterbank values (the same frames for
+    all rows) and returns each row's outputs; a row can be started afresh at any frame (a
+    front end's state after FrontendReset is all zeros).
     """
 
     def __init__(self, tables: MicroTables, rows: int) -> None:
         self.tables = tables
-        shape = (rows, tables.channels)
-        self.estimate = np.zeros(shape, np.int64)
-        # Work arrays, reused every frame: a step allocates nothing of this size.
-        self._out = np.empty(shape, np.int64)
-        self._key = np.empty(shape, np.float64)
-        self._gain = np.empty(shape, np.int64)
-        self._result = np.empty(shape, np.uint16)
+        self.estimate = np.zeros((rows, tables.channels), np.int64)
 
     def reset_rows(self, rows: slice | npt.NDArray[np.intp] | int) -> None:
         self.estimate[rows] = 0
 
-    def step(self, signal: I64) -> npt.NDArray[np.uint16]:
-        """``signal``: (channels,) filterbank values of one frame. Returns (rows, channels)
-        outputs (uint16 range), valid until the next step, and updates every row's estimates.
+    def run(self, signal: I64, fresh: dict[int, int] | None = None) -> npt.NDArray[np.float32]:
+        """``signal``: (frames, channels) filterbank values. Returns (frames, rows, channels)
+        float32 features (the op's uint16 output times ``output_scale``) and leaves every
+        row's estimates after the last frame.
+        ``fresh`` maps a frame's index in ``signal`` to a row that starts afresh at it.
 
-        Each line is one numpy operation over all rows, in place (the cost per frame is about
-        a dozen of them, whatever the number of rows up to a few hundred).
+        Only the estimate is a recurrence, three in-place numpy operations over all rows per
+        frame; everything that follows it (the noise subtraction, PCAN's gain and the log) is
+        a function of each frame's estimate and signal, computed once for all frames and rows
+        together, so the number of numpy calls barely grows with the frames in one call.
         """
         t = self.tables
+        frames, rows = len(signal), len(self.estimate)
         scaled_up = (signal << t.smoothing_bits) & UINT32_MASK
-        estimate = self.estimate
-        estimate *= t.one_minus_smoothing
-        estimate += scaled_up * t.smoothing
-        estimate >>= NOISE_REDUCTION_BITS
+        drive = scaled_up * t.smoothing
+        estimates = np.empty((frames, rows, t.channels), np.int64)
+        previous = self.estimate
+        for i in range(frames):
+            estimate = estimates[i]
+            np.multiply(previous, t.one_minus_smoothing, out=estimate)
+            estimate += drive[i]
+            estimate >>= NOISE_REDUCTION_BITS
+            if fresh is not None and i in fresh:
+                # From an estimate of 0: (0 * (1 - smoothing) + drive) >> bits. Set after the
+                # step, so the row's estimate of the frame before (the window that held the
+                # row then may still need it) is left as it was.
+                estimate[fresh[i]] = drive[i] >> NOISE_REDUCTION_BITS
+            previous = estimate
+        if frames:
+            self.estimate[...] = previous
         floor = (signal * t.min_signal_remaining) >> NOISE_REDUCTION_BITS
         # (scaled_up - min(estimate, scaled_up)) >> bits, floored: a negative difference
         # shifts to a negative number, which the floor (>= 0) replaces, as the C's clamp does.
-        out = np.subtract(scaled_up, estimate, out=self._out)
+        out = np.subtract(scaled_up[:, None, :], estimates)
         out >>= t.smoothing_bits
-        np.maximum(out, floor, out=out)
+        np.maximum(out, floor[:, None, :], out=out)
         if t.pcan:
             # Gain table index: msb and the next 10 bits, read off the float64 exponent and
-            # mantissa of estimate * 2**-1022 (see _KEY_SCALE).
-            key = np.multiply(estimate, _KEY_SCALE, out=self._key).view(np.int64)
+            # mantissa of estimate * 2**-1022 (see _KEY_SCALE). Into the estimates' own
+            # memory: they are not needed after this.
+            key = np.multiply(estimates, _KEY_SCALE).view(np.int64)
             key >>= 42
-            out *= np.take(t.gain_table, key, out=self._gain)
+            out *= np.take(t.gain_table, key, out=estimates)
             out >>= t.snr_shift  # (the C's uint32 wrap is applied where it can matter: below)
-        return _post_lookup(t, out, self._result)
+        return _feature_lookup(t, out, np.empty(out.shape, np.float32))
 
 
-def _post_lookup(t: MicroTables, values: I64, out: npt.NDArray[np.uint16]) -> npt.NDArray[np.uint16]:
-    """PCAN's shrink and the log for each value: one look-up, except above the table (loud
-    frames far above the noise estimate), where the C's arithmetic is redone for those."""
-    table = t.post_table
+def _feature_lookup(t: MicroTables, values: I64, out: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """PCAN's shrink, the log and the output scale for each value: one look-up, except above
+    the table (loud frames far above the noise estimate), where the C's arithmetic is redone
+    for those."""
+    table = t.feature_table
     if values.size and values.max() >= len(table):
         big = values >= len(table)
         np.take(table, np.where(big, 0, values), out=out)
-        out[big] = t._post(values[big] & UINT32_MASK)
+        out[big] = np.multiply(t._post(values[big] & UINT32_MASK), t.output_scale, dtype=np.float32)
         return out
     return np.take(table, values, out=out)
