@@ -8,6 +8,7 @@ end and labels, and names both sides when it does not.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ import numpy.typing as npt
 
 from kwsd.bundle import Bundle
 from kwsd.errors import ModelError, RuntimeDependencyError
+from kwsd.frontend import FrontendKind
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,11 @@ _SUPPORTED_DTYPES = (np.float32, np.int8, np.uint8)
 
 class Classifier(Protocol):
     """Maps one (frame_count, feature_count) float32 window to scores, one per label."""
+
+    def invoke(self) -> None:
+        """Run the model once on the input it already holds, and nothing else: the least a
+        window costs, whatever the front end does (tools/benchmark.py measures it)."""
+        self._interpreter.invoke()
 
     def classify(self, features: npt.NDArray[np.float32]) -> ScoreArray: ...
 
@@ -51,6 +58,29 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
+class Kernels(enum.Enum):
+    """Which kernels run the model's operators.
+
+    ``xnnpack``: the interpreter's default, XNNPACK's delegate where it takes an operator
+    (fastest for most models: the demo's int8 DS-CNN runs in half the time of the builtin
+    kernels). ``builtin``: TFLite's own kernels only, whose integer arithmetic is that of
+    the reference kernels TFLite Micro runs (bit-exact with them on the int8 tiny_conv of
+    micro_speech, where XNNPACK's scores differ by up to 6 quantisation steps on random
+    input), and which run that model in half XNNPACK's time.
+    """
+
+    XNNPACK = "xnnpack"
+    BUILTIN = "builtin"
+
+
+def default_kernels(bundle: Bundle) -> Kernels:
+    """``builtin`` for a model with the micro front end (made for TFLite Micro, whose
+    scores it then equals), ``xnnpack`` for the rest."""
+    if bundle.frontend.kind is FrontendKind.MICRO:
+        return Kernels.BUILTIN
+    return Kernels.XNNPACK
+
+
 def interpreter_name() -> str:
     module = _interpreter_class().__module__.split(".")[0]
     return str(module)
@@ -70,13 +100,21 @@ def model_input_shape(tflite: bytes) -> tuple[int, ...] | None:
 class TfliteClassifier:
     """One interpreter, one thread. Builds and checks the model at construction."""
 
-    def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:
+    def __init__(self, bundle: Bundle, num_threads: int = 1, kernels: Kernels | None = None) -> None:
+        """``kernels``: None for :func:`default_kernels`."""
         self.bundle = bundle
+        self.kernels = default_kernels(bundle) if kernels is None else kernels
         where = bundle.source
         interpreter_cls = _interpreter_class()
+        options: dict[str, Any] = {}
+        if self.kernels is Kernels.BUILTIN:
+            resolvers = sys.modules[interpreter_cls.__module__].OpResolverType
+            options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         with _NativeStderr() as native:
             try:
-                self._interpreter = interpreter_cls(model_content=bundle.tflite, num_threads=num_threads)
+                self._interpreter = interpreter_cls(
+                    model_content=bundle.tflite, num_threads=num_threads, **options
+                )
                 self._interpreter.allocate_tensors()
                 error = None
             except (ValueError, RuntimeError) as err:
@@ -166,6 +204,11 @@ class TfliteClassifier:
         return _describe(self._output, self._out_scale, self._out_zero)
 
     # Inference ----------------------------------------------------------------------
+
+    def invoke(self) -> None:
+        """Run the model once on the input it already holds, and nothing else: the least a
+        window costs, whatever the front end does (tools/benchmark.py measures it)."""
+        self._interpreter.invoke()
 
     def classify(self, features: npt.NDArray[np.float32]) -> ScoreArray:
         """Scores for one window, as float32 probabilities in label order (a new array).
