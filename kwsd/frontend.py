@@ -852,6 +852,9 @@ class StreamingFrontend:
         self.frames_emitted = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._skip_samples = 0
+        # Sample index of every frame of a push (row k: frame k's samples), grown on demand:
+        # framing a push is then one indexing operation.
+        self._frame_index = np.zeros((0, spec.window_samples), np.intp)
         self._transform: _FrameTransform | None = None
         if spec.kind is not FrontendKind.MICRO:
             self._transform = _frame_transform(spec)
@@ -895,8 +898,10 @@ class StreamingFrontend:
             self._pending = samples
             return np.zeros((0, spec.window_samples), np.int16)
         count = 1 + (len(samples) - spec.window_samples) // spec.stride_samples
-        starts = np.arange(count) * spec.stride_samples
-        frames: Int16Array = samples[starts[:, None] + np.arange(spec.window_samples)[None, :]]
+        if count > len(self._frame_index):
+            starts = np.arange(count) * spec.stride_samples
+            self._frame_index = starts[:, None] + np.arange(spec.window_samples)[None, :]
+        frames: Int16Array = samples[self._frame_index[:count]]
         next_start = count * spec.stride_samples
         self._pending = samples[next_start:].copy()
         self._skip_samples = max(0, next_start - len(samples))
