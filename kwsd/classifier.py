@@ -31,11 +31,6 @@ _SUPPORTED_DTYPES = (np.float32, np.int8, np.uint8)
 class Classifier(Protocol):
     """Maps one (frame_count, feature_count) float32 window to scores, one per label."""
 
-    def invoke(self) -> None:
-        """Run the model once on the input it already holds, and nothing else: the least a
-        window costs, whatever the front end does (tools/benchmark.py measures it)."""
-        self._interpreter.invoke()
-
     def classify(self, features: npt.NDArray[np.float32]) -> ScoreArray: ...
 
 

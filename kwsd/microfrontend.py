@@ -284,16 +284,16 @@ class KissFftr:
                 legs = product.view(np.float64)
                 legs += 0.5
                 np.floor(legs, out=legs)
-            legs = legs.reshape(-1, width)
+            rows = legs.reshape(-1, width)
             if not stage.next_fixdiv:
-                values = _wrap16_float((legs @ stage.butterfly).reshape(frames, -1))
+                values = _wrap16_float((rows @ stage.butterfly).reshape(frames, -1))
                 continue
-            values = (legs @ stage.butterfly_scaled).reshape(frames, -1)
+            values = (rows @ stage.butterfly_scaled).reshape(frames, -1)
             scaled = True
             if values.size and np.abs(values).max() > KISS_SAMP_MAX * stage.next_fixdiv:
                 # A sum left the int16 range (near full-scale input only): store it into an
                 # int16 as the C does, then scale.
-                values = _wrap16_float((legs @ stage.butterfly).reshape(frames, -1))
+                values = _wrap16_float((rows @ stage.butterfly).reshape(frames, -1))
                 values *= stage.next_fixdiv
         both = values.take(self._split_gather, axis=1).reshape(frames, self._half, 4)
         both *= self._conjugate  # fpnk = conj(Z[n - k]), stored in an int16
