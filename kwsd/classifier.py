@@ -8,6 +8,7 @@ end and labels, and names both sides when it does not.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ import numpy.typing as npt
 
 from kwsd.bundle import Bundle
 from kwsd.errors import ModelError, RuntimeDependencyError
+from kwsd.frontend import FrontendKind
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,29 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
+class Kernels(enum.Enum):
+    """Which kernels run the model's operators.
+
+    ``xnnpack``: the interpreter's default, XNNPACK's delegate where it takes an operator
+    (fastest for most models: the demo's int8 DS-CNN runs in half the time of the builtin
+    kernels). ``builtin``: TFLite's own kernels only, which give the scores of TFLite's
+    reference kernels, whose integer arithmetic TFLite Micro's kernels share (all equal on
+    300 random inputs to the int8 tiny_conv of micro_speech, where XNNPACK's differ by up
+    to 6 quantisation steps), and which run that model in half XNNPACK's time.
+    """
+
+    XNNPACK = "xnnpack"
+    BUILTIN = "builtin"
+
+
+def default_kernels(bundle: Bundle) -> Kernels:
+    """``builtin`` for a model with the micro front end (made for TFLite Micro, whose
+    integer arithmetic the builtin kernels share), ``xnnpack`` for the rest."""
+    if bundle.frontend.kind is FrontendKind.MICRO:
+        return Kernels.BUILTIN
+    return Kernels.XNNPACK
+
+
 def interpreter_name() -> str:
     module = _interpreter_class().__module__.split(".")[0]
     return str(module)
@@ -70,13 +95,21 @@ def model_input_shape(tflite: bytes) -> tuple[int, ...] | None:
 class TfliteClassifier:
     """One interpreter, one thread. Builds and checks the model at construction."""
 
-    def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:
+    def __init__(self, bundle: Bundle, num_threads: int = 1, kernels: Kernels | None = None) -> None:
+        """``kernels``: None for :func:`default_kernels`."""
         self.bundle = bundle
+        self.kernels = default_kernels(bundle) if kernels is None else kernels
         where = bundle.source
         interpreter_cls = _interpreter_class()
+        options: dict[str, Any] = {}
+        if self.kernels is Kernels.BUILTIN:
+            resolvers = sys.modules[interpreter_cls.__module__].OpResolverType
+            options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         with _NativeStderr() as native:
             try:
-                self._interpreter = interpreter_cls(model_content=bundle.tflite, num_threads=num_threads)
+                self._interpreter = interpreter_cls(
+                    model_content=bundle.tflite, num_threads=num_threads, **options
+                )
                 self._interpreter.allocate_tensors()
                 error = None
             except (ValueError, RuntimeError) as err:
@@ -103,7 +136,12 @@ class TfliteClassifier:
         self._in_scale, self._in_zero = self._quantisation(self._input)
         self._out_scale, self._out_zero = self._quantisation(self._output)
         info = np.iinfo(self._input["dtype"]) if self._input["dtype"] != np.float32 else None
-        self._in_range = (info.min, info.max) if info is not None else None
+        # Scale, zero point and range as float32 scalars: numpy computes a Python scalar against
+        # a float32 array in float32 anyway (NEP 50), but converts it on every call, which costs
+        # more than the arithmetic on one window.
+        self._in_scale32, self._in_zero32 = np.float32(self._in_scale), np.float32(self._in_zero)
+        self._in_range32 = (np.float32(info.min), np.float32(info.max)) if info is not None else None
+        self._out_scale32, self._out_zero32 = np.float32(self._out_scale), np.float32(self._out_zero)
         self._scratch = np.empty(bundle.frontend.feature_shape, np.float32)
         self._output_index = self._output["index"]
 
@@ -167,22 +205,27 @@ class TfliteClassifier:
 
     # Inference ----------------------------------------------------------------------
 
+    def invoke(self) -> None:
+        """Run the model once on the input it already holds, and nothing else: the least a
+        window costs, whatever the front end does (tools/benchmark.py measures it)."""
+        self._interpreter.invoke()
+
     def classify(self, features: npt.NDArray[np.float32]) -> ScoreArray:
         """Scores for one window, as float32 probabilities in label order (a new array).
 
         Called ~50 times per second: in-place arithmetic on a preallocated buffer keeps
         the Python around the ~10 us interpreter call as small as the interpreter itself.
         """
-        if self._in_range is None:
+        if self._in_range32 is None:
             scaled = features
         else:
             # TFLite's rule: q = round(x / scale) + zero_point, saturated to the dtype.
             scaled = self._scratch
-            np.divide(features, self._in_scale, out=scaled)
+            np.divide(features, self._in_scale32, out=scaled)
             np.rint(scaled, out=scaled)
-            scaled += self._in_zero
-            np.maximum(scaled, self._in_range[0], out=scaled)  # np.clip costs 3x these two
-            np.minimum(scaled, self._in_range[1], out=scaled)
+            scaled += self._in_zero32
+            np.maximum(scaled, self._in_range32[0], out=scaled)  # np.clip costs 3x these two
+            np.minimum(scaled, self._in_range32[1], out=scaled)
         target = self._input_view()
         target[...] = scaled.reshape(self._input_shape)
         del target  # the interpreter refuses to run while a view into its buffers is alive
@@ -191,8 +234,8 @@ class TfliteClassifier:
         if raw.dtype == np.float32:
             return raw
         scores = raw.astype(np.float32)
-        scores -= self._out_zero
-        scores *= self._out_scale
+        scores -= self._out_zero32
+        scores *= self._out_scale32
         return scores
 
 

@@ -852,6 +852,9 @@ class StreamingFrontend:
         self.frames_emitted = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._skip_samples = 0
+        # Sample index of every frame of a push (row k: frame k's samples), grown on demand:
+        # framing a push is then one indexing operation.
+        self._frame_index = np.zeros((0, spec.window_samples), np.intp)
         self._transform: _FrameTransform | None = None
         if spec.kind is not FrontendKind.MICRO:
             self._transform = _frame_transform(spec)
@@ -860,8 +863,6 @@ class StreamingFrontend:
 
             self._tables = micro_tables(spec)
             self._noise = NoiseState(self._tables, 1)
-            assert spec.micro is not None
-            self._scale = np.float32(spec.micro.output_scale)
 
     def reset(self) -> None:
         self.frames_emitted = 0
@@ -878,11 +879,8 @@ class StreamingFrontend:
         self.frames_emitted += len(frames)
         if self._transform is not None:
             return self._transform(frames.astype(np.float64) / INT16_FULL_SCALE)
-        filterbank = self._tables.filterbank(frames)
-        out = np.empty((len(frames), self.spec.feature_count), np.float32)
-        for i, row in enumerate(filterbank):
-            np.multiply(self._noise.step(row)[0], self._scale, out=out[i], casting="unsafe")
-        return out
+        features: FeatureArray = self._noise.run(self._tables.filterbank(frames))[:, 0]
+        return features
 
     def take_frames(self, samples: Int16Array) -> Int16Array:
         """Framing only: the (n, window_samples) int16 frames that ``samples`` complete,
@@ -900,8 +898,10 @@ class StreamingFrontend:
             self._pending = samples
             return np.zeros((0, spec.window_samples), np.int16)
         count = 1 + (len(samples) - spec.window_samples) // spec.stride_samples
-        starts = np.arange(count) * spec.stride_samples
-        frames: Int16Array = samples[starts[:, None] + np.arange(spec.window_samples)[None, :]]
+        if count > len(self._frame_index):
+            starts = np.arange(count) * spec.stride_samples
+            self._frame_index = starts[:, None] + np.arange(spec.window_samples)[None, :]
+        frames: Int16Array = samples[self._frame_index[:count]]
         next_start = count * spec.stride_samples
         self._pending = samples[next_start:].copy()
         self._skip_samples = max(0, next_start - len(samples))
@@ -915,8 +915,9 @@ class PerClipMicroFrontend:
 
     Window, FFT and filterbank depend on a frame alone, so each frame's filterbank output is
     computed once and kept for the windows that share it. The only state is the noise
-    estimate, so every window in flight has one row of estimates, and each new frame
-    advances all rows with one vectorised integer step (:class:`kwsd.microfrontend.NoiseState`).
+    estimate, so every window in flight has one row of estimates, and the frames of a push
+    advance all rows together (:meth:`kwsd.microfrontend.NoiseState.run`: per frame three
+    integer operations over all rows, then the rest for all frames and rows at once).
 
     Windows are named by their end frame (exclusive): window ``e`` covers frames
     ``[e - frame_count, e)``. :meth:`schedule` says which windows will be asked for (every
@@ -934,26 +935,28 @@ class PerClipMicroFrontend:
             raise SpecError(f"kind: PerClipMicroFrontend needs a micro front end, got {spec.kind.value}")
         self.spec = spec
         self._tables = micro_tables(spec)
-        self._scale = np.float32(spec.micro.output_scale)
         self._framing = StreamingFrontend(spec)  # only its framing is used
         self.frames_total = 0
         count = spec.frame_count
-        # Filterbank outputs of the last frames: enough for any window that ends within the
-        # largest push, plus one whole window before it.
-        push_frames = (max_push_samples or spec.sample_rate_hz) // spec.stride_samples + 1
-        self._kept = 2 * count + push_frames
-        self._filterbank = np.zeros((self._kept, self._tables.channels), np.int64)
+        channels = self._tables.channels
+        # Frames are advanced in steps of at most the largest push (a longer push is split).
+        self._step_frames = (max_push_samples or spec.sample_rate_hz) // spec.stride_samples + 1
+        # Filterbank outputs of the last frames: enough for any window that ends within one
+        # step, plus one whole window before it.
+        self._kept = 2 * count + self._step_frames
+        self._filterbank = np.zeros((self._kept, channels), np.int64)
         self._hop = 1
         self._next_start = 0
-        # One row per window in flight (at most one starts per frame, each lasts
-        # frame_count frames), each row's outputs stored at frame % frame_count.
+        # One row per window in flight: at most one starts per frame, each lasts frame_count
+        # frames. Every row's features of the last frames, by frame: a window's frames are read
+        # off when it ends, after its row may already be serving the next window.
         self._slots = count + 1
         self._noise = NoiseState(self._tables, self._slots)
-        self._rows = np.zeros((self._slots, count, self._tables.channels), np.uint16)
+        self._feature_frames = count + self._step_frames
+        self._features = np.zeros((self._slots, self._feature_frames, channels), np.float32)
         self._free = list(range(self._slots))
         self._ending: dict[int, tuple[int, int]] = {}  # last frame -> (slot, start frame)
-        # Row order that puts a window's frames first to last, by start frame % frame_count.
-        self._order = (np.arange(count)[:, None] + np.arange(count)[None, :]) % count
+        self._window_frames = np.arange(count)
         self._done: dict[int, FeatureArray] = {}
         self.schedule(count, 1)
 
@@ -972,25 +975,35 @@ class PerClipMicroFrontend:
         if not len(frames):
             return self.frames_total
         filterbank = self._tables.filterbank(frames)
+        for offset in range(0, len(filterbank), self._step_frames):
+            self._advance(filterbank[offset : offset + self._step_frames])
+        return self.frames_total
+
+    def _advance(self, filterbank: npt.NDArray[np.int64]) -> None:
+        """Every window in flight through the next frames (at most ``_step_frames``)."""
         count = self.spec.frame_count
-        for row in filterbank:
-            f = self.frames_total
-            self._filterbank[f % self._kept] = row
+        first = self.frames_total
+        positions = np.arange(first, first + len(filterbank))
+        self._filterbank[positions % self._kept] = filterbank
+        fresh: dict[int, int] = {}  # frame (within this step) -> row starting afresh there
+        ended: list[tuple[int, int, int]] = []  # (last frame, row, start frame)
+        for f in range(first, first + len(filterbank)):
             if f == self._next_start:
                 slot = self._free.pop()
-                self._noise.estimate[slot] = 0  # FrontendReset
+                fresh[f - first] = slot  # FrontendReset
                 self._ending[f + count - 1] = (slot, f)
                 self._next_start += self._hop
-            # Every row steps, in use or not: one operation for all is cheaper than choosing.
-            self._rows[:, f % count] = self._noise.step(row)
-            ended = self._ending.pop(f, None)
-            if ended is not None:
-                slot, start = ended
-                window = self._rows[slot].take(self._order[start % count], axis=0)
-                self._done[f + 1] = np.multiply(window, self._scale, dtype=np.float32)
-                self._free.append(slot)
-            self.frames_total = f + 1
-        return self.frames_total
+            done = self._ending.pop(f, None)
+            if done is not None:
+                ended.append((f, *done))
+                self._free.append(done[0])
+        # Every row runs, in use or not: one operation for all is cheaper than choosing.
+        features = self._noise.run(filterbank, fresh)
+        self._features[:, positions % self._feature_frames] = features.transpose(1, 0, 2)
+        for last, slot, start in ended:
+            frames = (start + self._window_frames) % self._feature_frames
+            self._done[last + 1] = self._features[slot].take(frames, axis=0)
+        self.frames_total = first + len(filterbank)
 
     def window(self, end_frame: int) -> FeatureArray:
         """The (frame_count, feature_count) float32 features of the window ending at
@@ -1009,9 +1022,6 @@ class PerClipMicroFrontend:
             )
         from kwsd.microfrontend import NoiseState
 
-        noise = NoiseState(self._tables, 1)
-        out = np.empty((count, self._tables.channels), np.float32)
-        for i in range(count):
-            row = self._filterbank[(start + i) % self._kept]
-            np.multiply(noise.step(row)[0], self._scale, out=out[i], casting="unsafe")
-        return out
+        filterbank = self._filterbank[(start + self._window_frames) % self._kept]
+        features: FeatureArray = NoiseState(self._tables, 1).run(filterbank)[:, 0]
+        return features

@@ -74,8 +74,8 @@ _LOG_LUT = np.array(
     dtype=np.int64,
 )  # fmt: skip
 
-#: Values entering PCAN's shrink and the log below this come from one table look-up (512 KB,
-#: built in ~20 ms); larger ones (features above ~26 at the default settings: 1e-5 of the
+#: Values entering PCAN's shrink and the log below this come from one table look-up (1 MB of
+#: float32 features, built in ~20 ms); larger ones (features above ~26 at the default settings: 1e-5 of the
 #: values of real speech, in under 1% of frames) are computed.
 _POST_LUT_SIZE = 1 << 18
 
@@ -134,16 +134,17 @@ class _Stage:
     butterflies: int
     radix: int
     fixdiv: float  # C_FIXDIV's (32767 // radix) / 32768
-    #: C_MUL by the legs' twiddles as (a.r, a.i, ...) * same + (a.i, a.r, ...) * swap, both
-    #: already divided by 32768; None when every twiddle is 1 (C_MUL is then exact identity).
-    tw_same: npt.NDArray[np.float64] | None
-    tw_swap: npt.NDArray[np.float64] | None
+    #: (butterflies, radix) complex: the legs' twiddles divided by 32768, for C_MUL as one
+    #: complex product (exact: Q15 integers times integers below 2**16, sums below 2**31);
+    #: None when every twiddle is 1 (C_MUL is then exact identity).
+    twiddles: npt.NDArray[np.complex128] | None
     #: (2 radix, 2 radix): kf_bfly2/kf_bfly4's sums, legs (re, im) in, outputs (re, im) out.
     butterfly: npt.NDArray[np.float64]
-
-
-#: (re, im) pairs swapped: (a.r, a.i, b.r, b.i, ...) -> (a.i, a.r, b.i, b.r, ...).
-_SWAP = np.array([1, 0, 3, 2, 5, 4, 7, 6])
+    #: The next stage's C_FIXDIV factor (0 for the last stage), and the butterfly matrix times
+    #: it: the sums come out already scaled for the next stage's rounding, exactly (multiples
+    #: of 2**-15 below 2**17), unless a sum leaves the int16 range (checked by the caller).
+    next_fixdiv: float
+    butterfly_scaled: npt.NDArray[np.float64]
 
 
 def _butterfly_matrix(radix: int) -> npt.NDArray[np.float64]:
@@ -213,7 +214,7 @@ class KissFftr:
             return flat
 
         previous: Any = input_flat
-        self._stages: list[_Stage] = []
+        stages: list[tuple[npt.NDArray[np.intp], int, int, npt.NDArray[np.complex128] | None]] = []
         for p, groups, m in reversed(levels):
             butterfly = np.arange(groups * m)
             group, k = butterfly // m, butterfly % m
@@ -221,15 +222,20 @@ class KissFftr:
             # Kiss's Fout index of each butterfly's legs, then where the last stage left it.
             pos = group[:, None] * p * m + leg[None, :] * m + k[:, None]
             gather = np.stack([previous(pos, 0), previous(pos, 1)], axis=-1).reshape(-1)
-            same = swap = None
+            twiddles = None
             if m > 1:
                 index = leg[None, :] * k[:, None] * groups
-                tr, ti = tw_real[index] / 32768.0, tw_imag[index] / 32768.0
-                same = np.stack([tr, tr], axis=-1).reshape(len(butterfly), 2 * p)
-                swap = np.stack([-ti, ti], axis=-1).reshape(len(butterfly), 2 * p)
-            fixdiv = (KISS_SAMP_MAX // p) / 32768.0
-            self._stages.append(_Stage(gather, len(butterfly), p, fixdiv, same, swap, _butterfly_matrix(p)))
+                twiddles = (tw_real[index] + 1j * tw_imag[index]) / 32768.0
+            stages.append((gather, len(butterfly), p, twiddles))
             previous = output_flat(p, m)
+        self._stages: list[_Stage] = []
+        for i, (gather, butterflies, p, twiddles) in enumerate(stages):
+            matrix = _butterfly_matrix(p)
+            following = _fixdiv_factor(stages[i + 1][2]) if i + 1 < len(stages) else 0.0
+            stage = _Stage(
+                gather, butterflies, p, _fixdiv_factor(p), twiddles, matrix, following, matrix * following
+            )
+            self._stages.append(stage)
         half = n // 2
         k = np.arange(1, half + 1)
         self._split_gather = np.stack(
@@ -237,8 +243,7 @@ class KissFftr:
         ).reshape(-1)
         self._half = half
         sr, si = _kiss_twiddle(-np.pi * ((np.arange(half) + 1) / n + 0.5))
-        self._super_same = np.stack([sr, sr], axis=-1) / 32768.0
-        self._super_swap = np.stack([-si, si], axis=-1) / 32768.0
+        self._super_twiddles = (sr + 1j * si)[:, None] / 32768.0
         # (fpk.r, fpk.i, fpnk.r, fpnk.i) -> (f1.r, f1.i, f2.r, f2.i): f1 = fpk + fpnk, f2 = fpk - fpnk
         self._sum_difference = np.array(
             [[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, -1, 0], [0, 1, 0, -1]], np.float64
@@ -266,20 +271,30 @@ class KissFftr:
         them)."""
         frames = samples.shape[0]
         values: npt.NDArray[Any] = samples
+        scaled = False  # whether values already carry this stage's C_FIXDIV factor, unrounded
         for stage in self._stages:
             width = 2 * stage.radix
             legs = values.take(stage.gather, axis=1).reshape(frames, stage.butterflies, width)
-            legs = legs * stage.fixdiv  # C_FIXDIV: round(x * (32767 // radix) / 32768)
+            if not scaled:
+                legs = legs * stage.fixdiv  # C_FIXDIV: round(x * (32767 // radix) / 32768)
             legs += 0.5
             np.floor(legs, out=legs)
-            if stage.tw_same is not None and stage.tw_swap is not None:
-                product = legs * stage.tw_same  # C_MUL, rounded back from Q15
-                product += legs.take(_SWAP[:width], axis=2) * stage.tw_swap
-                product += 0.5
-                np.floor(product, out=product)
-                legs = product
-            values = (legs.reshape(-1, width) @ stage.butterfly).reshape(frames, -1)
-            values = _wrap16_float(values)
+            if stage.twiddles is not None:
+                product = legs.view(np.complex128) * stage.twiddles  # C_MUL, rounded back from Q15
+                legs = product.view(np.float64)
+                legs += 0.5
+                np.floor(legs, out=legs)
+            rows = legs.reshape(-1, width)
+            if not stage.next_fixdiv:
+                values = _wrap16_float((rows @ stage.butterfly).reshape(frames, -1))
+                continue
+            values = (rows @ stage.butterfly_scaled).reshape(frames, -1)
+            scaled = True
+            if values.size and np.abs(values).max() > KISS_SAMP_MAX * stage.next_fixdiv:
+                # A sum left the int16 range (near full-scale input only): store it into an
+                # int16 as the C does, then scale.
+                values = _wrap16_float((rows @ stage.butterfly).reshape(frames, -1))
+                values *= stage.next_fixdiv
         both = values.take(self._split_gather, axis=1).reshape(frames, self._half, 4)
         both *= self._conjugate  # fpnk = conj(Z[n - k]), stored in an int16
         both[both == 32768] = -32768
@@ -290,8 +305,7 @@ class KissFftr:
         # -16384..16383, so f1 is in -32768..32766 and f2 in -32767..32767).
         f = both @ self._sum_difference
         f2 = f[..., 2:]
-        tw = f2 * self._super_same  # C_MUL by the super twiddles
-        tw += f2[..., ::-1] * self._super_swap
+        tw = (f2.view(np.complex128) * self._super_twiddles).view(np.float64)  # C_MUL by the super twiddles
         tw += 0.5
         np.floor(tw, out=tw)
         tw = _wrap16_float(tw)
@@ -306,6 +320,11 @@ def _wrap16_float(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     if values.size and np.abs(values).max() > 32767:
         return (values + 32768) % 65536 - 32768
     return values
+
+
+def _fixdiv_factor(radix: int) -> float:
+    """C_FIXDIV's factor: (32767 // radix) / 32768."""
+    return (KISS_SAMP_MAX // radix) / 32768.0
 
 
 def _fixdiv(values: I64, divisor: int) -> I64:
@@ -538,7 +557,12 @@ class MicroTables:
             self.gain_table = self._gain_table()
             if (self.gain_table < 0).any():
                 raise MicroConfigError("the PCAN parameters give a negative gain")
-        self.post_table = self._post(np.arange(_POST_LUT_SIZE, dtype=np.int64)).astype(np.uint16)
+        self.output_scale = np.float32(params.output_scale)
+        #: The feature (the op's uint16 output times output_scale, in float32) for each value
+        #: entering PCAN's shrink below _POST_LUT_SIZE: shrink, log and scale in one look-up.
+        self.feature_table = np.multiply(
+            self._post(np.arange(_POST_LUT_SIZE, dtype=np.int64)), self.output_scale, dtype=np.float32
+        )
 
     # Stateless per frame ------------------------------------------------------------
 
@@ -616,60 +640,73 @@ def _sqrt_round(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 class NoiseState:
     """Noise-reduction estimates for ``rows`` independent front ends (rows, channels).
 
-    :meth:`step` advances every row by one frame of filterbank values (the same frame for
-    all rows) and returns each row's output; :meth:`reset_rows` starts rows afresh (a front
-    end's state after FrontendReset is all zeros).
+    :meth:`run` advances every row through frames of filterbank values (the same frames for
+    all rows) and returns each row's outputs; a row can be started afresh at any frame (a
+    front end's state after FrontendReset is all zeros).
     """
 
     def __init__(self, tables: MicroTables, rows: int) -> None:
         self.tables = tables
-        shape = (rows, tables.channels)
-        self.estimate = np.zeros(shape, np.int64)
-        # Work arrays, reused every frame: a step allocates nothing of this size.
-        self._out = np.empty(shape, np.int64)
-        self._key = np.empty(shape, np.float64)
-        self._gain = np.empty(shape, np.int64)
-        self._result = np.empty(shape, np.uint16)
+        self.estimate = np.zeros((rows, tables.channels), np.int64)
 
     def reset_rows(self, rows: slice | npt.NDArray[np.intp] | int) -> None:
         self.estimate[rows] = 0
 
-    def step(self, signal: I64) -> npt.NDArray[np.uint16]:
-        """``signal``: (channels,) filterbank values of one frame. Returns (rows, channels)
-        outputs (uint16 range), valid until the next step, and updates every row's estimates.
+    def run(self, signal: I64, fresh: dict[int, int] | None = None) -> npt.NDArray[np.float32]:
+        """``signal``: (frames, channels) filterbank values. Returns (frames, rows, channels)
+        float32 features (the op's uint16 output times ``output_scale``) and leaves every
+        row's estimates after the last frame.
+        ``fresh`` maps a frame's index in ``signal`` to a row that starts afresh at it.
 
-        Each line is one numpy operation over all rows, in place (the cost per frame is about
-        a dozen of them, whatever the number of rows up to a few hundred).
+        Only the estimate is a recurrence, three in-place numpy operations over all rows per
+        frame; everything that follows it (the noise subtraction, PCAN's gain and the log) is
+        a function of each frame's estimate and signal, computed once for all frames and rows
+        together, so the number of numpy calls barely grows with the frames in one call.
         """
         t = self.tables
+        frames, rows = len(signal), len(self.estimate)
         scaled_up = (signal << t.smoothing_bits) & UINT32_MASK
-        estimate = self.estimate
-        estimate *= t.one_minus_smoothing
-        estimate += scaled_up * t.smoothing
-        estimate >>= NOISE_REDUCTION_BITS
+        drive = scaled_up * t.smoothing
+        estimates = np.empty((frames, rows, t.channels), np.int64)
+        previous = self.estimate
+        for i in range(frames):
+            estimate = estimates[i]
+            np.multiply(previous, t.one_minus_smoothing, out=estimate)
+            estimate += drive[i]
+            estimate >>= NOISE_REDUCTION_BITS
+            if fresh is not None and i in fresh:
+                # From an estimate of 0: (0 * (1 - smoothing) + drive) >> bits. Set after the
+                # step, so the row's estimate of the frame before (the window that held the
+                # row then may still need it) is left as it was.
+                estimate[fresh[i]] = drive[i] >> NOISE_REDUCTION_BITS
+            previous = estimate
+        if frames:
+            self.estimate[...] = previous
         floor = (signal * t.min_signal_remaining) >> NOISE_REDUCTION_BITS
         # (scaled_up - min(estimate, scaled_up)) >> bits, floored: a negative difference
         # shifts to a negative number, which the floor (>= 0) replaces, as the C's clamp does.
-        out = np.subtract(scaled_up, estimate, out=self._out)
+        out = np.subtract(scaled_up[:, None, :], estimates)
         out >>= t.smoothing_bits
-        np.maximum(out, floor, out=out)
+        np.maximum(out, floor[:, None, :], out=out)
         if t.pcan:
             # Gain table index: msb and the next 10 bits, read off the float64 exponent and
-            # mantissa of estimate * 2**-1022 (see _KEY_SCALE).
-            key = np.multiply(estimate, _KEY_SCALE, out=self._key).view(np.int64)
+            # mantissa of estimate * 2**-1022 (see _KEY_SCALE). Into the estimates' own
+            # memory: they are not needed after this.
+            key = np.multiply(estimates, _KEY_SCALE).view(np.int64)
             key >>= 42
-            out *= np.take(t.gain_table, key, out=self._gain)
+            out *= np.take(t.gain_table, key, out=estimates)
             out >>= t.snr_shift  # (the C's uint32 wrap is applied where it can matter: below)
-        return _post_lookup(t, out, self._result)
+        return _feature_lookup(t, out, np.empty(out.shape, np.float32))
 
 
-def _post_lookup(t: MicroTables, values: I64, out: npt.NDArray[np.uint16]) -> npt.NDArray[np.uint16]:
-    """PCAN's shrink and the log for each value: one look-up, except above the table (loud
-    frames far above the noise estimate), where the C's arithmetic is redone for those."""
-    table = t.post_table
+def _feature_lookup(t: MicroTables, values: I64, out: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """PCAN's shrink, the log and the output scale for each value: one look-up, except above
+    the table (loud frames far above the noise estimate), where the C's arithmetic is redone
+    for those."""
+    table = t.feature_table
     if values.size and values.max() >= len(table):
         big = values >= len(table)
         np.take(table, np.where(big, 0, values), out=out)
-        out[big] = t._post(values[big] & UINT32_MASK)
+        out[big] = np.multiply(t._post(values[big] & UINT32_MASK), t.output_scale, dtype=np.float32)
         return out
     return np.take(table, values, out=out)

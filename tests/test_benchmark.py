@@ -82,5 +82,8 @@ def test_benchmark_measures_training_and_streaming_accuracy_on_a_set_it_makes():
     micro = figures["micro_speech"]
     assert set(micro) == {
         f"{state}_{block}ms_blocks" for state in ("per_clip", "continuous") for block in (250, 20)
-    }
+    } | {"invoke_us", "invoke_floor_ms", "xnnpack_invoke_us"}
     assert all(value > 0 for value in micro.values())
+    # The floor is the invoke alone, 50 times per audio second at the 20 ms clip stride.
+    assert micro["invoke_floor_ms"] == pytest.approx(micro["invoke_us"] * 50 / 1000, abs=1e-3)
+    assert "floor: the interpreter's invoke alone" in out

@@ -14,9 +14,9 @@ from kwsd.bundle import (
     read_bundle,
     write_bundle,
 )
-from kwsd.classifier import TfliteClassifier
+from kwsd.classifier import Kernels, TfliteClassifier
 from kwsd.errors import InputNotFoundError, ModelError
-from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, compute_features
+from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, compute_features
 
 DEMO = demo_bundle_path()
 DEMO_FLOAT = DEMO.with_name("demo-float.kwsd")
@@ -66,6 +66,22 @@ def test_int8_and_float_models_agree_through_their_own_quantisation(demo, demo_f
         assert a.dtype == b.dtype == np.float32
         assert a.sum() == pytest.approx(1.0, abs=0.05)  # dequantised with the model's scale
         assert np.abs(a - b).max() < 0.15
+
+
+def test_a_micro_model_runs_on_the_builtin_kernels_and_the_rest_on_xnnpack(demo):
+    # The demo's model behind a 13-channel micro front end: the same [1,49,13] input.
+    micro_spec = FrontendSpec(FrontendKind.MICRO, micro=MicroParams(channel_count=13))
+    micro = make_bundle(demo.tflite, demo.labels, micro_spec, name="micro", tool="test")
+    assert TfliteClassifier(demo).kernels is Kernels.XNNPACK
+    assert TfliteClassifier(micro).kernels is Kernels.BUILTIN
+    assert TfliteClassifier(demo, kernels=Kernels.BUILTIN).kernels is Kernels.BUILTIN
+    features = compute_features(
+        demo.frontend, (np.random.default_rng(1).standard_normal(16000) * 2000).astype(np.int16)
+    )
+    for classifier in (TfliteClassifier(micro), TfliteClassifier(demo, kernels=Kernels.BUILTIN)):
+        scores = classifier.classify(features)
+        assert scores.shape == (len(demo.labels),) and scores.dtype == np.float32
+        assert scores.sum() == pytest.approx(1.0, abs=0.05)
 
 
 def test_write_then_read_is_lossless_and_deterministic(demo, tmp_path):

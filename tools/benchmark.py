@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """kwsd's speed benchmark: every figure is measured in this one run, on this machine.
 
-    python tools/benchmark.py [--model BUNDLE] [--seconds 60] [--repeats 5] [--no-training]
+    python tools/benchmark.py [--model BUNDLE] [--seconds 60] [--repeats 5] [--no-training] [--sections 6]
 
 Prints:
   1. CPU time per audio second of the stream pipeline (front end, interpreter, smoother and
@@ -47,9 +47,9 @@ import numpy as np
 
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
-from kwsd.classifier import TfliteClassifier, interpreter_name
+from kwsd.classifier import Kernels, TfliteClassifier, interpreter_name
 from kwsd.detection import resolve_detection
-from kwsd.pipeline import Pipeline
+from kwsd.pipeline import Pipeline, PipelineStats
 from kwsd.smoother import RecognizeCommands
 
 TARGET_MS_PER_AUDIO_S = 2.0
@@ -76,7 +76,14 @@ def main() -> int:
         help="skip 4, 5 and 6, the sections that make a data set or a model (4 and 6 need "
         "TensorFlow, 4 and 5 espeak-ng and sox; a few minutes)",
     )
+    parser.add_argument(
+        "--sections",
+        type=_sections,
+        default=SECTIONS,
+        help="the sections to run, e.g. 6 or 1,2,6 (default: all; 1 and 2 share their runs)",
+    )
     args = parser.parse_args()
+    sections: frozenset[int] = args.sections
 
     bundle = read_bundle(args.model)
     spec = bundle.frontend
@@ -85,7 +92,79 @@ def main() -> int:
     audio = read_wav(args.audio, spec.sample_rate_hz)
     need = int(args.seconds * spec.sample_rate_hz)
     audio = np.tile(audio, need // len(audio) + 1)[:need]
-    block = spec.sample_rate_hz * args.block_ms // 1000
+    audio_s = len(audio) / spec.sample_rate_hz
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"kwsd benchmark: {bundle.name} ({spec.describe()}), clip stride {clip_stride_ms} ms, "
+        f"{interpreter_name()}, Python {platform.python_version()}, {cpu}, {_cores()} cores"
+    )
+    print(
+        f"audio: {audio_s:.0f} s looped from {Path(args.audio).name}, blocks of {args.block_ms} ms, "
+        f"median of {args.repeats} interleaved runs (thread CPU time)"
+    )
+    figures: dict[str, Any] = dict.fromkeys(
+        (
+            "cpu_ms_per_audio_s",
+            "frontend_ms",
+            "interpreter_ms",
+            "smoother_ms",
+            "rest_ms",
+            "full_window_frontend_ms",
+            "incremental_ratio",
+            "startup_s",
+        )
+    )
+    if sections & {1, 2}:
+        figures.update(
+            stream_cost(
+                bundle, audio, args.block_ms, args.repeats, settings=settings, clip_stride_ms=clip_stride_ms
+            )
+        )
+    if 3 in sections:
+        startup = [measure_startup(args.model) for _ in range(3)]
+        startup_s = statistics.median(startup)
+        figures["startup_s"] = round(startup_s, 3)
+        print()
+        print("3. start-up of `kwsd stream` to the first processed window (fresh process, wall clock)")
+        print(
+            f"   {startup_s * 1000:.0f} ms median of {len(startup)} "
+            f"({', '.join(f'{s * 1000:.0f}' for s in startup)}) (target < {TARGET_STARTUP_S * 1000:.0f} ms: "
+            f"{startup_s / TARGET_STARTUP_S:.2f} x target) {'OK' if startup_s < TARGET_STARTUP_S else 'OVER'}"
+        )
+    training = streaming = micro = None
+    if sections & {4, 5}:
+        with synthetic_set(skip=args.no_training) as data_dir:
+            if 4 in sections:
+                training = training_throughput(data_dir, skip=args.no_training)
+            if 5 in sections:
+                streaming = streaming_accuracy(data_dir, args.model, skip=args.no_training)
+    if 6 in sections:
+        micro = micro_speech_cost(audio, args.block_ms, args.repeats, skip=args.no_training)
+    if args.json:
+        print(json.dumps({"training": training, "streaming": streaming, "micro_speech": micro, **figures}))
+    return 0
+
+
+SECTIONS = frozenset(range(1, 7))
+
+
+def _sections(text: str) -> frozenset[int]:
+    try:
+        chosen = frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        chosen = frozenset()
+    if not chosen or not chosen <= SECTIONS:
+        raise argparse.ArgumentTypeError(f"expected section numbers 1..6 separated by commas, got {text!r}")
+    return chosen
+
+
+def stream_cost(
+    bundle: Any, audio: np.ndarray, block_ms: int, repeats: int, *, settings: Any, clip_stride_ms: int
+) -> dict[str, float]:
+    """Sections 1 and 2: the pipeline's CPU per audio second with the bundle's model, split by
+    stage, and the incremental front end against recomputing the whole window."""
+    spec = bundle.frontend
+    block = spec.sample_rate_hz * block_ms // 1000
     classifier = TfliteClassifier(bundle)
 
     def run(recompute: bool) -> Pipeline:
@@ -103,7 +182,7 @@ def main() -> int:
 
     run(False)  # warm caches and the interpreter
     incremental, full = [], []
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         incremental.append(run(False).stats)
         full.append(run(True).stats)
 
@@ -120,21 +199,11 @@ def main() -> int:
     full_frontend = per_s([s.frontend_ns for s in full])
     ratio = full_frontend / frontend
     windows = incremental[0].windows
-
-    startup = [measure_startup(args.model) for _ in range(3)]
-    startup_s = statistics.median(startup)
-
-    cpu = platform.processor() or platform.machine()
-    print(
-        f"kwsd benchmark: {bundle.name} ({spec.describe()}), clip stride {clip_stride_ms} ms, "
-        f"{interpreter_name()}, Python {platform.python_version()}, {cpu}, {_cores()} cores"
-    )
-    print(
-        f"audio: {audio_s:.0f} s looped from {Path(args.audio).name}, blocks of {args.block_ms} ms, "
-        f"{windows} windows per run, median of {args.repeats} interleaved runs (thread CPU time)"
-    )
     print()
-    print("1. pipeline CPU per audio second (int16 samples in, detections out; WAV decoding excluded)")
+    print(
+        f"1. pipeline CPU per audio second (int16 samples in, detections out; WAV decoding excluded; "
+        f"{windows} windows per run)"
+    )
     print(
         f"   total        {total:7.3f} ms  = {total / 10:.4f}% of one core "
         f"(target <= {TARGET_MS_PER_AUDIO_S} ms: {total / TARGET_MS_PER_AUDIO_S:.2f} x target) "
@@ -154,36 +223,15 @@ def main() -> int:
         f"{ratio:.1f} x cheaper (target >= {TARGET_INCREMENTAL_RATIO:.0f} x) "
         f"{'OK' if ratio >= TARGET_INCREMENTAL_RATIO else 'UNDER'}"
     )
-    print()
-    print("3. start-up of `kwsd stream` to the first processed window (fresh process, wall clock)")
-    print(
-        f"   {startup_s * 1000:.0f} ms median of {len(startup)} "
-        f"({', '.join(f'{s * 1000:.0f}' for s in startup)}) (target < {TARGET_STARTUP_S * 1000:.0f} ms: "
-        f"{startup_s / TARGET_STARTUP_S:.2f} x target) {'OK' if startup_s < TARGET_STARTUP_S else 'OVER'}"
-    )
-    with synthetic_set(skip=args.no_training) as data_dir:
-        training = training_throughput(data_dir, skip=args.no_training)
-        streaming = streaming_accuracy(data_dir, args.model, skip=args.no_training)
-    micro = micro_speech_cost(audio, args.block_ms, args.repeats, skip=args.no_training)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "training": training,
-                    "streaming": streaming,
-                    "micro_speech": micro,
-                    "cpu_ms_per_audio_s": round(total, 4),
-                    "frontend_ms": round(frontend, 4),
-                    "interpreter_ms": round(interp, 4),
-                    "smoother_ms": round(smoother, 4),
-                    "rest_ms": round(rest, 4),
-                    "full_window_frontend_ms": round(full_frontend, 4),
-                    "incremental_ratio": round(ratio, 2),
-                    "startup_s": round(startup_s, 3),
-                }
-            )
-        )
-    return 0
+    return {
+        "cpu_ms_per_audio_s": round(total, 4),
+        "frontend_ms": round(frontend, 4),
+        "interpreter_ms": round(interp, 4),
+        "smoother_ms": round(smoother, 4),
+        "rest_ms": round(rest, 4),
+        "full_window_frontend_ms": round(full_frontend, 4),
+        "incremental_ratio": round(ratio, 2),
+    }
 
 
 def micro_speech_cost(
@@ -217,25 +265,72 @@ def micro_speech_cost(
         representative = np.random.default_rng(0).uniform(0, 26, (50, frames, features)).astype(np.float32)
         _, int8 = convert(model, specs[MicroState.PER_CLIP], representative)
     settings, stride = resolve_detection({}, {}, window_stride_ms=20)
-    for state, spec in specs.items():
-        bundle = make_bundle(int8, labels, spec, name=f"micro-{state.value}", tool="benchmark")
-        classifier = TfliteClassifier(bundle)
-        for block in dict.fromkeys((block_ms, 20)):
+    audio_s = len(audio) / specs[MicroState.PER_CLIP].sample_rate_hz
+    windows_per_s = 1000 / stride
+    classifiers = {
+        state: TfliteClassifier(
+            make_bundle(int8, labels, spec, name=f"micro-{state.value}", tool="benchmark")
+        )
+        for state, spec in specs.items()
+    }
+    xnnpack = TfliteClassifier(
+        make_bundle(int8, labels, specs[MicroState.PER_CLIP], name="micro-xnnpack", tool="benchmark"),
+        kernels=Kernels.XNNPACK,
+    )
+    runs = [(state, block) for state in specs for block in dict.fromkeys((block_ms, 20))]
+    stats: dict[tuple[MicroState, int], list[PipelineStats]] = {run: [] for run in runs}
+    invokes: dict[str, list[float]] = {"builtin": [], "xnnpack": []}
+    invoke_count = int(audio_s * windows_per_s)
+    for repeat in range(repeats + 1):  # the first round warms up and is not counted
+        for state, block in runs:
+            spec = specs[state]
             size = spec.sample_rate_hz * block // 1000
-            totals = []
-            for _ in range(repeats):
-                pipeline = Pipeline(
-                    spec, classifier, RecognizeCommands(labels, settings), stride, profile=True
-                )
-                for start in range(0, len(audio), size):
-                    pipeline.feed(audio[start : start + size])
-                totals.append(pipeline.stats.total_ns / 1e6 / (len(audio) / spec.sample_rate_hz))
-            total = statistics.median(totals)
-            figures[f"{state.value}_{block}ms_blocks"] = round(total, 4)
-            print(
-                f"   {state.value:10} {block:4d} ms blocks: {total:7.3f} ms per audio second "
-                f"({total / TARGET_MS_PER_AUDIO_S:.2f} x the {TARGET_MS_PER_AUDIO_S} ms target)"
+            pipeline = Pipeline(
+                spec, classifiers[state], RecognizeCommands(labels, settings), stride, profile=True
             )
+            for start in range(0, len(audio), size):
+                pipeline.feed(audio[start : start + size])
+            if repeat:
+                stats[(state, block)].append(pipeline.stats)
+        for name, classifier in (("builtin", classifiers[MicroState.PER_CLIP]), ("xnnpack", xnnpack)):
+            t0 = time.thread_time_ns()
+            for _ in range(invoke_count):
+                classifier.invoke()
+            if repeat:
+                invokes[name].append((time.thread_time_ns() - t0) / 1e3 / invoke_count)
+
+    def per_s(values: list[int]) -> float:
+        return statistics.median(values) / 1e6 / audio_s
+
+    invoke_us = statistics.median(invokes["builtin"])
+    floor = invoke_us * windows_per_s / 1000
+    xnnpack_us = statistics.median(invokes["xnnpack"])
+    print(
+        f"   (TFLite's builtin kernels, kwsd's choice for a micro front end; {windows_per_s:.0f} windows "
+        "per audio second; front end = framing, FFT, filterbank, noise/PCAN/log and window assembly; "
+        "interpreter = quantising, invoke, reading the scores)"
+    )
+    for state, block in runs:
+        runs_stats = stats[(state, block)]
+        total = per_s([s.total_ns for s in runs_stats])
+        frontend = per_s([s.frontend_ns for s in runs_stats])
+        interp = per_s([s.classifier_ns for s in runs_stats])
+        smoother = per_s([s.smoother_ns for s in runs_stats])
+        figures[f"{state.value}_{block}ms_blocks"] = round(total, 4)
+        print(
+            f"   {state.value:10} {block:4d} ms blocks: {total:7.3f} ms per audio second "
+            f"({total / TARGET_MS_PER_AUDIO_S:.2f} x the {TARGET_MS_PER_AUDIO_S} ms target): "
+            f"front end {frontend:.3f}, interpreter {interp:.3f}, smoother {smoother:.3f}, "
+            f"rest {total - frontend - interp - smoother:.3f}"
+        )
+    figures["invoke_us"] = round(invoke_us, 2)
+    figures["invoke_floor_ms"] = round(floor, 4)
+    figures["xnnpack_invoke_us"] = round(xnnpack_us, 2)
+    print(
+        f"   floor: the interpreter's invoke alone, {invoke_us:.1f} us per window = {floor:.3f} ms per "
+        f"audio second at {windows_per_s:.0f} windows per second ({floor / TARGET_MS_PER_AUDIO_S:.2f} x "
+        f"the target), which no front-end work removes (XNNPACK's kernels: {xnnpack_us:.1f} us)"
+    )
     return figures
 
 
