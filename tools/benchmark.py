@@ -40,13 +40,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kwsd.audio import read_wav
-from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
+from kwsd.bundle import Bundle, demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import TfliteClassifier, interpreter_name
 from kwsd.detection import resolve_detection
 from kwsd.pipeline import Pipeline
@@ -80,46 +81,14 @@ def main() -> int:
 
     bundle = read_bundle(args.model)
     spec = bundle.frontend
-    # Exactly the settings `kwsd stream -m BUNDLE` runs with when given no flags.
-    settings, clip_stride_ms = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
     audio = read_wav(args.audio, spec.sample_rate_hz)
     need = int(args.seconds * spec.sample_rate_hz)
     audio = np.tile(audio, need // len(audio) + 1)[:need]
-    block = spec.sample_rate_hz * args.block_ms // 1000
-    classifier = TfliteClassifier(bundle)
-
-    def run(recompute: bool) -> Pipeline:
-        pipeline = Pipeline(
-            spec,
-            classifier,
-            RecognizeCommands(bundle.labels, settings),
-            clip_stride_ms,
-            recompute_full_window=recompute,
-            profile=True,
-        )
-        for start in range(0, len(audio), block):
-            pipeline.feed(audio[start : start + block])
-        return pipeline
-
-    run(False)  # warm caches and the interpreter
-    incremental, full = [], []
-    for _ in range(args.repeats):
-        incremental.append(run(False).stats)
-        full.append(run(True).stats)
-
-    audio_s = len(audio) / spec.sample_rate_hz
-
-    def per_s(values: list[int]) -> float:
-        return statistics.median(values) / 1e6 / audio_s
-
-    total = per_s([s.total_ns for s in incremental])
-    frontend = per_s([s.frontend_ns for s in incremental])
-    interp = per_s([s.classifier_ns for s in incremental])
-    smoother = per_s([s.smoother_ns for s in incremental])
-    rest = total - frontend - interp - smoother
-    full_frontend = per_s([s.frontend_ns for s in full])
+    cost = pipeline_cost(bundle, audio, block_ms=args.block_ms, repeats=args.repeats)
+    clip_stride_ms, windows, audio_s = cost.clip_stride_ms, cost.windows, cost.audio_s
+    total, frontend, interp, smoother = cost.total_ms, cost.frontend_ms, cost.interpreter_ms, cost.smoother_ms
+    rest, full_frontend = cost.rest_ms, cost.full_window_frontend_ms
     ratio = full_frontend / frontend
-    windows = incremental[0].windows
 
     startup = [measure_startup(args.model) for _ in range(3)]
     startup_s = statistics.median(startup)
@@ -184,6 +153,72 @@ def main() -> int:
             )
         )
     return 0
+
+
+@dataclass(frozen=True)
+class PipelineCost:
+    """Section 1's figures: ms of thread CPU time per audio second (medians of interleaved runs)."""
+
+    total_ms: float
+    frontend_ms: float
+    interpreter_ms: float
+    smoother_ms: float
+    rest_ms: float  # ring buffer, window slicing, bookkeeping
+    full_window_frontend_ms: float  # the front end recomputing the whole window every stride
+    windows: int  # per run
+    audio_s: float
+    clip_stride_ms: int
+
+
+def pipeline_cost(bundle: Bundle, audio: np.ndarray, *, block_ms: int, repeats: int) -> PipelineCost:
+    """Section 1: the stream pipeline's CPU time per audio second on ``audio`` (int16 at the
+    bundle's rate, fed in ``block_ms`` blocks), with exactly the settings ``kwsd stream -m
+    BUNDLE`` runs with when given no flags; the incremental front end and the full-window one
+    interleaved, ``repeats`` runs each after one warm-up run."""
+    spec = bundle.frontend
+    settings, clip_stride_ms = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    block = spec.sample_rate_hz * block_ms // 1000
+    classifier = TfliteClassifier(bundle)
+
+    def run(recompute: bool) -> Pipeline:
+        pipeline = Pipeline(
+            spec,
+            classifier,
+            RecognizeCommands(bundle.labels, settings),
+            clip_stride_ms,
+            recompute_full_window=recompute,
+            profile=True,
+        )
+        for start in range(0, len(audio), block):
+            pipeline.feed(audio[start : start + block])
+        return pipeline
+
+    run(False)  # warm caches and the interpreter
+    incremental, full = [], []
+    for _ in range(repeats):
+        incremental.append(run(False).stats)
+        full.append(run(True).stats)
+
+    audio_s = len(audio) / spec.sample_rate_hz
+
+    def per_s(values: list[int]) -> float:
+        return statistics.median(values) / 1e6 / audio_s
+
+    total = per_s([s.total_ns for s in incremental])
+    frontend = per_s([s.frontend_ns for s in incremental])
+    interp = per_s([s.classifier_ns for s in incremental])
+    smoother = per_s([s.smoother_ns for s in incremental])
+    return PipelineCost(
+        total_ms=total,
+        frontend_ms=frontend,
+        interpreter_ms=interp,
+        smoother_ms=smoother,
+        rest_ms=total - frontend - interp - smoother,
+        full_window_frontend_ms=per_s([s.frontend_ns for s in full]),
+        windows=incremental[0].windows,
+        audio_s=audio_s,
+        clip_stride_ms=clip_stride_ms,
+    )
 
 
 def micro_speech_cost(
