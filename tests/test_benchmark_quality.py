@@ -111,6 +111,24 @@ def test_a_bundle_that_is_not_there_is_66_and_one_that_is_not_a_bundle_67(
     assert not work.exists()
 
 
+def test_a_real_folder_without_a_measured_word_is_exit_65(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = tone_set(tmp_path / "real", ("yes", "cat"))
+    work = tmp_path / "work"
+    argv = ["--real_dir", str(real), "--work_dir", str(work), "--recipes", "demo"]
+    code, _, err = run_main([*argv, "--model", f"demo={demo_bundle_path()}"], capsys)
+    assert code == 65
+    assert err == (
+        f"benchmark_quality: error: --real_dir {real}: no clips of no, stop, go, a word of the demo bundle "
+        "(yes, no, stop, go): its accuracy on real people cannot be measured\n"
+    )
+    code, _, err = run_main(argv, capsys)  # the recipe's own ten words, when it is to be trained
+    assert code == 65
+    assert err.startswith(f"benchmark_quality: error: --real_dir {real}: no clips of no, up, down, left, ")
+    assert not work.exists()
+
+
 def test_a_model_flag_must_name_a_recipe_measured_and_a_bundle(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

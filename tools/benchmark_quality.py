@@ -32,7 +32,8 @@ with ATTRIBUTION.txt (they hold the real set's clips and noise: its licence asks
 
 Exit codes: 0 the benchmark ran (whatever the figures: it is a report), 1 a step failed (it
 says which), 2 bad command line, 64 a setting it does not accept (an unknown recipe, a
-``--model`` not of the form RECIPE=BUNDLE), 66 an input that is not there (``--real_dir``, a
+``--model`` not of the form RECIPE=BUNDLE), 65 a real folder with no clips of a word a
+recipe or bundle measured, 66 an input that is not there (``--real_dir``, a
 bundle), 67 a bundle that cannot be used, 69 a program or package a step needs is missing.
 Every input is checked before any work.
 """
@@ -73,6 +74,7 @@ TOOL: Final = "benchmark_quality"
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # a step failed while running
 EXIT_BAD_SETTING: Final = 64
+EXIT_BAD_DATA: Final = 65  # a real folder without clips of a word measured
 EXIT_NO_INPUT: Final = 66
 EXIT_BAD_MODEL: Final = 67
 EXIT_UNAVAILABLE: Final = 69
@@ -531,7 +533,8 @@ def check(s: Settings) -> dict[str, Bundle]:
             )
     if not s.real_dir.is_dir():
         raise BenchmarkError(f"--real_dir {s.real_dir}: no such folder", EXIT_NO_INPUT)
-    if not any(p.suffix.lower() in (".wav", ".flac") for p in s.real_dir.glob("*/*")):
+    folders = {p.parent.name.lower() for p in s.real_dir.glob("*/*") if p.suffix.lower() in (".wav", ".flac")}
+    if not folders:
         raise BenchmarkError(
             f"--real_dir {s.real_dir}: no <word>/*.wav or <word>/*.flac clips (Speech Commands' layout)",
             EXIT_NO_INPUT,
@@ -544,6 +547,16 @@ def check(s: Settings) -> dict[str, Bundle]:
             bundles[recipe] = read_bundle(path)
         except (ModelError, OSError) as err:
             raise BenchmarkError(f"--model {recipe}={path}: {err}", EXIT_BAD_MODEL) from None
+    for recipe in s.recipes:
+        words = keywords_of(bundles[recipe]) if recipe in bundles else RECIPES[recipe].words
+        missing = [w for w in words if w not in folders]
+        if missing:
+            raise BenchmarkError(
+                f"--real_dir {s.real_dir}: no clips of {', '.join(missing)}, a word of the {recipe} "
+                f"{'bundle' if recipe in bundles else 'recipe'} ({', '.join(words)}): its accuracy on "
+                "real people cannot be measured",
+                EXIT_BAD_DATA,
+            )
     programs = ["sox", *(["espeak-ng"] if "espeak" in s.sentence_engines else [])]
     for program in programs:
         if shutil.which(program) is None:
@@ -742,7 +755,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             )
         elif "sentences" in p:
             what = (
-                f"{p['sentences']} sentences, {p['speech_seconds']:.0f} s of speech at {p['snr_db']:g} dB SNR"
+                f"{p['sentences']} sentence(s), {p['speech_seconds']:.0f} s of speech "
+                f"at {p['snr_db']:g} dB SNR"
             )
         else:
             what = f"noise at a volume uniform in [0, {p['noise_volume']:g})"
