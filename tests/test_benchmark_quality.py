@@ -213,7 +213,7 @@ def test_the_summary_says_ok_missed_or_not_measured_against_each_target() -> Non
     report = {
         "recipes": {"demo": {"clip_accuracy": {"accuracy": 0.925}}},
         "measured": {"recipe": "demo"},
-        "streaming": {"figures": {"words": 200, "matched": 189}},
+        "streaming": {"figures": {"words": 200, "matched": 199, "correct": 189}},
         "no_keyword": {"false_accepts_per_hour": 0.0, "hours": 0.5},
         "pipeline": {"total_ms": 1.5},
     }
@@ -224,7 +224,11 @@ def test_the_summary_says_ok_missed_or_not_measured_against_each_target() -> Non
             "figure": None,
             "status": "not measured",
         },
-        {"target": "streaming, real keywords matched >= 95% (demo)", "figure": "94.5%", "status": "MISSED"},
+        {
+            "target": "streaming, real keywords matched correctly >= 95% (demo)",
+            "figure": "94.5% (any 99.5%)",  # a word heard as another keyword is not a match
+            "status": "MISSED",
+        },
         {
             "target": "false accepts per hour on no-keyword audio <= 0.5 (demo)",
             "figure": "0.00 in 0.50 h (< 1 h)",

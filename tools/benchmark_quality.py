@@ -26,7 +26,8 @@ measures that bundle instead, then prints:
 4. pipeline CPU time per audio second of that bundle on the real-speech stream
    (``tools/benchmark.py``'s section 1, ``pipeline_cost``);
 
-then a table of the targets (issue 11) with each figure and OK or MISSED. The figures, with
+then a table of the targets (issue 11) with each figure and OK or MISSED (the streaming
+target counts a word as matched only when it is detected as itself). The figures, with
 more detail, also go to ``<work_dir>/report.json``; the streams to ``<work_dir>/streams``
 with ATTRIBUTION.txt (they hold the real set's clips and noise: its licence asks for credit).
 
@@ -667,12 +668,16 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"target": what, "figure": f"{100 * value:.1f}%", "status": _status(value >= goal)})
     who = report["measured"]["recipe"]
     figures = report["streaming"]["figures"]
-    matched = figures["matched"] / figures["words"] if figures["words"] else 0.0
+    # "Matched" in TensorFlow's sense counts a word heard as another keyword (a model firing at
+    # every word matches them all): the target is taken as matched *as the word said*.
+    words = figures["words"]
+    correct = figures["correct"] / words if words else 0.0
+    matched = figures["matched"] / words if words else 0.0
     rows.append(
         {
-            "target": f"streaming, real keywords matched >= {100 * TARGET_MATCHED:.0f}% ({who})",
-            "figure": f"{100 * matched:.1f}%",
-            "status": _status(matched >= TARGET_MATCHED),
+            "target": f"streaming, real keywords matched correctly >= {100 * TARGET_MATCHED:.0f}% ({who})",
+            "figure": f"{100 * correct:.1f}% (any {100 * matched:.1f}%)",
+            "status": _status(correct >= TARGET_MATCHED),
         }
     )
     quiet = report["no_keyword"]
