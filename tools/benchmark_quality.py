@@ -226,6 +226,7 @@ def piper_utterances(texts: Iterator[str], seed: int) -> Iterator[tuple[str, npt
     model = synth.load_piper_model(synth.default_piper_voice())
     voices = synth.make_piper_voices(12, seed + 7000, [model])
     config = piper.PiperConfig.from_dict(json.loads(Path(f"{model.path}.json").read_text(encoding="utf-8")))
+    onnxruntime.set_seed(seed % 2**31)  # piper's own noise: the same sentences sound the same next run
     session = onnxruntime.InferenceSession(
         str(model.path), synth._piper_session_options(onnxruntime), providers=["CPUExecutionProvider"]
     )
