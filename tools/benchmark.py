@@ -40,13 +40,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kwsd.audio import read_wav
-from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
+from kwsd.bundle import Bundle, demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import Kernels, TfliteClassifier, interpreter_name
 from kwsd.detection import resolve_detection
 from kwsd.pipeline import Pipeline, PipelineStats
@@ -158,12 +159,34 @@ def _sections(text: str) -> frozenset[int]:
     return chosen
 
 
-def stream_cost(
-    bundle: Any, audio: np.ndarray, block_ms: int, repeats: int, *, settings: Any, clip_stride_ms: int
-) -> dict[str, float]:
-    """Sections 1 and 2: the pipeline's CPU per audio second with the bundle's model, split by
-    stage, and the incremental front end against recomputing the whole window."""
+@dataclass(frozen=True)
+class PipelineCost:
+    """Section 1's figures: ms of thread CPU time per audio second (medians of interleaved runs)."""
+
+    total_ms: float
+    frontend_ms: float
+    interpreter_ms: float
+    smoother_ms: float
+    rest_ms: float  # ring buffer, window slicing, bookkeeping
+    full_window_frontend_ms: float  # the front end recomputing the whole window every stride
+    windows: int  # per run
+    audio_s: float
+    clip_stride_ms: int
+
+
+def pipeline_cost(
+    bundle: Bundle, audio: np.ndarray, *, block_ms: int, repeats: int, settings: Any = None,
+    clip_stride_ms: int | None = None,
+) -> PipelineCost:  # fmt: skip
+    """The stream pipeline's CPU time per audio second on ``audio`` (int16 at the bundle's rate,
+    fed in ``block_ms`` blocks), by default with exactly the settings ``kwsd stream -m BUNDLE``
+    runs with when given no flags; the incremental front end and the full-window one
+    interleaved, ``repeats`` runs each after one warm-up run."""
     spec = bundle.frontend
+    if settings is None or clip_stride_ms is None:
+        settings, clip_stride_ms = resolve_detection(
+            bundle.detection, {}, window_stride_ms=spec.window_stride_ms
+        )
     block = spec.sample_rate_hz * block_ms // 1000
     classifier = TfliteClassifier(bundle)
 
@@ -195,10 +218,31 @@ def stream_cost(
     frontend = per_s([s.frontend_ns for s in incremental])
     interp = per_s([s.classifier_ns for s in incremental])
     smoother = per_s([s.smoother_ns for s in incremental])
-    rest = total - frontend - interp - smoother
-    full_frontend = per_s([s.frontend_ns for s in full])
+    return PipelineCost(
+        total_ms=total,
+        frontend_ms=frontend,
+        interpreter_ms=interp,
+        smoother_ms=smoother,
+        rest_ms=total - frontend - interp - smoother,
+        full_window_frontend_ms=per_s([s.frontend_ns for s in full]),
+        windows=incremental[0].windows,
+        audio_s=audio_s,
+        clip_stride_ms=clip_stride_ms,
+    )
+
+
+def stream_cost(
+    bundle: Any, audio: np.ndarray, block_ms: int, repeats: int, *, settings: Any, clip_stride_ms: int
+) -> dict[str, float]:
+    """Sections 1 and 2, printed: the pipeline's CPU per audio second with the bundle's model,
+    split by stage, and the incremental front end against recomputing the whole window."""
+    cost = pipeline_cost(
+        bundle, audio, block_ms=block_ms, repeats=repeats, settings=settings, clip_stride_ms=clip_stride_ms
+    )
+    total, frontend, interp = cost.total_ms, cost.frontend_ms, cost.interpreter_ms
+    smoother, rest, full_frontend = cost.smoother_ms, cost.rest_ms, cost.full_window_frontend_ms
+    audio_s, windows = cost.audio_s, cost.windows
     ratio = full_frontend / frontend
-    windows = incremental[0].windows
     print()
     print(
         f"1. pipeline CPU per audio second (int16 samples in, detections out; WAV decoding excluded; "
