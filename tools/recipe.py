@@ -500,10 +500,14 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
     dataset_note = {
         "recipe": recipe.name,
         "synthetic": {
+            "generator": synth.get("generator"),
             "engines": list(recipe.engines),
-            "voices": synth.get("voices"),
+            "voices": synth.get("voice_counts"),
+            "speakers": synth.get("engine_speakers"),
+            "clips": synth.get("clips"),
             "words": list(recipe.words),
             "unknown_words": list(recipe.unknown_words),
+            "seed": synth.get("seed"),
         },
     }
     calibration = {
@@ -563,9 +567,14 @@ def _attribution_note(recipe: Recipe, real: dict[str, Any] | None, synth: dict[s
             "heard in training) over its background noise, and is under the same terms.",
             "",
         ]
+    counts = synth.get("voice_counts") or {}
     lines += [
-        f"- synthetic speech made by tools/synth.py with {', '.join(recipe.engines)} "
-        f"({synth.get('voices', '?')} voices); see the bundle's provenance for the details.",
+        f"- synthetic speech: {synth.get('clips', '?')} clips made by "
+        f"{synth.get('generator', 'tools/synth.py')}, "
+        f"voices per engine: {', '.join(f'{e} {n}' for e, n in counts.items()) or '?'}; made here, "
+        "nothing to credit beyond the programs' own licences (piper-tts is GPL-3.0 and runs only in "
+        "the training tools; its bundled joe voice is MIT-licensed, made from CC0 data: see its "
+        "MODEL_CARD).",
         "",
     ]
     return "\n".join(lines)
