@@ -5,7 +5,7 @@
     python tools/soak.py latency [--passes 3] [--json]
 
 Both use the demo model and the demo's own words: the 1 s clips that ``kwsd/demo/demo.txt``
-places in ``kwsd/demo/demo.wav`` (8 keywords, 2 non-keyword words heard as ``_unknown_``).
+places in ``kwsd/demo/demo.wav`` (10 keywords and 2 other words, spoken by real people).
 A detection matches a word when its label is the word's and its window (which ends at the
 detection's ``time_ms`` and spans the clip's frames) starts within 750 ms of the clip's
 start: the reference's streaming score, as ``kwsd evaluate`` applies it.
