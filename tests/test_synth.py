@@ -101,10 +101,10 @@ def test_the_default_unknown_words_stay_the_demos_while_no_wanted_word_is_among_
 
 def test_the_ten_commands_get_other_words_as_unknown_none_of_them_a_speech_commands_word():
     ten = SPEECH_COMMANDS_WORDS[:10]
-    assert synth.default_unknown_words(ten) == synth.OTHER_WORDS
-    assert set(synth.OTHER_WORDS).isdisjoint(SPEECH_COMMANDS_WORDS)
+    assert synth.default_unknown_words(ten) == synth.EVERYDAY_WORDS
+    assert set(synth.EVERYDAY_WORDS).isdisjoint(SPEECH_COMMANDS_WORDS)
     assert synth.default_unknown_words(["up", "time", "more"]) == tuple(
-        w for w in synth.OTHER_WORDS if w not in ("time", "more")
+        w for w in synth.EVERYDAY_WORDS if w not in ("time", "more")
     )
 
 
@@ -114,9 +114,9 @@ def test_the_ten_commands_are_synthesised_with_an_unknown_folder_per_other_word(
     ten = ",".join(SPEECH_COMMANDS_WORDS[:10])
     assert synth.main(["--out", str(out), "--words", ten, "--voices", "1", "--repetitions", "1"]) == 0
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert folders == sorted([synth.BACKGROUND_DIR, *SPEECH_COMMANDS_WORDS[:10], *synth.OTHER_WORDS])
+    assert folders == sorted([synth.BACKGROUND_DIR, *SPEECH_COMMANDS_WORDS[:10], *synth.EVERYDAY_WORDS])
     summary = json.loads((out / "voices.json").read_text())
-    assert summary["unknown_words"] == list(synth.OTHER_WORDS)
+    assert summary["unknown_words"] == list(synth.EVERYDAY_WORDS)
 
 
 def test_a_word_both_wanted_and_unknown_is_refused_before_anything_is_written(tmp_path, capsys):

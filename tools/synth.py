@@ -101,7 +101,7 @@ DEFAULT_UNKNOWN_WORDS = ("up", "down", "left", "right", "on", "off")
 #: recordings has never been trained on a word it is tested with. None sounds like a command:
 #: with top, lift, town, note, yet, light and night among them as well, an espeak-ng-only model
 #: heard real people's "down" as _unknown_ ("town") and fell from 44% to 17% on it (README).
-OTHER_WORDS = (
+EVERYDAY_WORDS = (
     "hello",
     "water",
     "music",
@@ -122,12 +122,12 @@ def default_unknown_words(words: Sequence[str]) -> tuple[str, ...]:
     """The ``_unknown_`` words for the wanted ``words`` when none are given.
 
     DEFAULT_UNKNOWN_WORDS when none of them is wanted (the demo's data, unchanged); otherwise
-    OTHER_WORDS less any wanted word. Never a wanted word: a word in both lists would be only a
+    EVERYDAY_WORDS less any wanted word. Never a wanted word: a word in both lists would be only a
     wanted word, and the set would have no ``_unknown_`` items at all."""
     wanted = set(words)
     if wanted.isdisjoint(DEFAULT_UNKNOWN_WORDS):
         return DEFAULT_UNKNOWN_WORDS
-    return tuple(w for w in OTHER_WORDS if w not in wanted)
+    return tuple(w for w in EVERYDAY_WORDS if w not in wanted)
 
 
 #: espeak-ng voice variants that speak English intelligibly (all used as ``en+<variant>``).
@@ -1154,7 +1154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_word_list,
         default=None,
         help=f"other words, for the _unknown_ class, none of them a wanted word (default: "
-        f"{','.join(DEFAULT_UNKNOWN_WORDS)}; when --words has any of these: {','.join(OTHER_WORDS)})",
+        f"{','.join(DEFAULT_UNKNOWN_WORDS)}; when --words has any of these: {','.join(EVERYDAY_WORDS)})",
     )
     parser.add_argument(
         "--engines",
