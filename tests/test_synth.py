@@ -53,6 +53,86 @@ def test_unknown_accents_are_refused(capsys):
     assert "--accents: unknown klingon" in capsys.readouterr().err
 
 
+# --- unknown words ---------------------------------------------------------------------------
+
+SPEECH_COMMANDS_WORDS = [
+    "yes",
+    "no",
+    "up",
+    "down",
+    "left",
+    "right",
+    "on",
+    "off",
+    "stop",
+    "go",
+    "backward",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "eight",
+    "five",
+    "follow",
+    "forward",
+    "four",
+    "happy",
+    "house",
+    "learn",
+    "marvin",
+    "nine",
+    "one",
+    "seven",
+    "sheila",
+    "six",
+    "three",
+    "tree",
+    "two",
+    "visual",
+    "wow",
+    "zero",
+]
+
+
+def test_the_default_unknown_words_stay_the_demos_while_no_wanted_word_is_among_them():
+    demo = ("up", "down", "left", "right", "on", "off")
+    assert synth.default_unknown_words(["yes", "no", "stop", "go"]) == demo
+
+
+def test_the_ten_commands_get_other_words_as_unknown_none_of_them_a_speech_commands_word():
+    ten = SPEECH_COMMANDS_WORDS[:10]
+    assert synth.default_unknown_words(ten) == synth.EVERYDAY_WORDS
+    assert set(synth.EVERYDAY_WORDS).isdisjoint(SPEECH_COMMANDS_WORDS)
+    assert synth.default_unknown_words(["up", "time", "more"]) == tuple(
+        w for w in synth.EVERYDAY_WORDS if w not in ("time", "more")
+    )
+
+
+@needs_espeak
+def test_the_ten_commands_are_synthesised_with_an_unknown_folder_per_other_word(tmp_path):
+    out = tmp_path / "data"
+    ten = ",".join(SPEECH_COMMANDS_WORDS[:10])
+    assert synth.main(["--out", str(out), "--words", ten, "--voices", "1", "--repetitions", "1"]) == 0
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == sorted([synth.BACKGROUND_DIR, *SPEECH_COMMANDS_WORDS[:10], *synth.EVERYDAY_WORDS])
+    summary = json.loads((out / "voices.json").read_text())
+    assert summary["unknown_words"] == list(synth.EVERYDAY_WORDS)
+
+
+def test_a_word_both_wanted_and_unknown_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "data"
+    with pytest.raises(SystemExit) as stop:
+        synth.main(["--out", str(out), "--words", "yes,no,up", "--unknown-words", "up,hello,no"])
+    assert stop.value.code == 2
+    assert "--unknown-words: up, no also in --words (a word is wanted or unknown, not both)" in (
+        capsys.readouterr().err
+    )
+    expected = r"^up: both a wanted and an unknown word \(expected separate lists\)$"
+    with pytest.raises(ValueError, match=expected):
+        synth.synthesise(out, ["yes", "up"], ["up"], voice_count=1, repetitions=1, seed=1)
+    assert not out.exists()
+
+
 # --- piper and flite -------------------------------------------------------------------------
 
 needs_piper = pytest.mark.skipif(
