@@ -35,7 +35,7 @@ def speakers(partition: str, count: int) -> list[str]:
     return [n for n in names if which_set(f"{n}_nohash_0.wav", 10, 10) == partition][:count]
 
 
-def tone_set(root: Path, words: tuple[str, ...] = ("yes", "no", "stop", "go", "cat", "marvin")) -> Path:
+def tone_set(root: Path, words: tuple[str, ...] = (*KEYWORDS, "cat", "marvin")) -> Path:
     """A Speech Commands-style folder of 1 s tones (a different pitch per word), two test, one
     validation and two training speakers per word, 5 s of noise and a README stating its terms."""
     rng = np.random.default_rng(0)
@@ -120,8 +120,8 @@ def test_a_real_folder_without_a_measured_word_is_exit_65(
     code, _, err = run_main([*argv, "--model", f"demo={demo_bundle_path()}"], capsys)
     assert code == 65
     assert err == (
-        f"benchmark_quality: error: --real_dir {real}: no clips of no, stop, go, a word of the demo bundle "
-        "(yes, no, stop, go): its accuracy on real people cannot be measured\n"
+        f"benchmark_quality: error: --real_dir {real}: no clips of {', '.join(KEYWORDS[1:])}, a word of the "
+        f"demo bundle ({', '.join(KEYWORDS)}): its accuracy on real people cannot be measured\n"
     )
     code, _, err = run_main(argv, capsys)  # the recipe's own ten words, when it is to be trained
     assert code == 65
@@ -258,9 +258,9 @@ def test_a_whole_run_on_the_demo_bundle_reports_every_section(
         "no_keyword", "pipeline", "seconds", "summary",
     }  # fmt: skip
     accuracy = report["recipes"]["demo"]["clip_accuracy"]
-    assert list(accuracy["per_label"]) == ["_silence_", "_unknown_", "yes", "no", "stop", "go"]
+    assert list(accuracy["per_label"]) == ["_silence_", "_unknown_", *KEYWORDS]
     assert accuracy["count"] == sum(f["count"] for f in accuracy["per_label"].values())
-    assert [accuracy["per_label"][w]["count"] for w in ("yes", "no", "stop", "go")] == [2, 2, 2, 2]
+    assert [accuracy["per_label"][w]["count"] for w in KEYWORDS] == [2] * len(KEYWORDS)
     assert report["streaming"]["figures"]["words"] == report["streaming"]["words"] == 10
     parts = report["no_keyword"]["parts"]
     assert list(parts) == ["real other words", "espeak sentences", "noise alone"]

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from kwsd.audio import read_wav
-from kwsd.bundle import demo_wav_path
 from kwsd.record import cut_word, next_index, save_new
 
 pytestmark = pytest.mark.skipif(not alsa.portaudio_available(), reason="libportaudio2 is not installed")
@@ -29,8 +28,8 @@ BLOCK_MS = 20
 
 
 def demo_word():
-    """The demo's first word ("stop", its 1 s clip from 0.5 s) with its exact samples."""
-    return read_wav(demo_wav_path(), RATE)[RATE // 2 : RATE // 2 + RATE]
+    """A real person saying "stop": a 1 s Speech Commands clip (tests/fixtures/realspeech, CC BY 4.0)."""
+    return read_wav(Path(__file__).parent / "fixtures" / "realspeech" / "stop_0fa1e7a9_nohash_0.wav", RATE)
 
 
 def wav_samples(path):

@@ -38,12 +38,12 @@ def kwsd_stream_times(samples):
 
 
 def demo_opening(count):
-    """The demo's audio up to 500 ms after its ``count``-th detection (what `kwsd stream`
-    reports on the whole file), and the labels of those ``count`` detections."""
+    """The demo's audio up to 500 ms or a little more (whole blocks) after its ``count``-th
+    detection (what `kwsd stream` reports on the whole file), and those detections' labels."""
     demo = read_wav(demo_wav_path(), 16000)
     whole = kwsd_stream_times(demo)
     assert len(whole) > count, f"the demo has {len(whole)} detections, fewer than the test needs"
-    cut_ms = whole[count - 1]["time_ms"] + 500
+    cut_ms = -(-(whole[count - 1]["time_ms"] + 500) // BLOCK_MS) * BLOCK_MS  # whole blocks
     assert whole[count]["time_ms"] > cut_ms, "the demo's words are too close for the test"
     return demo[: cut_ms * 16], [d["label"] for d in whole[:count]]
 
@@ -378,8 +378,8 @@ def test_the_documented_config_file_checks_out():
     result = kwsd("check-config", ROOT / "config.yaml")
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode() == (
-        f"{ROOT / 'config.yaml'}: OK (model built-in demo: demo, _silence_, _unknown_, yes, no, stop, go; "
-        "clip stride 20 ms, threshold 0.6; events to stdout)\n"
+        f"{ROOT / 'config.yaml'}: OK (model built-in demo: demo, _silence_, _unknown_, yes, no, up, down, "
+        "left, right, on, off, stop, go; clip stride 20 ms, threshold 0.9; events to stdout)\n"
     )
 
 
