@@ -6,6 +6,7 @@ layout, measured with the shipped demo bundle (no training).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from kwsd.audio import read_wav, write_wav
-from kwsd.bundle import demo_bundle_path, read_bundle
+from kwsd.bundle import demo_bundle_path, read_bundle, write_bundle
 from kwsd.evaluate import read_truth
 from kwsd.labels import UNKNOWN_LABEL
 from tools import benchmark_quality as bq
@@ -30,9 +31,11 @@ needs_espeak = pytest.mark.skipif(
 
 
 def speakers(partition: str, count: int) -> list[str]:
-    """Speaker names the demo bundle's split (10% validation, 10% testing) puts in ``partition``."""
-    names = (f"spk{i:03d}" for i in range(1000))
-    return [n for n in names if which_set(f"{n}_nohash_0.wav", 10, 10) == partition][:count]
+    """Speaker names the demo bundle's recorded split (11% validation, 3% testing) puts in ``partition``."""
+    split = read_bundle(demo_bundle_path()).provenance["dataset"]["split"]
+    percentages = (split["validation_percentage"], split["testing_percentage"])
+    names = (f"spk{i:04d}" for i in range(5000))
+    return [n for n in names if which_set(f"{n}_nohash_0.wav", *percentages) == partition][:count]
 
 
 def tone_set(root: Path, words: tuple[str, ...] = (*KEYWORDS, "cat", "marvin")) -> Path:
@@ -278,3 +281,24 @@ def test_a_whole_run_on_the_demo_bundle_reports_every_section(
         assert heading in out
     for row in report["summary"]:
         assert row["target"] in out
+
+
+def test_a_bundle_that_records_no_split_is_refused_rather_than_measured_on_a_guess(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = read_bundle(demo_bundle_path())
+    dataset = {k: v for k, v in demo.provenance["dataset"].items() if k != "split"}
+    old = write_bundle(
+        dataclasses.replace(demo, provenance={**demo.provenance, "dataset": dataset}), tmp_path / "old.kwsd"
+    )
+    real = tone_set(tmp_path / "real", ("yes",))
+    work = tmp_path / "work"
+    argv = ["--real_dir", str(real), "--work_dir", str(work), "--recipes", "demo", "--model", f"demo={old}"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 67
+    assert err == (
+        f"benchmark_quality: error: --model demo={old}: its provenance records no data split, so its test "
+        "partition cannot be rebuilt (bundles from tools/train.py and tools/recipe.py record it since "
+        "2026-12-06)\n"
+    )
+    assert not work.exists()

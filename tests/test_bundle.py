@@ -41,6 +41,7 @@ def test_demo_bundles_carry_spec_labels_and_provenance(demo, demo_float):
         assert bundle.provenance["tool_version"].startswith("kwsd ")
         dataset = bundle.provenance["dataset"]
         assert dataset["recipe"] == "demo"
+        assert (dataset["split"]["validation_percentage"], dataset["split"]["testing_percentage"]) == (11, 3)
         assert dataset["synthetic"]["words"] == words
         # Trained on real people (Speech Commands, CC BY 4.0), whose terms it carries.
         people = dataset["sources"]["people"]

@@ -172,6 +172,9 @@ def test_quick_run_bundle_names_its_data_and_carries_the_attribution(quick_run: 
     )
     assert "attribution" not in sources["synth"]  # synthesised here: nothing to credit
     assert provenance["dataset"]["recipe"] == "quick"
+    # The split is recorded, so the test partition can be rebuilt (tools/benchmark_quality.py).
+    assert provenance["dataset"]["split"]["validation_percentage"] == 10.0
+    assert provenance["dataset"]["split"]["testing_percentage"] == 10.0
     assert provenance["dataset"]["synthetic"]["engines"] == ["espeak"]
     # Per source and word, measured by the interpreter on each source's test partition.
     by_source = bundle.metrics["test_by_source"]

@@ -549,6 +549,17 @@ def check(s: Settings) -> dict[str, Bundle]:
             bundles[recipe] = read_bundle(path)
         except (ModelError, OSError) as err:
             raise BenchmarkError(f"--model {recipe}={path}: {err}", EXIT_BAD_MODEL) from None
+        split = (bundles[recipe].provenance.get("dataset") or {}).get("split")
+        if not isinstance(split, dict) or "testing_percentage" not in split:
+            # Guessing train.py's defaults would be wrong for any other split, and for
+            # shared/realspeech (all from Speech Commands' own test hashes) it puts every
+            # speaker, training ones included, in "testing".
+            raise BenchmarkError(
+                f"--model {recipe}={path}: its provenance records no data split, so its test "
+                "partition cannot be rebuilt (bundles from tools/train.py and tools/recipe.py "
+                "record it since 2026-12-06)",
+                EXIT_BAD_MODEL,
+            )
     for recipe in s.recipes:
         words = keywords_of(bundles[recipe]) if recipe in bundles else RECIPES[recipe].words
         missing = [w for w in words if w not in folders]

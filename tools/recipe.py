@@ -497,6 +497,12 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
         sequence=recipe.demo_sequence,
     )
 
+    recipe_split = {
+        "validation_percentage": recipe.validation_percentage,
+        "testing_percentage": recipe.testing_percentage,
+        "silence_percentage": 10.0,  # train.py's defaults: the recipe does not set them
+        "unknown_percentage": 10.0,
+    }
     dataset_note = {
         "recipe": recipe.name,
         "synthetic": {
@@ -526,7 +532,8 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
             trained.frontend,
             name="demo" if out is not None else recipe.name,
             tool=f"{TOOL_NAME} {recipe.name} (tools/train.py)",
-            dataset={**trained.provenance["dataset"], **dataset_note},
+            # train.py records the split; the recipe's own, for a model trained before it did.
+            dataset={"split": recipe_split, **trained.provenance["dataset"], **dataset_note},
             metrics={**trained.metrics, "calibration": calibration},
             detection=chosen["detection"],
         )
