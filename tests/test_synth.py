@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools import synth
+from tools import recipe, synth
 from tools.training.dataset import which_set
 
 needs_espeak = pytest.mark.skipif(
@@ -55,43 +55,8 @@ def test_unknown_accents_are_refused(capsys):
 
 # --- unknown words ---------------------------------------------------------------------------
 
-SPEECH_COMMANDS_WORDS = [
-    "yes",
-    "no",
-    "up",
-    "down",
-    "left",
-    "right",
-    "on",
-    "off",
-    "stop",
-    "go",
-    "backward",
-    "bed",
-    "bird",
-    "cat",
-    "dog",
-    "eight",
-    "five",
-    "follow",
-    "forward",
-    "four",
-    "happy",
-    "house",
-    "learn",
-    "marvin",
-    "nine",
-    "one",
-    "seven",
-    "sheila",
-    "six",
-    "three",
-    "tree",
-    "two",
-    "visual",
-    "wow",
-    "zero",
-]
+#: Speech Commands' 35 words: the ten commands, then the other 25.
+SPEECH_COMMANDS_WORDS = [*recipe.SPEECH_COMMANDS_WORDS, *recipe.OTHER_WORDS]
 
 
 def test_the_default_unknown_words_stay_the_demos_while_no_wanted_word_is_among_them():
