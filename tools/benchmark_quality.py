@@ -63,6 +63,14 @@ if str(Path(__file__).resolve().parent.parent) not in sys.path:
 
 from kwsd.audio import float_to_int16, write_wav
 from kwsd.bundle import Bundle, read_bundle
+from kwsd.cli import (
+    EXIT_BAD_AUDIO,
+    EXIT_BAD_MODEL,
+    EXIT_BAD_SETTING,
+    EXIT_NO_INPUT,
+    EXIT_OK,
+)
+from kwsd.cli import EXIT_MISSING_DEPENDENCY as EXIT_UNAVAILABLE
 from kwsd.errors import KwsdError, ModelError
 from kwsd.evaluate import format_truth
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
@@ -72,13 +80,9 @@ log = logging.getLogger("benchmark_quality")
 
 TOOL: Final = "benchmark_quality"
 
-EXIT_OK: Final = 0
+# Besides kwsd's own exit codes (README, "Exit codes"), imported above:
 EXIT_FAILED: Final = 1  # a step failed while running
-EXIT_BAD_SETTING: Final = 64
-EXIT_BAD_DATA: Final = 65  # a real folder without clips of a word measured
-EXIT_NO_INPUT: Final = 66
-EXIT_BAD_MODEL: Final = 67
-EXIT_UNAVAILABLE: Final = 69
+EXIT_BAD_DATA: Final = EXIT_BAD_AUDIO  # a real folder without clips of a word measured
 
 #: issue 11's targets.
 TARGET_CLIP_ACCURACY: Final = {"demo": 0.92, "synthetic": 0.70}

@@ -52,14 +52,14 @@ TOOLS_DIR = Path(__file__).resolve().parent
 if str(TOOLS_DIR.parent) not in sys.path:
     sys.path.insert(0, str(TOOLS_DIR.parent))  # run from a checkout without installing kwsd
 
+from kwsd.cli import EXIT_MISSING_DEPENDENCY as EXIT_UNAVAILABLE  # noqa: E402
+from kwsd.cli import EXIT_NO_INPUT  # noqa: E402
 from kwsd.labels import UNKNOWN_LABEL  # noqa: E402
 from tools.training.sources import ATTRIBUTION_FILE  # noqa: E402
 
 log = logging.getLogger("recipe")
 
 TOOL_NAME = "tools/recipe.py"
-EXIT_NO_INPUT = 66  # as kwsd's: a folder or file that is not there
-EXIT_UNAVAILABLE = 69  # a program the step needs is not installed
 SPEECH_COMMANDS_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 #: Speech Commands' other words: the synthetic _unknown_ class (real sets bring their own).
 OTHER_WORDS = (
