@@ -70,6 +70,10 @@ _SUBFORMAT_GUID_TAIL: Final = b"\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71
 _PLACEHOLDER_MIN_BYTES: Final = 0x7FFF0000
 #: Bytes read per block before the first sample is wanted, when sniffing stdin.
 _SNIFF_BYTES: Final = 4
+#: Sample rates a source may declare. Outside them a header is wrong or hostile: at 1 Hz a
+#: 400 KB file would resample to 55 hours of 16 kHz audio.
+MIN_SAMPLE_RATE_HZ: Final = 1_000
+MAX_SAMPLE_RATE_HZ: Final = 384_000
 
 
 class Encoding(enum.StrEnum):
@@ -500,16 +504,28 @@ def open_audio(
     return _open_file(path, target_rate_hz)
 
 
-def read_wav(path: str | os.PathLike[str], target_rate_hz: int) -> Int16Array:
-    """The whole file as mono int16 at ``target_rate_hz`` (for label-wav and training).
+def read_wav(
+    path: str | os.PathLike[str], target_rate_hz: int, *, max_samples: int | None = None
+) -> Int16Array:
+    """The file as mono int16 at ``target_rate_hz`` (for label-wav and training): all of it,
+    or its first ``max_samples`` only, the rest never read (``label-wav - </dev/zero`` needs
+    one clip and reads one clip).
 
-    Same checks and conversion as :func:`open_audio`; ``"-"`` reads stdin to EOF.
+    Same checks and conversion as :func:`open_audio`; ``"-"`` reads stdin to EOF or to
+    ``max_samples``.
     """
+    block = 1 << 16 if max_samples is None else max(1, min(1 << 16, max_samples))
+    blocks: list[Int16Array] = []
+    held = 0
     with open_audio(path, target_rate_hz) as reader:
-        blocks = list(reader.blocks(1 << 16))
+        for samples in reader.blocks(block):
+            blocks.append(samples)
+            held += len(samples)
+            if max_samples is not None and held >= max_samples:
+                break
     if not blocks:
         return np.zeros(0, np.int16)
-    return np.concatenate(blocks)
+    return np.concatenate(blocks)[:max_samples]
 
 
 def _open_file(path: str, target_rate_hz: int) -> AudioReader:
@@ -599,6 +615,11 @@ def _open_stdin(raw: BinaryIO, target_rate_hz: int, *, raw_rate_hz: int, raw_cha
     for name, value in (("raw_rate_hz", raw_rate_hz), ("raw_channels", raw_channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise AudioFormatError(f"{source}: {name}: expected a positive integer, got {value!r}")
+    if not MIN_SAMPLE_RATE_HZ <= raw_rate_hz <= MAX_SAMPLE_RATE_HZ:
+        raise AudioFormatError(
+            f"{source}: raw_rate_hz: expected {MIN_SAMPLE_RATE_HZ:,} to {MAX_SAMPLE_RATE_HZ:,} Hz, "
+            f"got {raw_rate_hz}"
+        )
     sniff = _ByteStream(raw, live=True)
     head = sniff.read_exact(_SNIFF_BYTES)
     stream = _ByteStream(raw, live=True, pushed_back=head)
@@ -763,8 +784,11 @@ def _parse_fmt(body: bytes, source: str) -> _WavFormat:
         )
     if channels == 0:
         raise AudioFormatError(f"{source}: fmt chunk says 0 channels (expected at least 1)")
-    if rate_hz == 0:
-        raise AudioFormatError(f"{source}: fmt chunk says a sample rate of 0 Hz (expected a positive rate)")
+    if not MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ:
+        raise AudioFormatError(
+            f"{source}: fmt chunk says a sample rate of {rate_hz} Hz (expected "
+            f"{MIN_SAMPLE_RATE_HZ:,} to {MAX_SAMPLE_RATE_HZ:,} Hz)"
+        )
     wav = _WavFormat(encoding, channels, rate_hz)
     if block_align != wav.frame_bytes:
         raise AudioFormatError(

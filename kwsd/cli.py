@@ -662,7 +662,11 @@ def _cmd_label_wav(args: argparse.Namespace) -> int:
     bundle, classifier = _load(args.model)
     spec = bundle.frontend
     # Read and check every file before printing anything.
-    clips = [(path, read_wav(path, spec.sample_rate_hz)) for path in args.files]
+    # The first clip is all a model looks at (label_wav.py's decode_wav keeps as much): a
+    # file or stream of any length costs one clip.
+    clips = [
+        (path, read_wav(path, spec.sample_rate_hz, max_samples=spec.clip_samples)) for path in args.files
+    ]
     for path, samples in clips:
         if len(samples) == 0:
             raise AudioFormatError(f"{path}: no audio samples")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import wavgen
 
-from kwsd.audio import AudioInfo, Encoding, open_audio, read_wav
+from kwsd.audio import AudioInfo, Encoding, open_audio, read_wav, write_wav
 from kwsd.errors import AudioFormatError, InputNotFoundError, StreamError
 
 RATE_HZ = 16000
@@ -581,6 +581,33 @@ def test_stdin_raw_options_are_checked() -> None:
         open_audio("-", RATE_HZ, raw_rate_hz=0, stdin=io.BytesIO(b""))
     with pytest.raises(AudioFormatError, match="raw_channels: expected a positive integer"):
         open_audio("-", RATE_HZ, raw_channels=0, stdin=io.BytesIO(b""))
+    with pytest.raises(AudioFormatError, match=r"raw_rate_hz: expected 1,000 to 384,000 Hz, got 999"):
+        open_audio("-", RATE_HZ, raw_rate_hz=999, stdin=io.BytesIO(b""))
+
+
+@pytest.mark.parametrize("rate_hz", [1_000, 384_000])
+def test_the_sample_rate_bounds_themselves_are_read(tmp_path: Path, rate_hz: int) -> None:
+    path = tmp_path / "edge.wav"
+    path.write_bytes(
+        wavgen.riff(
+            wavgen.fmt_chunk(wavgen.FORMAT_PCM, 1, rate_hz, 16), wavgen.chunk(b"data", b"\x00" * 2000)
+        )
+    )
+    assert len(read_wav(path, RATE_HZ)) == round(1000 * RATE_HZ / rate_hz)
+
+
+def test_read_wav_with_max_samples_reads_only_that_much(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    samples = rng.integers(-32768, 32768, 50_000).astype(np.int16)
+    path = tmp_path / "long.wav"
+    write_wav(path, samples, RATE_HZ)
+    np.testing.assert_array_equal(read_wav(path, RATE_HZ, max_samples=16_000), samples[:16_000])
+    np.testing.assert_array_equal(read_wav(path, RATE_HZ, max_samples=80_000), samples)
+    # Resampled: the first samples of the whole file's conversion, exactly.
+    at_48k = tmp_path / "48k.wav"
+    write_wav(at_48k, rng.integers(-3000, 3000, 150_000).astype(np.int16), 48_000)
+    whole = read_wav(at_48k, RATE_HZ)
+    np.testing.assert_array_equal(read_wav(at_48k, RATE_HZ, max_samples=16_000), whole[:16_000])
 
 
 # --------------------------------------------------------------------------------------
@@ -745,7 +772,19 @@ def test_extensible_fmt_too_short(tmp_path: Path) -> None:
         ),
         (
             wavgen.fmt_chunk(wavgen.FORMAT_PCM, 1, 0, 16),
-            "fmt chunk says a sample rate of 0 Hz (expected a positive rate)",
+            "fmt chunk says a sample rate of 0 Hz (expected 1,000 to 384,000 Hz)",
+        ),
+        (  # 400 KB would become 55 hours of 16 kHz audio
+            wavgen.fmt_chunk(wavgen.FORMAT_PCM, 1, 1, 16),
+            "fmt chunk says a sample rate of 1 Hz (expected 1,000 to 384,000 Hz)",
+        ),
+        (
+            wavgen.fmt_chunk(wavgen.FORMAT_PCM, 1, 999, 16),
+            "fmt chunk says a sample rate of 999 Hz (expected 1,000 to 384,000 Hz)",
+        ),
+        (
+            wavgen.fmt_chunk(wavgen.FORMAT_PCM, 1, 384_001, 16),
+            "fmt chunk says a sample rate of 384001 Hz (expected 1,000 to 384,000 Hz)",
         ),
         (
             wavgen.fmt_chunk(wavgen.FORMAT_PCM, 2, RATE_HZ, 16, block_align=3),

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import wave
@@ -18,6 +19,7 @@ from demo_words import SWAPPED, WORDS
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import TfliteClassifier
+from kwsd.cli import EXIT_BAD_AUDIO
 from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams
 from kwsd.pipeline import Pipeline
 from kwsd.smoother import RecognizeCommands
@@ -173,6 +175,62 @@ def test_label_wav_prints_the_reference_format(tmp_path):
     assert [d["label"] for d in as_json["labels"]] == [line.split(" ")[0] for line in out]
     two = kwsd("label-wav", clip, clip, "--how-many-labels", "1", check=0).stdout.decode().splitlines()
     assert two == [f"{clip}:", out[0], f"{clip}:", out[0]]
+
+
+def _limited(memory_bytes):
+    """preexec_fn: the child may map at most ``memory_bytes`` (a bound a Pi could afford)."""
+
+    def apply():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    return apply
+
+
+def test_label_wav_reads_one_clip_of_an_endless_stream(tmp_path):
+    # /dev/zero never ends: label-wav needs one clip and must read one clip (it once reached
+    # 15.9 GB in 20 s). The same for a header claiming 55 hours of audio.
+    limit = 2 << 30
+    with open("/dev/zero", "rb") as zero:
+        done = subprocess.run(
+            [sys.executable, "-m", "kwsd", "label-wav", "-"],
+            stdin=zero,
+            capture_output=True,
+            timeout=120,
+            preexec_fn=_limited(limit),
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(done.stdout.decode().splitlines()) == 3
+    assert done.stdout.decode().startswith("_silence_ (score = ")
+    huge = tmp_path / "huge.wav"  # a header that says 2 GB of 8 kHz stereo float64
+    with open(huge, "wb") as f:
+        f.write(b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVE")
+        f.write(b"fmt " + struct.pack("<IHHIIHH", 16, 3, 2, 8000, 8000 * 16, 16, 64))
+        f.write(b"data" + struct.pack("<I", 0x7FFFFFF0))
+        f.write(b"\0" * 200_000)
+    done = subprocess.run(
+        [sys.executable, "-m", "kwsd", "label-wav", huge],
+        capture_output=True,
+        timeout=120,
+        preexec_fn=_limited(limit),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    tiny_rate = tmp_path / "one-hertz.wav"
+    with wave.open(str(tiny_rate), "wb") as wav:  # 1 Hz: 400 KB would be 55 h at 16 kHz
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(1)
+        wav.writeframes(b"\0" * 400_000)
+    done = kwsd("label-wav", tiny_rate)
+    assert done.returncode == EXIT_BAD_AUDIO, done.stderr.decode()
+    assert (
+        done.stderr.decode()
+        .strip()
+        .endswith("fmt chunk says a sample rate of 1 Hz (expected 1,000 to 384,000 Hz)")
+    )
 
 
 def test_model_import_wraps_a_bare_tflite_that_then_runs(tmp_path):
@@ -648,6 +706,7 @@ def in_process(code_text, *args, env=None):
 
 # The TFLite runtimes made unimportable, as on a machine where neither is installed.
 NO_RUNTIME = """
+import struct
 import sys
 sys.modules["ai_edge_litert"] = sys.modules["ai_edge_litert.interpreter"] = None
 sys.modules["tflite_runtime"] = sys.modules["tflite_runtime.interpreter"] = None
@@ -657,6 +716,7 @@ sys.exit(main(sys.argv[1:]))
 
 # A handler that fails as a bug would.
 A_BUG = """
+import struct
 import sys
 import kwsd.cli as cli
 def broken(args):
@@ -764,6 +824,7 @@ def test_every_exit_code_in_the_readme_is_what_the_code_gives(tmp_path, code):
 # One BLAS thread in kwsd's own processes (kwsd/blas.py), none imposed on a host program.
 
 BLAS_THREADS = """
+import struct
 import sys
 if sys.argv[1] == "entry":
     from kwsd.blas import one_blas_thread_before_numpy
