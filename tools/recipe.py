@@ -113,7 +113,11 @@ class Recipe:
     steps: str = "4000,1000"
     learning_rate: str = "0.001,0.0001"
     augment_copies: int = 4
+    #: train.py's --unknown_percentage (of the wanted count, per source).
+    unknown_percentage: float = 10.0
     model_options: str = '{"temporal": true}'
+    #: further tools/train.py flags, as a user would type them (e.g. "--time_shift_ms=200").
+    train_extra: tuple[str, ...] = ()
     robust_augmentation: bool = True
     #: Speakers, not clips: these split the real set by person (see the README).
     validation_percentage: float = 11.0
@@ -321,7 +325,9 @@ def train_flags(recipe: Recipe, work: Path, sources: Sequence[str], seed: int) -
         "--save_step_interval=1000",
         "--batch_size=100",
         f"--augment_copies={recipe.augment_copies}",
+        f"--unknown_percentage={recipe.unknown_percentage:g}",
         f"--seed={seed}",
+        *recipe.train_extra,
     ]
     if not recipe.robust_augmentation:
         flags.append("--no_robust_augmentation")
@@ -500,8 +506,8 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
     recipe_split = {
         "validation_percentage": recipe.validation_percentage,
         "testing_percentage": recipe.testing_percentage,
-        "silence_percentage": 10.0,  # train.py's defaults: the recipe does not set them
-        "unknown_percentage": 10.0,
+        "silence_percentage": 10.0,  # train.py's default: the recipe does not set it
+        "unknown_percentage": recipe.unknown_percentage,
     }
     dataset_note = {
         "recipe": recipe.name,

@@ -71,8 +71,8 @@ SPEECH_COMMANDS_URLS = (
 #: Written beside Speech Commands when train.py's own URL downloads it (the data set's terms).
 SPEECH_COMMANDS_ATTRIBUTION = (
     "Speech Commands by Pete Warden (Google), Creative Commons BY 4.0 "
-    "(https://creativecommons.org/licenses/by/4.0/). P. Warden, \"Speech Commands: A Dataset for "
-    "Limited-Vocabulary Speech Recognition\", arXiv:1804.03209, 2018."
+    '(https://creativecommons.org/licenses/by/4.0/). P. Warden, "Speech Commands: A Dataset for '
+    'Limited-Vocabulary Speech Recognition", arXiv:1804.03209, 2018.'
 )
 EXIT_BAD_FLAG = 64
 EXIT_BAD_DATA = 65
