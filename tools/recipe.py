@@ -92,6 +92,8 @@ OTHER_WORDS = (
 #: The README section a Speech Commands-style folder states its terms in.
 _LICENCE_HEADING = re.compile(r"^#+\s*licen[cs]e\b.*$", re.IGNORECASE | re.MULTILINE)
 _AUDIO_SUFFIXES = (".wav", ".flac")
+#: train.py's default --unknown_percentage (given on the command line only when it differs).
+TRAIN_UNKNOWN_PERCENTAGE = 10.0
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class Recipe:
     learning_rate: str = "0.001,0.0001"
     augment_copies: int = 4
     #: train.py's --unknown_percentage (of the wanted count, per source).
-    unknown_percentage: float = 10.0
+    unknown_percentage: float = TRAIN_UNKNOWN_PERCENTAGE
     model_options: str = '{"temporal": true}'
     #: further tools/train.py flags, as a user would type them (e.g. "--time_shift_ms=200").
     train_extra: tuple[str, ...] = ()
@@ -325,10 +327,11 @@ def train_flags(recipe: Recipe, work: Path, sources: Sequence[str], seed: int) -
         "--save_step_interval=1000",
         "--batch_size=100",
         f"--augment_copies={recipe.augment_copies}",
-        f"--unknown_percentage={recipe.unknown_percentage:g}",
         f"--seed={seed}",
-        *recipe.train_extra,
     ]
+    if recipe.unknown_percentage != TRAIN_UNKNOWN_PERCENTAGE:
+        flags.append(f"--unknown_percentage={recipe.unknown_percentage:g}")
+    flags += recipe.train_extra
     if not recipe.robust_augmentation:
         flags.append("--no_robust_augmentation")
     return flags
