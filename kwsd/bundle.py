@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import logging
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ MODEL_NAME = "model.tflite"
 TFLITE_IDENTIFIER = b"TFL3"
 #: Largest .tflite kwsd accepts (a keyword model is kilobytes; this catches wrong files).
 MAX_MODEL_BYTES = 256 * 1024 * 1024
+#: Largest bundle.json kwsd reads (the demo's is 10 KB).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -159,9 +162,13 @@ def read_bundle(path: str | Path) -> Bundle:
     if path.is_dir():
         raise InputNotFoundError(f"{where}: is a directory, expected a .kwsd model bundle file")
     try:
-        size = path.stat().st_size
-        if size > MAX_MODEL_BYTES:
-            raise ModelError(f"{where}: {size} bytes, larger than the {MAX_MODEL_BYTES} a bundle may be")
+        found = path.stat()
+        if not stat.S_ISREG(found.st_mode):  # /dev/zero or a FIFO would never end
+            raise ModelError(f"{where}: not a regular file, expected a .kwsd model bundle file")
+        if found.st_size > MAX_MODEL_BYTES:
+            raise ModelError(
+                f"{where}: {found.st_size} bytes, larger than the {MAX_MODEL_BYTES} a bundle may be"
+            )
         raw = path.read_bytes()
     except OSError as err:
         raise InputNotFoundError(f"{where}: cannot read ({err.strerror})") from None
@@ -176,8 +183,8 @@ def read_bundle(path: str | Path) -> Bundle:
             for member in (MANIFEST_NAME, MODEL_NAME):
                 if member not in names:
                     raise ModelError(f"{where}: bundle has no {member}")
-            manifest_bytes = zf.read(MANIFEST_NAME)
-            tflite = zf.read(MODEL_NAME)
+            manifest_bytes = _member(zf, MANIFEST_NAME, MAX_MANIFEST_BYTES, where)
+            tflite = _member(zf, MODEL_NAME, MAX_MODEL_BYTES, where)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as err:
         raise ModelError(f"{where}: not a kwsd model bundle (not a valid zip archive: {err})") from None
     except (OSError, ValueError, NotImplementedError) as err:  # corrupt member data
@@ -186,7 +193,24 @@ def read_bundle(path: str | Path) -> Bundle:
         manifest = json.loads(manifest_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelError(f"{where}: {MANIFEST_NAME} is not valid JSON ({err})") from None
+    except RecursionError:
+        raise ModelError(f"{where}: {MANIFEST_NAME} is nested too deeply to be a bundle's") from None
     return bundle_from_manifest(manifest, tflite, where)
+
+
+def _member(zf: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
+    """A member's bytes, refused by its declared size before anything is inflated, and read
+    no further than ``limit`` in case the declaration lies (a zip bomb)."""
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise ModelError(
+            f"{where}: {name} would unpack to {info.file_size} bytes, more than the {limit} accepted"
+        )
+    with zf.open(info) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise ModelError(f"{where}: {name} unpacks to more than the {limit} bytes accepted")
+    return data
 
 
 def bundle_from_manifest(manifest: Any, tflite: bytes, where: str) -> Bundle:

@@ -22,6 +22,7 @@ from kwsd.errors import (
     OutputError,
     RuntimeDependencyError,
     StreamError,
+    read_limited,
 )
 from kwsd.sources import AudioDeviceError
 
@@ -715,7 +716,7 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_import(args: argparse.Namespace) -> int:
-    from kwsd.bundle import TFLITE_IDENTIFIER
+    from kwsd.bundle import MAX_MODEL_BYTES, TFLITE_IDENTIFIER
 
     path = Path(args.tflite)
     if not path.exists():
@@ -723,10 +724,10 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
     if path.is_dir():
         raise InputNotFoundError(f"{path}: is a directory, expected a .pb or .tflite file")
     try:
-        with path.open("rb") as head:
-            start = head.read(8)
+        model_bytes = read_limited(path, MAX_MODEL_BYTES)  # bounded; a FIFO or /dev/zero refused
     except OSError as err:
         raise InputNotFoundError(f"{path}: cannot read ({err.strerror or err})") from None
+    start = model_bytes[:8]
     labels, renames = _import_labels(args)
     if path.suffix.lower() == ".pb" and start[4:8] != TFLITE_IDENTIFIER:
         return _import_frozen_graph(args, path, labels, renames)
@@ -740,10 +741,7 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
             "--frontend: required for a .tflite, which does not say how its features were computed "
             "(a frozen graph .pb states its own)"
         )
-    try:
-        tflite = path.read_bytes()
-    except OSError as err:
-        raise InputNotFoundError(f"{path}: cannot read ({err.strerror or err})") from None
+    tflite = model_bytes
     spec = _import_frontend_spec(args)
     try:
         _write_imported(args, path, tflite, labels=labels, renames=renames, spec=spec, notes=[])
@@ -792,16 +790,20 @@ def _stride_hint(tflite: bytes, spec: Any) -> str | None:
     return f"--window-stride-ms {strides} would make {wanted} frames of {features} ({values} values)"
 
 
+#: A labels file is one short line per output (this allows a few thousand outputs).
+_MAX_LABELS_FILE_BYTES = 1 << 20
+
+
 def _import_labels(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """The labels given, renamed as train.py names them, and the renames made (to be said)."""
     if args.labels is not None:
         labels = [label.strip() for label in args.labels.split(",")]
     else:
         labels_path = Path(args.labels_file)
-        if not labels_path.is_file():
+        if not labels_path.exists():
             raise InputNotFoundError(f"{labels_path}: no such labels file")
         try:
-            text = labels_path.read_text(encoding="utf-8")
+            text = read_limited(labels_path, _MAX_LABELS_FILE_BYTES).decode("utf-8")
         except OSError as err:
             raise InputNotFoundError(f"{labels_path}: cannot read ({err.strerror or err})") from None
         except UnicodeDecodeError:

@@ -34,7 +34,7 @@ import yaml
 
 from kwsd.detection import KEYS as DETECTION_KEYS
 from kwsd.detection import DetectionError, check_detection
-from kwsd.errors import KwsdError
+from kwsd.errors import KwsdError, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ PORT_RANGE: tuple[int, int | None] = (1, 65535)
 CHANNELS_RANGE: tuple[int, int | None] = (1, 32)
 BLOCK_MS_RANGE: tuple[int, int | None] = (1, 1000)
 SAMPLE_RATE_HZ_RANGE = (8000, 384000)
+#: Largest config.yaml and mqtt.password_file kwsd reads (the shipped config is 6 KB).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_SECRET_BYTES = 64 << 10
 KEEPALIVE_S_RANGE: tuple[int, int | None] = (1, 65535)
 QUEUE_BLOCKS_RANGE: tuple[int, int | None] = (2, None)
 STALL_TIMEOUT_MS_RANGE: tuple[int, int | None] = (100, None)
@@ -217,7 +220,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, MAX_CONFIG_BYTES)
     except OSError as err:
         raise ConfigError([f"cannot read the file ({err.strerror or err})"], str(path)) from None
     try:
@@ -645,7 +648,9 @@ class _Reader:
 
     def read_secret(self, path: Path) -> str | None:
         try:
-            text = path.read_bytes().decode("utf-8")  # bytes: no newline translation inside the secret
+            text = read_limited(path, MAX_SECRET_BYTES).decode(
+                "utf-8"
+            )  # bytes: no newline translation inside the secret
         except OSError as err:
             self.problems.add("mqtt.password_file", f"cannot read {path} ({err.strerror or err})")
             return None

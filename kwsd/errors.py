@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+
 
 class KwsdError(Exception):
     """A problem with the user's input, told in one line that names the thing and what was expected."""
@@ -37,3 +41,30 @@ class EvaluationError(KwsdError):
     Here rather than in :mod:`kwsd.evaluate` so that the command line can catch it without
     importing the evaluation code (and numpy) at start-up.
     """
+
+
+class UnreadableFileError(OSError):
+    """A file kwsd will not read: not a regular file (``/dev/zero`` or a FIFO never ends) or
+    larger than the bound for its kind. An ``OSError`` whose ``strerror`` says which, so the
+    callers' ``cannot read (...)`` messages need nothing new."""
+
+
+def read_limited(path: str | os.PathLike[str], limit: int) -> bytes:
+    """A regular file's bytes, refused (:class:`UnreadableFileError`) when it is not a regular
+    file or holds more than ``limit`` bytes, however its size is reported. Never blocks on a
+    FIFO: it is opened non-blocking and refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as f:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise UnreadableFileError(errno.EINVAL, "not a regular file", str(path))
+        if found.st_size > limit:
+            raise UnreadableFileError(
+                errno.EFBIG, f"{found.st_size} bytes, more than the {limit} accepted", str(path)
+            )
+        data = f.read(found.st_size + 1)
+        if len(data) > found.st_size:  # it grew after fstat
+            data += f.read(limit + 1 - len(data))
+    if len(data) > limit:
+        raise UnreadableFileError(errno.EFBIG, f"more than the {limit} bytes accepted", str(path))
+    return data

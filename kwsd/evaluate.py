@@ -59,13 +59,15 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.classifier import Classifier
-from kwsd.errors import AudioFormatError, EvaluationError, InputNotFoundError, OutputError
+from kwsd.errors import AudioFormatError, EvaluationError, InputNotFoundError, OutputError, read_limited
 from kwsd.frontend import FrontendSpec
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.pipeline import Detection, Pipeline
 from kwsd.smoother import FiringRule, RecognizeCommands, SmootherSettings
 
 log = logging.getLogger(__name__)
+#: Largest ground-truth file read (a line a word: about 3 million words).
+MAX_TRUTH_BYTES = 64 << 20
 
 #: The reference C++ tool's time tolerance (the Python one uses 1500 ms).
 DEFAULT_TOLERANCE_MS = 750.0
@@ -155,7 +157,7 @@ def read_truth(path: str | os.PathLike[str], *, skip_malformed: bool = False) ->
     if path.is_dir():
         raise InputNotFoundError(f"{path}: is a directory, expected a ground-truth file")
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, MAX_TRUTH_BYTES)
     except FileNotFoundError:
         raise InputNotFoundError(f"{path}: no such ground-truth file") from None
     except OSError as err:
@@ -1184,10 +1186,10 @@ def write_detection(
     as ``<name>.bak``.
     """
     path = Path(path)
-    from kwsd.config import ConfigError
+    from kwsd.config import MAX_CONFIG_BYTES, ConfigError
 
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(["no such file (nothing written)"], str(path)) from None
     except OSError as err:

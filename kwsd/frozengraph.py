@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kwsd.errors import InputNotFoundError, ModelError, RuntimeDependencyError
+from kwsd.bundle import MAX_MODEL_BYTES
+from kwsd.errors import InputNotFoundError, ModelError, RuntimeDependencyError, read_limited
 from kwsd.frontend import INT16_FULL_SCALE, FrontendKind, FrontendSpec, MicroState, SpecError
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def read_graph(path: Path) -> Any:
     from tensorflow.core.framework import graph_pb2
 
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, MAX_MODEL_BYTES)
     except OSError as err:
         raise InputNotFoundError(f"{path}: cannot read ({err.strerror or err})") from None
     graph_def = graph_pb2.GraphDef()

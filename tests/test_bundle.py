@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -208,6 +209,37 @@ def test_manifest_that_is_not_json(demo, tmp_path):
         zf.writestr("model.tflite", demo.tflite)
     with pytest.raises(ModelError, match=r"bundle\.json is not valid JSON"):
         read_bundle(path)
+
+
+def test_bundles_that_would_unpack_or_read_without_bound_are_refused(demo, tmp_path):
+    # A zip bomb: 256 MB of bundle.json in 256 KB of archive (a 2 MB one once took 4.1 GB
+    # before exit 67). Refused by the declared size, before anything is inflated, and under a limit
+    # on tracked allocations in case the check ever reads first.
+    bomb = tmp_path / "bomb.kwsd"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo("bundle.json")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(info, "w") as member:
+            block = b" " * (1 << 24)
+            for _ in range(16):
+                member.write(block)
+        zf.writestr("model.tflite", demo.tflite)
+    assert bomb.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match=r"bundle\.json would unpack to 268435456 bytes, more than"):
+            read_bundle(bomb)
+        assert tracemalloc.get_traced_memory()[1] < 64 << 20
+    finally:
+        tracemalloc.stop()
+    with pytest.raises(ModelError, match="not a regular file"):
+        read_bundle("/dev/zero")
+    deep = tmp_path / "deep.kwsd"
+    with zipfile.ZipFile(deep, "w") as zf:
+        zf.writestr("bundle.json", "[" * 100_000 + "]" * 100_000)
+        zf.writestr("model.tflite", demo.tflite)
+    with pytest.raises(ModelError, match=r"bundle\.json is nested too deeply"):
+        read_bundle(deep)
 
 
 def test_missing_and_directory(tmp_path):

@@ -19,7 +19,7 @@ from demo_words import SWAPPED, WORDS
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import TfliteClassifier
-from kwsd.cli import EXIT_BAD_AUDIO
+from kwsd.cli import EXIT_BAD_AUDIO, EXIT_BAD_MODEL, EXIT_CONFIG, EXIT_NO_INPUT
 from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams
 from kwsd.pipeline import Pipeline
 from kwsd.smoother import RecognizeCommands
@@ -231,6 +231,88 @@ def test_label_wav_reads_one_clip_of_an_endless_stream(tmp_path):
         .strip()
         .endswith("fmt chunk says a sample rate of 1 Hz (expected 1,000 to 384,000 Hz)")
     )
+
+
+def test_special_files_are_refused_not_read_forever(tmp_path):
+    # /dev/zero as each input that is read whole (each once ran until memory ran out), and a
+    # FIFO nobody writes to (once blocked forever): a clear error naming the file, in time,
+    # under a memory limit.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    secret = tmp_path / "secret.yaml"
+    secret.write_text(f"mqtt:\n  host: localhost\n  username: u\n  password_file: {fifo}\n")
+    cases = [
+        (["check-config", "/dev/zero"], EXIT_CONFIG, "/dev/zero: cannot read the file (not a regular file)"),
+        (["check-config", fifo], EXIT_CONFIG, f"{fifo}: cannot read the file (not a regular file)"),
+        (
+            ["check-config", secret],
+            EXIT_CONFIG,
+            f"{secret}: mqtt.password_file: cannot read {fifo} (not a regular file)",
+        ),
+        (
+            ["model", "info", "/dev/zero"],
+            EXIT_BAD_MODEL,
+            "/dev/zero: not a regular file, expected a .kwsd model bundle file",
+        ),
+        (
+            ["label-wav", "-m", fifo, DEMO_WAV],
+            EXIT_BAD_MODEL,
+            f"{fifo}: not a regular file, expected a .kwsd model bundle file",
+        ),
+        (
+            ["evaluate", "--audio", DEMO_WAV, "--truth", "/dev/zero"],
+            EXIT_NO_INPUT,
+            "/dev/zero: cannot read (not a regular file)",
+        ),
+        (
+            [
+                "model",
+                "import",
+                "/dev/zero",
+                "--labels",
+                "a",
+                "--frontend",
+                "mfcc",
+                "-o",
+                tmp_path / "o.kwsd",
+            ],
+            EXIT_NO_INPUT,
+            "/dev/zero: cannot read (not a regular file)",
+        ),
+        (
+            ["model", "import", fifo, "--labels", "a", "--frontend", "mfcc", "-o", tmp_path / "o.kwsd"],
+            EXIT_NO_INPUT,
+            f"{fifo}: cannot read (not a regular file)",
+        ),
+        (
+            [
+                "model",
+                "import",
+                demo_bundle_path(),
+                "--labels-file",
+                "/dev/zero",
+                "--frontend",
+                "mfcc",
+                "-o",
+                tmp_path / "o.kwsd",
+            ],
+            EXIT_NO_INPUT,
+            "/dev/zero: cannot read (not a regular file)",
+        ),
+    ]
+    for args, code, message in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "kwsd", *map(str, args)],
+            capture_output=True,
+            timeout=120,
+            preexec_fn=_limited(2 << 30),
+            check=False,
+        )
+        stderr = done.stderr.decode()
+        assert (done.returncode, stderr.strip().splitlines()[-1:]) == (code, [f"kwsd: error: {message}"]), (
+            args
+        )
+    assert not (tmp_path / "o.kwsd").exists()
 
 
 def test_model_import_wraps_a_bare_tflite_that_then_runs(tmp_path):
