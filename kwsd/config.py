@@ -278,22 +278,64 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
+#: Deepest nesting of mappings and lists a config may have (kwsd's own go 3 deep).
+MAX_CONFIG_DEPTH = 32
+#: Most YAML nodes a config may hold, aliases counted each time they are used (the shipped
+#: config has about 150): a "billion laughs" file is refused before it is expanded.
+MAX_CONFIG_NODES = 20_000
+#: Longest number a config may spell out (Python refuses to read integers over 4,300 digits).
+MAX_NUMBER_CHARACTERS = 100
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
+class _TooBig(Exception):
+    """The document is deeper or larger than a config can be (the message says which)."""
+
+
 def _load_yaml(text: str, problems: _Problems) -> Any:
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)  # refuses control characters here
         node = loader.get_single_node()
         if node is None:
             return None
-        _walk(node, "", problems)
+        _walk(node, "", problems, _Budget())
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as err:
         problems.add_unplaced(_yaml_problem(err))
         return _UNREADABLE
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+        code = ord(err.character) if isinstance(err.character, str) else err.character
+        problems.add_unplaced(
+            f"line {line}, column {column}: character U+{code:04X} is not allowed in YAML "
+            "(a control character?)"
+        )
+        return _UNREADABLE
     except yaml.YAMLError as err:
         problems.add_unplaced(" ".join(str(err).split()))
         return _UNREADABLE
+    except _TooBig as err:
+        problems.add_unplaced(str(err))
+        return _UNREADABLE
+    except RecursionError:  # the parser's own recursion, before _walk could count
+        problems.add_unplaced(f"nested more than {MAX_CONFIG_DEPTH} levels deep")
+        return _UNREADABLE
+    except ValueError as err:  # e.g. an integer of more than 4,300 digits
+        problems.add_unplaced(f"invalid YAML: {' '.join(str(err).split())}")
+        return _UNREADABLE
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+class _Budget:
+    """What _walk has seen: nodes visited (aliases each time) and the nodes on the path."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+        self.path: set[int] = set()
 
 
 def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
@@ -303,13 +345,32 @@ def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
     return f"{where}invalid YAML: {what}"
 
 
-def _walk(node: yaml.Node, path: str, problems: _Problems) -> None:
-    """Record where each key is (for ordering problems) and report keys given twice."""
+def _walk(node: yaml.Node, path: str, problems: _Problems, budget: _Budget, depth: int = 0) -> None:
+    """Record where each key is (for ordering problems) and report keys given twice; refuse
+    a document nested too deeply, holding itself (``a: &a [*a]``) or too many nodes."""
+    budget.nodes += 1
+    if budget.nodes > MAX_CONFIG_NODES:
+        raise _TooBig(
+            f"more than {MAX_CONFIG_NODES} values (aliases counted each time they are used): "
+            "not a kwsd config"
+        )
+    if depth > MAX_CONFIG_DEPTH:
+        raise _TooBig(f"line {node.start_mark.line + 1}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+    if id(node) in budget.path:
+        raise _TooBig(f"line {node.start_mark.line + 1}: an alias refers to a value that holds it")
+    if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        if node.tag == _INT_TAG and len(str(node.value)) > MAX_NUMBER_CHARACTERS:
+            raise _TooBig(
+                f"line {node.start_mark.line + 1}: a number of {len(str(node.value))} characters "
+                f"(at most {MAX_NUMBER_CHARACTERS})"
+            )
+        return
+    budget.path.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[tuple[str, str], yaml.Node] = {}
         for key, value in node.value:
             if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
-                _walk(value, path, problems)
+                _walk(value, path, problems, budget, depth + 1)
                 continue
             child = _join(path, str(key.value))
             first = seen.get((key.tag, key.value))
@@ -322,10 +383,11 @@ def _walk(node: yaml.Node, path: str, problems: _Problems) -> None:
             else:
                 seen[(key.tag, key.value)] = key
                 problems.lines_by_path.setdefault(child, key.start_mark.line + 1)
-            _walk(value, child, problems)
-    elif isinstance(node, yaml.SequenceNode):
+            _walk(value, child, problems, budget, depth + 1)
+    else:
         for index, item in enumerate(node.value):
-            _walk(item, f"{path}[{index}]", problems)
+            _walk(item, f"{path}[{index}]", problems, budget, depth + 1)
+    budget.path.discard(id(node))
 
 
 # --- validation -------------------------------------------------------------------------

@@ -552,3 +552,36 @@ def test_enums() -> None:
     ]
     assert [int(qos) for qos in QoS] == [0, 1, 2]
     assert Channel("mix") is Channel.MIX
+
+
+# --- hostile documents: a config problem (exit 78), never a crash or a hang ------------------
+
+
+def _laughs(levels: int) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mqtt:\n  host: a\x01b\n", "line 2, column 10: character U+0001 is not allowed in YAML"),
+        ("audio:\n  block_ms: \x1b[31m\n", "line 2, column 13: character U+001B is not allowed in YAML"),
+        ("audio:\n  block_ms: " + "9" * 5000 + "\n", "line 2: a number of 5000 characters (at most 100)"),
+        ("a: " + "[" * 2000 + "]" * 2000 + "\n", "nested more than 32 levels deep"),
+        ("a: " + "{b: " * 40 + "1" + "}" * 40 + "\n", "line 1: nested more than 32 levels deep"),
+        ("a: &a [*a]\n", "line 1: an alias refers to a value that holds it"),
+        ("a: &a {b: *a}\n", "line 1: an alias refers to a value that holds it"),
+        (_laughs(10), "more than 20000 values (aliases counted each time they are used)"),
+    ],
+)
+def test_hostile_yaml_is_a_problem_not_a_crash(text: str, expected: str, tmp_path: Path) -> None:
+    found = problems(text, tmp_path)
+    assert len(found) == 1 and expected in found[0], found
+
+
+def test_aliases_within_the_bounds_still_work(tmp_path: Path) -> None:
+    text = "mqtt:\n  host: &h broker.lan\n  client_id: *h\n"
+    config = parse_config(text, "c.yaml", base_dir=tmp_path, environ={})
+    assert config.mqtt.host == config.mqtt.client_id == "broker.lan"
