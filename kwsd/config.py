@@ -461,6 +461,30 @@ def _is_int(value: Any) -> bool:
 
 
 _TOPIC_FORBIDDEN = ("+", "#", "\0")
+#: MQTT's longest string (a 16-bit length): a longer client id kills paho's network thread.
+MQTT_STRING_MAX_BYTES = 65_535
+#: Bounds well inside MQTT's for the parts kwsd joins into topics, so any topic it builds
+#: (prefix, device, label and kwsd's own levels) stays a valid MQTT string.
+TOPIC_PREFIX_MAX_BYTES = 1_024
+TOPIC_LEVEL_MAX_BYTES = 256
+
+
+def _utf8_bytes(value: str) -> int | None:
+    """The length of ``value`` in UTF-8, or None when it cannot be encoded (a lone surrogate,
+    which YAML's escapes can spell: ``"\\udc80"``)."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def _mqtt_string_problem(value: str, max_bytes: int) -> str | None:
+    size = _utf8_bytes(value)
+    if size is None:
+        return "text that UTF-8 can encode (it holds a lone surrogate)"
+    if size > max_bytes:
+        return f"at most {max_bytes:,} bytes of UTF-8 (got {size:,})"
+    return None
 
 
 class _Reader:
@@ -615,7 +639,9 @@ class _Reader:
     def mqtt(self, data: Any) -> MqttConfig:
         values = self.section("mqtt", data, MqttConfig)
         defaults = MqttConfig()
-        host = self.text("mqtt.host", values, what="a broker host name or address, or null (no broker)")
+        host = self.text(
+            "mqtt.host", values, what="a broker host name or address, or null (no broker)", max_bytes=253
+        )
         username = self.text("mqtt.username", values, what="a user name or null")
         password, password_file, password_env = self.password(values)
         if password is not None and username is None and "mqtt.username" not in self.failed:
@@ -833,14 +859,24 @@ class _Reader:
         self.problems.expected(path, f"one of {choices}", value)
         return default
 
-    def text(self, path: str, values: Mapping[str, Any], *, what: str) -> str | None:
+    def text(
+        self, path: str, values: Mapping[str, Any], *, what: str, max_bytes: int = MQTT_STRING_MAX_BYTES
+    ) -> str | None:
         value = values.get(path.rsplit(".", 1)[-1])
         if value is None:
             return None
         if isinstance(value, str) and value.strip():
-            return value
+            return value if self._sendable(path, value, max_bytes) else None
         self.problems.expected(path, what, value)
         return None
+
+    def _sendable(self, path: str, value: str, max_bytes: int) -> bool:
+        """True if ``value`` can go into an MQTT packet; else the problem is recorded."""
+        problem = _mqtt_string_problem(value, max_bytes)
+        if problem is None:
+            return True
+        self.problems.add(path, f"expected {problem}")
+        return False
 
     def topic_prefix(self, path: str, values: Mapping[str, Any], default: str) -> str:
         """Leading topic levels: ``/`` between levels, no wildcards, not a ``$`` system topic."""
@@ -853,7 +889,7 @@ class _Reader:
             and not value.endswith("/")
             and "//" not in value
         ):
-            return value
+            return value if self._sendable(path, value, TOPIC_PREFIX_MAX_BYTES) else default
         self.problems.expected(path, "topic levels separated by / (no +, #, empty level or leading $)", value)
         return default
 
@@ -868,7 +904,7 @@ class _Reader:
             and not any(c in value for c in (*_TOPIC_FORBIDDEN, "/"))
             and not value.startswith("$")
         ):
-            return value
+            return value if self._sendable(path, value, TOPIC_LEVEL_MAX_BYTES) else default
         what = "one topic level (no /, +, # or leading $)" + (" or null" if default is None else "")
         self.problems.expected(path, what, value)
         return default

@@ -585,3 +585,36 @@ def test_aliases_within_the_bounds_still_work(tmp_path: Path) -> None:
     text = "mqtt:\n  host: &h broker.lan\n  client_id: *h\n"
     config = parse_config(text, "c.yaml", base_dir=tmp_path, environ={})
     assert config.mqtt.host == config.mqtt.client_id == "broker.lan"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        # Once passed check-config, then killed paho's network thread (never connected).
+        (
+            "mqtt:\n  client_id: " + "c" * 65_536 + "\n",
+            "mqtt.client_id",
+            "at most 65,535 bytes of UTF-8 (got 65,536)",
+        ),
+        (
+            "mqtt:\n  client_id: " + "é" * 40_000 + "\n",
+            "mqtt.client_id",
+            "at most 65,535 bytes of UTF-8 (got 80,000)",
+        ),
+        ("mqtt:\n  host: " + "h" * 254 + "\n", "mqtt.host", "at most 253 bytes of UTF-8 (got 254)"),
+        # Once exited 70 in run.
+        ("mqtt:\n  topic_prefix: " + "t/" * 600 + "t\n", "mqtt.topic_prefix", "at most 1,024 bytes of UTF-8"),
+        (
+            'mqtt:\n  device_id: "pi\\udc80"\n',
+            "mqtt.device_id",
+            "text that UTF-8 can encode (it holds a lone surrogate)",
+        ),
+        ('mqtt:\n  username: "\\ud800"\n', "mqtt.username", "text that UTF-8 can encode"),
+        ("mqtt:\n  device_id: " + "d" * 257 + "\n", "mqtt.device_id", "at most 256 bytes of UTF-8 (got 257)"),
+    ],
+)
+def test_mqtt_strings_that_cannot_be_sent_are_config_problems(
+    text: str, key: str, expected: str, tmp_path: Path
+) -> None:
+    found = problems(text, tmp_path)
+    assert len(found) == 1 and found[0].startswith(key) and expected in found[0], found
