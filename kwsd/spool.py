@@ -22,9 +22,10 @@ entry, counted in :attr:`DetectionSpool.dropped` (the same rule applies when the
 replayed, so a restart yields the same pending entries).
 
 Errors: a folder that cannot be created or written raises :class:`SpoolError` when the spool
-is opened. A write that fails later is logged as an ERROR and never raised: the caller keeps
-working from memory, and the next write first tries to rewrite the journal from memory
-(a compaction), so the spool heals once the disk does.
+is opened, except for a full disk (or quota, or an I/O error), which starts the spool in memory
+as a failed write later would. A write that fails later is logged as an ERROR and never
+raised: the caller keeps working from memory, and the next write first tries to rewrite the
+journal from memory (a compaction), so the spool heals once the disk does.
 
 Thread safety: every method may be called from any thread; one lock, held only around the
 spool's own state and file I/O (it never calls out while holding it), serialises them.
@@ -33,13 +34,17 @@ spool's own state and file I/O (it never calls out while holding it), serialises
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, TextIO
+
+from kwsd.errors import read_limited
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,10 @@ JOURNAL_NAME = "journal.jsonl"
 COMPACT_FACTOR = 4
 #: ... and more than this many lines in all.
 COMPACT_MIN_LINES = 64
+#: Write errors that space or time may cure: at start they leave the spool in memory, not refused.
+_TRANSIENT_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+#: Largest journal read at start: far beyond any max_events kwsd accepts (a line is ~300 bytes).
+MAX_JOURNAL_BYTES = 256 << 20
 
 #: A spooled detection's identity: (boot_id, sequence).
 SpoolKey = tuple[str, int]
@@ -66,8 +75,13 @@ def event_key(event: dict[str, Any]) -> SpoolKey:
     """The (boot_id, sequence) of an event dict; ValueError when it has none."""
     boot_id = event.get("boot_id")
     sequence = event.get("sequence")
-    if not isinstance(boot_id, str) or isinstance(sequence, bool) or not isinstance(sequence, int):
-        raise ValueError("an event needs a string boot_id and an integer sequence")
+    if (
+        not isinstance(boot_id, str)
+        or isinstance(sequence, bool)
+        or not isinstance(sequence, int)
+        or not 0 <= sequence < 1 << 63
+    ):
+        raise ValueError("an event needs a string boot_id and an integer sequence (0 to 2**63-1)")
     return boot_id, sequence
 
 
@@ -96,7 +110,17 @@ class DetectionSpool:
             self._compact_locked()
         except OSError as exc:
             self._close_file_locked()
-            raise SpoolError(self.directory, exc.strerror or str(exc)) from exc
+            if exc.errno not in _TRANSIENT_WRITE_ERRORS:
+                where = Path(exc.filename) if isinstance(exc.filename, str) else self.directory
+                raise SpoolError(where, exc.strerror or str(exc)) from exc
+            # A full disk is no reason to stay down (systemd would not restart a config error):
+            # run from memory; the next write rewrites the journal once there is room.
+            self._broken = True
+            log.error(
+                "spool: cannot write %s (%s); detections are kept in memory only until it works again",
+                self.path,
+                exc.strerror or exc,
+            )
         log.info("spool: %s holds %d pending detections", self.path, len(self._pending))
 
     # --- queries --------------------------------------------------------------------------
@@ -155,12 +179,13 @@ class DetectionSpool:
 
     def _replay(self) -> None:
         try:
-            data = self.path.read_bytes()
+            data = read_limited(self.path, MAX_JOURNAL_BYTES)  # a FIFO or /dev/zero is refused
         except FileNotFoundError:
             return
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
+        damaged = False
         for number, raw in enumerate(lines, start=1):
             try:
                 record = json.loads(raw)
@@ -170,6 +195,9 @@ class DetectionSpool:
                     event = record["add"]
                     if not isinstance(event, dict):
                         raise ValueError("add: not an object")
+                    label = event.get("label")
+                    if not isinstance(label, str) or not label:
+                        raise ValueError("add: an event needs a label")
                     self._add_locked(event_key(event), event)
                 elif "ack" in record:
                     ack = record["ack"]
@@ -178,9 +206,11 @@ class DetectionSpool:
                     self._pending.pop(event_key({"boot_id": ack[0], "sequence": ack[1]}), None)
                 else:
                     raise ValueError("neither add nor ack")
-            except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
                 self.skipped_lines += 1
                 torn = number == len(lines) and not data.endswith(b"\n")
+                if not torn:
+                    damaged = True
                 log.warning(
                     "spool: %s line %d skipped (%s): %s",
                     self.path,
@@ -188,6 +218,13 @@ class DetectionSpool:
                     "torn last line" if torn else "does not parse",
                     exc,
                 )
+        if damaged:  # kept for a person to read: compaction is about to drop those lines
+            aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            try:
+                aside.write_bytes(data)
+                log.warning("spool: %s had lines that do not parse; a copy is in %s", self.path, aside)
+            except OSError as exc:
+                log.warning("spool: could not keep a copy of %s in %s (%s)", self.path, aside, exc)
 
     def _write_locked(self, record: dict[str, Any]) -> None:
         if self._closed:

@@ -1,5 +1,6 @@
 """DetectionSpool with real files in a temporary folder."""
 
+import contextlib
 import json
 import logging
 
@@ -139,3 +140,72 @@ def test_a_failed_write_is_logged_and_heals_once_the_disk_works(tmp_path, monkey
     assert spool.healthy
     spool.close()
     assert DetectionSpool(tmp_path, 10).pending() == [event(2), event(3), event(4)]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"add": {"boot_id": "b", "sequence": 1}}',  # no label: nothing could publish it
+        '{"add": {"boot_id": "b", "sequence": 99999999999999999999999999, "label": "yes"}}',
+        "[" * 100_000 + "]" * 100_000,  # deeper than json can parse
+        '{"ack": [["b"], 1]}',
+    ],
+)
+def test_a_damaged_journal_is_kept_aside_and_the_spool_opens(tmp_path, line, caplog):
+    good = json.dumps({"add": event(2)})
+    (tmp_path / JOURNAL_NAME).write_text(f"{line}\n{good}\n")
+    with caplog.at_level(logging.WARNING, logger="kwsd.spool"):
+        spool = DetectionSpool(tmp_path, 10)
+    assert spool.pending() == [event(2)] and spool.skipped_lines == 1
+    spool.close()
+    (aside,) = tmp_path.glob(JOURNAL_NAME + ".damaged-*")
+    assert aside.read_text() == f"{line}\n{good}\n"
+    assert any(str(aside) in r.getMessage() for r in caplog.records)
+
+
+def test_a_journal_that_is_not_a_regular_file_is_refused(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / JOURNAL_NAME)  # once hung the start
+    with pytest.raises(SpoolError, match=f"{tmp_path / JOURNAL_NAME}: not a regular file"):
+        DetectionSpool(tmp_path, 10)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs filled to the last byte (a real ENOSPC; needs root to mount)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, check=False
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_at_start_runs_from_memory_and_heals(full_disk, caplog):
+    spool_dir = full_disk / "spool"
+    first = DetectionSpool(spool_dir, 10)
+    first.add(event(1))
+    first.close()
+    filler = full_disk / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb", buffering=0) as f:
+        while True:
+            f.write(b"\0" * 4096)
+    with caplog.at_level(logging.ERROR, logger="kwsd.spool"):
+        spool = DetectionSpool(spool_dir, 10)  # was SpoolError: exit 78, never restarted
+    assert spool.pending() == [event(1)] and not spool.healthy
+    assert any("kept in memory" in r.getMessage() for r in caplog.records)
+    spool.add(event(2))  # still full: memory only
+    assert spool.pending() == [event(1), event(2)] and not spool.healthy
+    filler.unlink()
+    spool.add(event(3))  # room again: the journal is rewritten from memory
+    assert spool.healthy
+    spool.close()
+    assert DetectionSpool(spool_dir, 10).pending() == [event(1), event(2), event(3)]
