@@ -157,12 +157,15 @@ def read_bundle(path: str | Path) -> Bundle:
     """Read and check a bundle's archive and manifest. Raises ModelError naming the problem."""
     path = Path(path)
     where = str(path)
-    if not path.exists():
-        raise InputNotFoundError(f"{where}: no such model bundle")
-    if path.is_dir():
-        raise InputNotFoundError(f"{where}: is a directory, expected a .kwsd model bundle file")
     try:
         found = path.stat()
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{where}: no such model bundle") from None
+    except OSError as err:  # a name too long, a component that is not a folder, ...
+        raise InputNotFoundError(f"{where}: cannot read ({err.strerror or err})") from None
+    if stat.S_ISDIR(found.st_mode):
+        raise InputNotFoundError(f"{where}: is a directory, expected a .kwsd model bundle file")
+    try:
         if not stat.S_ISREG(found.st_mode):  # /dev/zero or a FIFO would never end
             raise ModelError(f"{where}: not a regular file, expected a .kwsd model bundle file")
         if found.st_size > MAX_MODEL_BYTES:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +50,7 @@ FILE_BLOCK_MS = 250
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _names_print_as_given()
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -101,6 +104,14 @@ def run() -> None:
 
 class _SettingError(Exception):
     pass
+
+
+def _names_print_as_given() -> None:
+    """A file name that is not UTF-8 (``bad\\xff.wav``) prints as the bytes it is, as ``ls``
+    prints it, instead of failing in print() under a strict UTF-8 stdout or stderr."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="surrogateescape")
 
 
 def _fail(err: Exception, code: int) -> int:
@@ -719,12 +730,12 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
     from kwsd.bundle import MAX_MODEL_BYTES, TFLITE_IDENTIFIER
 
     path = Path(args.tflite)
-    if not path.exists():
-        raise InputNotFoundError(f"{path}: no such file")
-    if path.is_dir():
+    if os.path.isdir(path):  # os.path's: False, not an error, for a name too long
         raise InputNotFoundError(f"{path}: is a directory, expected a .pb or .tflite file")
     try:
         model_bytes = read_limited(path, MAX_MODEL_BYTES)  # bounded; a FIFO or /dev/zero refused
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path}: no such file") from None
     except OSError as err:
         raise InputNotFoundError(f"{path}: cannot read ({err.strerror or err})") from None
     start = model_bytes[:8]
@@ -800,10 +811,10 @@ def _import_labels(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         labels = [label.strip() for label in args.labels.split(",")]
     else:
         labels_path = Path(args.labels_file)
-        if not labels_path.exists():
-            raise InputNotFoundError(f"{labels_path}: no such labels file")
         try:
             text = read_limited(labels_path, _MAX_LABELS_FILE_BYTES).decode("utf-8")
+        except FileNotFoundError:
+            raise InputNotFoundError(f"{labels_path}: no such labels file") from None
         except OSError as err:
             raise InputNotFoundError(f"{labels_path}: cannot read ({err.strerror or err})") from None
         except UnicodeDecodeError:

@@ -154,9 +154,9 @@ def parse_truth(text: str, source: str = "<truth>", *, skip_malformed: bool = Fa
 def read_truth(path: str | os.PathLike[str], *, skip_malformed: bool = False) -> GroundTruth:
     """:func:`parse_truth` on a file; a missing or unreadable file is :class:`InputNotFoundError`."""
     path = Path(path)
-    if path.is_dir():
-        raise InputNotFoundError(f"{path}: is a directory, expected a ground-truth file")
     try:
+        if os.path.isdir(path):  # os.path's: False, not an error, for a name too long
+            raise InputNotFoundError(f"{path}: is a directory, expected a ground-truth file")
         raw = read_limited(path, MAX_TRUTH_BYTES)
     except FileNotFoundError:
         raise InputNotFoundError(f"{path}: no such ground-truth file") from None

@@ -315,6 +315,55 @@ def test_special_files_are_refused_not_read_forever(tmp_path):
     assert not (tmp_path / "o.kwsd").exists()
 
 
+def test_file_names_too_long_or_not_utf8_are_user_errors_or_work(tmp_path):
+    long = "n" * 300  # a path component over 255 bytes: exit 70 in these once
+    cases = [
+        (["model", "info", f"{long}.kwsd"], f"{long}.kwsd: cannot read (File name too long)"),
+        (["label-wav", "-m", f"{long}.kwsd", DEMO_WAV], f"{long}.kwsd: cannot read (File name too long)"),
+        (
+            ["evaluate", "--audio", DEMO_WAV, "--truth", f"{long}.txt"],
+            f"{long}.txt: cannot read (File name too long)",
+        ),
+        (
+            [
+                "model",
+                "import",
+                demo_bundle_path(),
+                "--labels-file",
+                long,
+                "--frontend",
+                "mfcc",
+                "-o",
+                "o.kwsd",
+            ],
+            f"{long}: cannot read (File name too long)",
+        ),
+        (
+            ["model", "import", f"{long}.tflite", "--labels", "a", "--frontend", "mfcc", "-o", "o.kwsd"],
+            f"{long}.tflite: cannot read (File name too long)",
+        ),
+    ]
+    for args, message in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "kwsd", *map(str, args)], capture_output=True, cwd=tmp_path, check=False
+        )
+        assert (done.returncode, done.stderr.decode().strip()) == (EXIT_NO_INPUT, f"kwsd: error: {message}")
+    # A name that is not UTF-8, under a strict UTF-8 stdout: printed as the bytes it is.
+    name = os.fsencode(tmp_path) + b"/bad\xff"
+    shutil.copyfile(DEMO_WAV, name + b".wav")
+    shutil.copyfile(DEMO_TRUTH, name + b".txt")
+    strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    for args in (
+        [b"label-wav", name + b".wav", os.fsencode(DEMO_WAV)],
+        [b"evaluate", b"--audio", name + b".wav", b"--truth", name + b".txt"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "kwsd", *args], capture_output=True, env=strict, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert name + b".wav" in done.stdout
+
+
 def test_model_import_wraps_a_bare_tflite_that_then_runs(tmp_path):
     float_bundle = read_bundle(demo_bundle_path().with_name("demo-float.kwsd"))
     bare = tmp_path / "model.tflite"
