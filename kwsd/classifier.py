@@ -76,6 +76,27 @@ def default_kernels(bundle: Bundle) -> Kernels:
     return Kernels.XNNPACK
 
 
+def interpreter_options(kernels: str) -> tuple[Any, dict[str, Any]]:
+    """The interpreter class and its keyword options for ``kernels`` (a :class:`Kernels` value)."""
+    interpreter_cls = _interpreter_class()
+    options: dict[str, Any] = {}
+    if Kernels(kernels) is Kernels.BUILTIN:
+        resolvers = sys.modules[interpreter_cls.__module__].OpResolverType
+        options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return interpreter_cls, options
+
+
+def _runtime_version() -> str:
+    """``ai_edge_litert-2.3.0``: which runtime (and which release of it) ran a probe."""
+    from importlib import metadata
+
+    module: str = _interpreter_class().__module__.split(".")[0]
+    try:
+        return f"{module}-{metadata.version(module.replace('_', '-'))}"
+    except metadata.PackageNotFoundError:
+        return module
+
+
 def interpreter_name() -> str:
     module = _interpreter_class().__module__.split(".")[0]
     return str(module)
@@ -97,14 +118,14 @@ class TfliteClassifier:
 
     def __init__(self, bundle: Bundle, num_threads: int = 1, kernels: Kernels | None = None) -> None:
         """``kernels``: None for :func:`default_kernels`."""
+        from kwsd.modelcheck import check_in_child
+
         self.bundle = bundle
         self.kernels = default_kernels(bundle) if kernels is None else kernels
         where = bundle.source
-        interpreter_cls = _interpreter_class()
-        options: dict[str, Any] = {}
-        if self.kernels is Kernels.BUILTIN:
-            resolvers = sys.modules[interpreter_cls.__module__].OpResolverType
-            options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        interpreter_cls, options = interpreter_options(self.kernels.value)
+        # A model that aborts the runtime would take this process with it: first in a child.
+        check_in_child(bundle.tflite, where, runtime=_runtime_version(), kernels=self.kernels.value)
         with _NativeStderr() as native:
             try:
                 self._interpreter = interpreter_cls(
