@@ -194,7 +194,7 @@ def read_bundle(path: str | Path) -> Bundle:
         raise ModelError(f"{where}: damaged bundle archive ({err})") from None
     try:
         manifest = json.loads(manifest_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, an integer of 5,000 digits
         raise ModelError(f"{where}: {MANIFEST_NAME} is not valid JSON ({err})") from None
     except RecursionError:
         raise ModelError(f"{where}: {MANIFEST_NAME} is nested too deeply to be a bundle's") from None

@@ -546,8 +546,34 @@ def _upgrade_micro(data: Any, where: str) -> Any:
 
 
 def _check_positive_int(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SpecError(f"{key}: expected a positive integer, got {value!r}")
+    """A positive integer no larger than :data:`SPEC_RANGES` allows for ``key`` (a bundle.json
+    saying ``filter_count: 1000000000`` would otherwise take gigabytes to build its tables)."""
+    low, high = SPEC_RANGES.get(key, (1, None))
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        expected = f"an integer from {low:,} to {high:,}" if high is not None else "a positive integer"
+        raise SpecError(f"{key}: expected {expected}, got {value!r}")
+
+
+#: Bounds on a spec's integers: wide enough for any keyword or sound model (a crying detector
+#: on 5 s clips at 22.05 kHz), narrow enough that no table or buffer outgrows a Pi.
+SPEC_RANGES: dict[str, tuple[int, int | None]] = {
+    "sample_rate_hz": (1_000, 384_000),
+    "clip_duration_ms": (1, 60_000),
+    "window_size_ms": (1, 60_000),
+    "window_stride_ms": (1, 60_000),
+    "mfcc.filter_count": (1, 1_024),
+    "mfcc.cepstrum_count": (1, 1_024),
+    "mfcc.fft_size": (1, 1 << 20),
+    "micro.channel_count": (1, 1_024),
+    "tf_average.feature_bin_count": (1, 1_024),
+    "tf_mfcc.dct_coefficient_count": (1, 1_024),
+    "tf_mfcc.filterbank_channel_count": (1, 1_024),
+}
 
 
 def _params_from_dict(cls: type[Any], data: Any, where: str) -> Any:

@@ -240,6 +240,22 @@ def test_bundles_that_would_unpack_or_read_without_bound_are_refused(demo, tmp_p
         zf.writestr("model.tflite", demo.tflite)
     with pytest.raises(ModelError, match=r"bundle\.json is nested too deeply"):
         read_bundle(deep)
+    manifest = demo.manifest()
+    manifest["frontend"]["mfcc"]["filter_count"] = 1_000_000_000  # once hung above 6 GB
+    manifest["name"] = "n"
+    huge = tmp_path / "huge.kwsd"
+    with zipfile.ZipFile(huge, "w") as zf:
+        zf.writestr("bundle.json", json.dumps(manifest))
+        zf.writestr("model.tflite", demo.tflite)
+    with pytest.raises(ModelError, match=r"mfcc\.filter_count: expected an integer from 1 to 1,024"):
+        read_bundle(huge)
+    with zipfile.ZipFile(huge, "w") as zf:
+        zf.writestr(
+            "bundle.json", json.dumps(demo.manifest()).replace('"name": "demo"', '"name": ' + "9" * 5000)
+        )
+        zf.writestr("model.tflite", demo.tflite)
+    with pytest.raises(ModelError, match=r"bundle\.json is not valid JSON \(Exceeds the limit"):
+        read_bundle(huge)
 
 
 def test_missing_and_directory(tmp_path):

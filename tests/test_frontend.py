@@ -201,7 +201,7 @@ def test_micro_front_end_state_carries_across_windows():
     [
         (
             {"kind": FrontendKind.MFCC, "window_stride_ms": 0},
-            "window_stride_ms: expected a positive integer, got 0",
+            "window_stride_ms: expected an integer from 1 to 60,000, got 0",
         ),
         (
             {"kind": FrontendKind.MFCC, "sample_rate_hz": 22050, "window_size_ms": 25},
@@ -230,7 +230,19 @@ def test_micro_front_end_state_carries_across_windows():
         ),
         (
             {"kind": FrontendKind.MICRO, "micro": MicroParams(channel_count=0)},
-            "micro.channel_count: expected a positive integer, got 0",
+            "micro.channel_count: expected an integer from 1 to 1,024, got 0",
+        ),
+        (  # once took over 6 GB building its tables
+            {"kind": FrontendKind.MFCC, "mfcc": MfccParams(filter_count=1_000_000_000)},
+            "mfcc.filter_count: expected an integer from 1 to 1,024, got 1000000000",
+        ),
+        (
+            {"kind": FrontendKind.MFCC, "clip_duration_ms": 3_600_000},
+            "clip_duration_ms: expected an integer from 1 to 60,000, got 3600000",
+        ),
+        (
+            {"kind": FrontendKind.MFCC, "sample_rate_hz": 10**30},
+            "sample_rate_hz: expected an integer from 1,000 to 384,000",
         ),
     ],
 )
@@ -283,7 +295,7 @@ def test_spec_round_trips_through_its_dict_with_every_parameter():
         ),
         (
             lambda d: d.update(sample_rate_hz="16k"),
-            "frontend.sample_rate_hz: expected a positive integer, got '16k'",
+            "frontend.sample_rate_hz: expected an integer from 1,000 to 384,000, got '16k'",
         ),
     ],
 )

@@ -217,7 +217,7 @@ def test_mel_filterbank_uses_the_bins_tensorflow_uses():
         ),
         (
             {"kind": FrontendKind.TF_MFCC, "tf_mfcc": TfMfccParams(dct_coefficient_count=0)},
-            "tf_mfcc.dct_coefficient_count: expected a positive integer, got 0",
+            "tf_mfcc.dct_coefficient_count: expected an integer from 1 to 1,024, got 0",
         ),
         (
             {"kind": FrontendKind.TF_MFCC, "sample_rate_hz": 7000},
@@ -240,13 +240,13 @@ def test_mel_filterbank_uses_the_bins_tensorflow_uses():
             "1 ms at 1000 Hz is 1",
         ),
         (
-            {
+            {  # below the 1,000 Hz any audio input accepts (1 ms would be 0 samples)
                 "kind": FrontendKind.TF_MFCC,
                 "sample_rate_hz": 500,
                 "window_size_ms": 30,
                 "window_stride_ms": 1,
             },
-            "window_stride_ms: 1 ms at 500 Hz is 0 samples",
+            "sample_rate_hz: expected an integer from 1,000 to 384,000, got 500",
         ),
         (
             {"kind": FrontendKind.TF_AVERAGE, "tf_mfcc": TfMfccParams()},
