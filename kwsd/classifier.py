@@ -165,6 +165,13 @@ class TfliteClassifier:
         self._out_scale32, self._out_zero32 = np.float32(self._out_scale), np.float32(self._out_zero)
         self._scratch = np.empty(bundle.frontend.feature_shape, np.float32)
         self._output_index = self._output["index"]
+        # One run now: a model that loads but cannot run (an input with no data, a kernel that
+        # fails) is refused here, not at the first window of a stream.
+        try:
+            self.classify(np.zeros(bundle.frontend.feature_shape, np.float32))
+        except (ValueError, RuntimeError) as err:
+            reason = " ".join(str(err).split()[:40]) or type(err).__name__
+            raise ModelError(f"{where}: the TFLite interpreter cannot run the model ({reason})") from None
 
     # Checks -------------------------------------------------------------------------
 
