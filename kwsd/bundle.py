@@ -134,6 +134,12 @@ def _checked_detection(data: Any, where: str) -> dict[str, Any]:
 def write_bundle(bundle: Bundle, path: str | Path) -> Path:
     """Write atomically (temp file then rename), so a crash never leaves half a bundle."""
     path = Path(path)
+    try:
+        found = path.lstat()
+    except OSError:
+        found = None  # not there (or not reachable): the write below says why if it fails
+    if found is not None and not stat.S_ISREG(found.st_mode):  # -o /dev/null must not replace it
+        raise OutputError(f"{path}: not a regular file; not replacing it with a bundle")
     tmp = path.with_name(path.name + ".tmp")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import hashlib
 import importlib
 import json
@@ -49,7 +50,7 @@ import logging
 import math
 import os
 import re
-import shutil
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1222,18 +1223,34 @@ def write_detection(
     backup = path.with_name(path.name + ".bak")
     tmp = path.with_name(f".{path.name}.kwsd-tmp")
     try:
-        backup.write_bytes(raw)
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(bom + new_text)
-            f.flush()
-            os.fsync(f.fileno())
-        shutil.copymode(path, tmp)
+        # Both copies hold what the config holds (a password, maybe): each is created private
+        # and given the config's own permissions, never the umask's (often world-readable).
+        owner = os.stat(path)
+        _write_private(backup, raw, owner)
+        _write_private(tmp, (bom + new_text).encode("utf-8"), owner)
         tmp.replace(path)
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise OutputError(f"{path}: cannot write ({err.strerror or err}); the file is unchanged") from None
     return new_text
+
+
+def _write_private(path: Path, data: bytes, like: os.stat_result) -> None:
+    """Write ``data`` to ``path`` (replacing a regular file only), created 0600 and then given
+    the mode (and, where allowed, the owner and group) of ``like``, so it is never readable by
+    others while it is written. Raises OSError."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(errno.EEXIST, f"{path} is not a regular file; not replacing it")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_TRUNC
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        with contextlib.suppress(OSError):  # only root may give a file away
+            os.fchown(f.fileno(), like.st_uid, like.st_gid)
+        os.fchmod(f.fileno(), stat.S_IMODE(like.st_mode))
 
 
 def _normalised(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,8 +316,12 @@ def test_int8_io_uses_the_models_own_scale_zero_point_and_saturation(demo):
 def test_write_bundle_that_fails_leaves_nothing_behind(demo, tmp_path):
     from kwsd.errors import OutputError
 
-    with pytest.raises(OutputError, match=r"cannot write the bundle \(Is a directory\)"):
+    with pytest.raises(OutputError, match=r"not a regular file; not replacing it with a bundle"):
         write_bundle(demo, tmp_path)
+    # -o /dev/null (as root) once replaced the device with a bundle.
+    with pytest.raises(OutputError, match=r"^/dev/null: not a regular file; not replacing it"):
+        write_bundle(demo, "/dev/null")
+    assert Path("/dev/null").is_char_device()
     with pytest.raises(OutputError, match=r"cannot write the bundle \(No such file or directory\)"):
         write_bundle(demo, tmp_path / "missing" / "x.kwsd")
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import TfliteClassifier
 from kwsd.config import parse_config
 from kwsd.detection import resolve_detection
+from kwsd.errors import OutputError
 from kwsd.frontend import FrontendKind, FrontendSpec
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.pipeline import Detection
@@ -575,3 +577,27 @@ def test_stream_scoring_counts_like_the_reference_from_window_starts() -> None:
     assert ev.score_stream([Detection("yes", 0.9, edge)], truth, MFCC).correct == 1
     late = ev.score_stream([Detection("yes", 0.9, edge + 1)], truth, MFCC)
     assert late.false_positive == 1
+
+
+def test_the_edited_config_and_its_backup_keep_the_configs_permissions(tmp_path: Path) -> None:
+    # A config may hold an MQTT password: 0640 stays 0640 in both files, never the umask's 0644.
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    path.chmod(0o640)
+    old_umask = os.umask(0o022)
+    try:
+        ev.write_detection(
+            path, VALUES, parse=lambda text, source: parse_config(text, source, base_dir=tmp_path)
+        )
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "config.yaml.bak").stat().st_mode) == 0o640
+    # A backup name that is not a regular file is not written through.
+    (tmp_path / "config.yaml.bak").unlink()
+    (tmp_path / "config.yaml.bak").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputError, match="not a regular file; not replacing it"):
+        ev.write_detection(
+            path, VALUES, parse=lambda text, source: parse_config(text, source, base_dir=tmp_path)
+        )
+    assert not (tmp_path / "elsewhere").exists()
