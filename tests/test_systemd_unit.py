@@ -39,7 +39,8 @@ def test_unit_matches_what_the_daemon_does():
     ]
     assert unit["Restart"] == ["on-failure"]
     assert unit["ExecStart"] == ["/opt/kwsd/venv/bin/kwsd run -c /etc/kwsd/config.yaml"]
-    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # kwsd reloads on SIGHUP (kwsd/daemon.py)
+    (reload,) = unit["ExecReload"]  # kwsd reloads on SIGHUP (kwsd/daemon.py)
+    assert reload.startswith("/opt/kwsd/venv/bin/python3 ")  # nothing outside kwsd's venv
     assert unit["WatchdogSignal"] == ["SIGTERM"]  # a graceful stop: offline published
 
 
@@ -54,3 +55,32 @@ def test_exposure_is_ok():
     match = re.search(r"Overall exposure level for kwsd.service: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.5  # measured 1.6
+
+
+def test_exec_reload_sends_sighup_to_the_main_process():
+    import shlex
+    import sys
+
+    (reload,) = settings()["ExecReload"]
+    # A stand-in for kwsd's main process that says when SIGHUP arrives.
+    main = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGHUP, lambda *a: (print('reload', flush=True), sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert main.stdout is not None and main.stdout.readline().strip() == "ready"
+        words = [w.replace("$MAINPID", str(main.pid)) for w in shlex.split(reload)]
+        assert words[0] == "/opt/kwsd/venv/bin/python3"
+        subprocess.run([sys.executable, *words[1:]], check=True, timeout=60)
+        assert main.stdout.readline().strip() == "reload"
+        assert main.wait(timeout=60) == 0
+    finally:
+        main.kill()
