@@ -25,6 +25,7 @@ import enum
 import logging
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -230,7 +231,31 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         raise ConfigError(
             [f"expected UTF-8 text, got byte 0x{raw[err.start]:02x} on line {line}"], str(path)
         ) from None
-    return parse_config(text, str(path), base_dir=path.absolute().parent, environ=environ)
+    config = parse_config(text, str(path), base_dir=path.absolute().parent, environ=environ)
+    if (
+        config.mqtt.password is not None
+        and config.mqtt.password_file is None
+        and config.mqtt.password_env is None
+    ):
+        warn_if_others_can_read(path, "holds mqtt.password")
+    return config
+
+
+def warn_if_others_can_read(path: Path, what: str) -> None:
+    """A WARNING when a file holding a secret is readable by every user (chmod 640 fixes it)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & stat.S_IROTH:
+        log.warning(
+            "%s %s and is readable by every user (mode %04o): chmod o-r %s (the README installs "
+            "it 0640 root:kwsd)",
+            path,
+            what,
+            stat.S_IMODE(mode),
+            path,
+        )
 
 
 def parse_config(
@@ -752,6 +777,7 @@ class _Reader:
         if not text:
             self.problems.add("mqtt.password_file", f"expected a password in {path}, got an empty file")
             return None
+        warn_if_others_can_read(path, "(mqtt.password_file) holds the MQTT password")
         return text
 
     def tls(self, data: Any) -> TlsConfig:

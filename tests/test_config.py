@@ -618,3 +618,33 @@ def test_mqtt_strings_that_cannot_be_sent_are_config_problems(
 ) -> None:
     found = problems(text, tmp_path)
     assert len(found) == 1 and found[0].startswith(key) and expected in found[0], found
+
+
+def test_secrets_readable_by_every_user_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kwsd.config import load_config
+
+    secret = write(tmp_path / "secret", "hunter2\n")
+    inline = write(tmp_path / "inline.yaml", "mqtt:\n  host: h\n  username: u\n  password: hunter2\n")
+    by_file = write(
+        tmp_path / "by-file.yaml", f"mqtt:\n  host: h\n  username: u\n  password_file: {secret}\n"
+    )
+    for path in (secret, inline, by_file):
+        path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="kwsd.config"):
+        load_config(inline)
+        load_config(by_file)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(f"{inline} holds mqtt.password and is readable by every user (mode 0644)") for m in said
+    )
+    assert any(m.startswith(f"{secret} (mqtt.password_file) holds the MQTT password") for m in said)
+    assert not any(m.startswith(str(by_file)) for m in said)  # it holds no secret itself
+    caplog.clear()
+    for path in (secret, inline):
+        path.chmod(0o640)
+    with caplog.at_level(logging.WARNING, logger="kwsd.config"):
+        load_config(inline)
+        load_config(by_file)
+    assert caplog.records == []
