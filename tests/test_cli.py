@@ -239,6 +239,10 @@ def test_special_files_are_refused_not_read_forever(tmp_path):
     # under a memory limit.
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+
+    def importing(model, *labels):
+        return ["model", "import", model, *labels, "--frontend", "mfcc", "-o", tmp_path / "o.kwsd"]
+
     secret = tmp_path / "secret.yaml"
     secret.write_text(f"mqtt:\n  host: localhost\n  username: u\n  password_file: {fifo}\n")
     cases = [
@@ -265,37 +269,13 @@ def test_special_files_are_refused_not_read_forever(tmp_path):
             "/dev/zero: cannot read (not a regular file)",
         ),
         (
-            [
-                "model",
-                "import",
-                "/dev/zero",
-                "--labels",
-                "a",
-                "--frontend",
-                "mfcc",
-                "-o",
-                tmp_path / "o.kwsd",
-            ],
+            importing("/dev/zero", "--labels", "a"),
             EXIT_NO_INPUT,
             "/dev/zero: cannot read (not a regular file)",
         ),
+        (importing(fifo, "--labels", "a"), EXIT_NO_INPUT, f"{fifo}: cannot read (not a regular file)"),
         (
-            ["model", "import", fifo, "--labels", "a", "--frontend", "mfcc", "-o", tmp_path / "o.kwsd"],
-            EXIT_NO_INPUT,
-            f"{fifo}: cannot read (not a regular file)",
-        ),
-        (
-            [
-                "model",
-                "import",
-                demo_bundle_path(),
-                "--labels-file",
-                "/dev/zero",
-                "--frontend",
-                "mfcc",
-                "-o",
-                tmp_path / "o.kwsd",
-            ],
+            importing(demo_bundle_path(), "--labels-file", "/dev/zero"),
             EXIT_NO_INPUT,
             "/dev/zero: cannot read (not a regular file)",
         ),
