@@ -261,9 +261,13 @@ def _check_mqtt(config: Config, path: str) -> None:
             problems.append(f"mqtt.tls: {err}")
     spool_dir = mqtt.spool_dir
     if mqtt.host is not None and spool_dir is not None:
-        probe = spool_dir if spool_dir.exists() else spool_dir.parent
+        # The folder, or the nearest one that exists, in which the spool opens it (mkdir -p): a
+        # fresh install's /var/lib/kwsd is made by systemd's StateDirectory= at the first start.
+        probe = spool_dir
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
         if not os.access(probe, os.W_OK | os.X_OK):
-            problems.append(f"mqtt.spool_dir: {spool_dir}: kwsd may not write there")
+            problems.append(f"mqtt.spool_dir: {spool_dir}: kwsd may not write there ({probe})")
     if problems:
         raise ConfigError(problems, source=path)
 

@@ -472,6 +472,17 @@ def test_a_spool_folder_kwsd_cannot_write_is_a_config_error(tmp_path):
     assert "Traceback" not in stderr
 
 
+def test_check_config_accepts_a_spool_folder_whose_parents_do_not_exist_yet(tmp_path):
+    # A fresh install: /var/lib/kwsd is made by systemd's StateDirectory= at the first start,
+    # so README's check-config step ran into "kwsd may not write there" (found by
+    # tools/check_systemd.sh). The nearest existing folder is what the spool would write in.
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  host: 127.0.0.1\n  port: 1\n  spool_dir: {tmp_path}/state/kwsd/spool\n")
+    result = kwsd("check-config", config)
+    assert result.returncode == 0, result.stderr.decode()
+    assert not (tmp_path / "state").exists()  # checking writes nothing
+
+
 def test_a_model_bundle_that_fails_its_checks_stops_run_before_any_device_opens(tmp_path):
     bundle = tmp_path / "broken.kwsd"
     bundle.write_bytes(b"PK\x03\x04 not really a zip")
