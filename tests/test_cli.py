@@ -637,7 +637,7 @@ def bad_inputs(tmp_path):
                 tmp_path,
             ],
             73,
-            "cannot write the bundle",
+            "not a regular file; not replacing it with a bundle",
         ),
         "labels file not utf-8": (
             [
