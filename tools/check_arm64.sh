@@ -218,7 +218,7 @@ for h, g in itertools.zip_longest(host, guest):
         same = same and ok
     print(f"    x86_64 {show(h)} | arm64 {show(g)}  {verdict}")
 print(f"  demo: {'the same detections' if same else 'DIFFERENT detections'}"
-      f" (same labels in order, times within {stride_ms} ms)")
+      f" (required: the same labels in the same order, each within {stride_ms} ms)")
 sys.exit(0 if same else 1)
 PY
 }
