@@ -9,6 +9,7 @@ end and labels, and names both sides when it does not.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import os
 import sys
@@ -86,6 +87,7 @@ def interpreter_options(kernels: str) -> tuple[Any, dict[str, Any]]:
     return interpreter_cls, options
 
 
+@functools.cache
 def _runtime_version() -> str:
     """``ai_edge_litert-2.3.0``: which runtime (and which release of it) ran a probe."""
     from importlib import metadata
@@ -125,7 +127,9 @@ class TfliteClassifier:
         where = bundle.source
         interpreter_cls, options = interpreter_options(self.kernels.value)
         # A model that aborts the runtime would take this process with it: first in a child.
-        check_in_child(bundle.tflite, where, runtime=_runtime_version(), kernels=self.kernels.value)
+        check_in_child(
+            bundle.tflite, where, sha256=bundle.sha256, runtime=_runtime_version(), kernels=self.kernels.value
+        )
         with _NativeStderr() as native:
             try:
                 self._interpreter = interpreter_cls(

@@ -18,7 +18,6 @@ Where no folder is writable the probe simply runs every time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
@@ -37,9 +36,10 @@ PROBE_TIMEOUT_S = 120.0
 _PROBE_CODE = "from kwsd.modelcheck import _probe_child; _probe_child()"
 
 
-def check_in_child(tflite: bytes, where: str, *, runtime: str, kernels: str) -> None:
-    """Run the model once in a child unless it is known to load; ModelError if it crashes."""
-    key = f"{hashlib.sha256(tflite).hexdigest()} {runtime} {kernels}"
+def check_in_child(tflite: bytes, where: str, *, sha256: str, runtime: str, kernels: str) -> None:
+    """Run the model once in a child unless it is known to load; ModelError if it crashes.
+    ``sha256``: the model's, as its bundle already holds it."""
+    key = f"{sha256} {runtime} {kernels}"
     cache = _cache_file()
     if cache is not None and _known(cache, key):
         return
