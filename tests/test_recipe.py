@@ -29,6 +29,7 @@ from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.pipeline import Pipeline
 from kwsd.smoother import RecognizeCommands
 from tools import recipe
+from tools.training.layout import features_as_channels
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 16000
@@ -155,6 +156,8 @@ def test_quick_run_writes_the_demo_files(quick_run: dict[str, Path]) -> None:
         assert bundle.name == "demo"
         classifier = TfliteClassifier(bundle)
         assert classifier.input_description.startswith(f"{dtype} [1,49,13]")
+        # The temporal DS-CNN's first conv already reads the 13 features as channels.
+        assert features_as_channels(bundle.tflite).convs == ()
     stdout = (quick_run["root"] / "stdout.txt").read_text()
     assert "test accuracy on people: " in stdout and "test accuracy on synth: " in stdout
 
