@@ -11,9 +11,11 @@ Otherwise, without stopping the audio:
 
 * ``detection.*`` (thresholds, averaging window, suppression, clip stride, rule) apply from the
   next window; the smoother's averaging starts afresh;
-* ``mqtt.*`` changes close the publisher (at most :data:`RELOAD_CLOSE_TIMEOUT_S`, while audio
-  waits in the capture queue) and open a new one that first sends whatever the old one had
-  not delivered; ``offline`` is published only if the broker or the status topic changes;
+* ``mqtt.*`` changes close the publisher (waiting at most :data:`RELOAD_CLOSE_TIMEOUT_S` for
+  what it holds) and open a new one that first sends whatever the old one had not delivered,
+  on a thread of their own while the listener goes on hearing (detections meanwhile wait, in
+  order, and go first to the new one; a reload requested meanwhile waits until it is done);
+  ``offline`` is published only if the broker or the status topic changes;
 * ``stats_interval_s`` and ``log_level`` apply at once;
 * ``model`` and ``audio.*`` need a restart: a change to them is logged as not applied.
 """
@@ -35,7 +37,7 @@ from kwsd.detection import DetectionError, resolve_detection
 from kwsd.listener import Listener
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Pipeline, PipelineError
-from kwsd.publisher import EventStamper, Publisher, StdoutPublisher
+from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, StdoutPublisher
 from kwsd.smoother import RecognizeCommands, SmootherError, SmootherSettings
 from kwsd.sources import MicrophoneSource
 
@@ -275,29 +277,36 @@ def _check_mqtt(config: Config, path: str) -> None:
 def _swap_publisher(
     listener: Listener, *, old: Config, new: Config, path: str, bundle: Bundle, settings: SmootherSettings
 ) -> None:
-    from kwsd.mqtt import MqttPublisher
-
+    """Replace the publisher off the listener thread: closing the old one waits for the broker
+    (at most :data:`RELOAD_CLOSE_TIMEOUT_S`, and longer if paho's thread is in a connect), and
+    the audio must not wait with it. Detections meanwhile wait in order in the handover."""
     previous = listener.publisher
-    carry_over: list[dict[str, Any]] = []
-    if isinstance(previous, MqttPublisher):
-        same_place = (old.mqtt.host, old.mqtt.port, old.mqtt.topic_prefix, _device_id(old)) == (
-            new.mqtt.host,
-            new.mqtt.port,
-            new.mqtt.topic_prefix,
-            _device_id(new),
-        )
-        previous.close(timeout_s=RELOAD_CLOSE_TIMEOUT_S, announce_offline=not same_place)
-        same_spool = new.mqtt.host is not None and new.mqtt.spool_dir == old.mqtt.spool_dir
-        if not (same_spool and new.mqtt.spool_dir is not None):
-            carry_over = previous.undelivered()  # else the spool hands them over
-    else:
-        previous.close()
-    try:
-        replacement = _publisher(new, path, bundle, settings, carry_over)
-    except ConfigError as err:
-        # Checked beforehand, so only a race (a file changed meanwhile) gets here: go on with
-        # the old settings rather than with no publisher at all.
-        log.error("reload: %s; reconnecting with the previous MQTT settings", err)
-        replacement = _publisher(old, path, bundle, settings, carry_over)
-    listener.replace_publisher(replacement)
-    log.info("reload: MQTT settings applied")
+
+    def build() -> Publisher:
+        from kwsd.mqtt import MqttPublisher
+
+        carry_over: list[dict[str, Any]] = []
+        if isinstance(previous, MqttPublisher):
+            same_place = (old.mqtt.host, old.mqtt.port, old.mqtt.topic_prefix, _device_id(old)) == (
+                new.mqtt.host,
+                new.mqtt.port,
+                new.mqtt.topic_prefix,
+                _device_id(new),
+            )
+            previous.close(timeout_s=RELOAD_CLOSE_TIMEOUT_S, announce_offline=not same_place)
+            same_spool = new.mqtt.host is not None and new.mqtt.spool_dir == old.mqtt.spool_dir
+            if not (same_spool and new.mqtt.spool_dir is not None):
+                carry_over = previous.undelivered()  # else the spool hands them over
+        else:
+            previous.close()
+        try:
+            replacement = _publisher(new, path, bundle, settings, carry_over)
+        except ConfigError as err:
+            # Checked beforehand, so only a race (a file changed meanwhile) gets here: go on
+            # with the old settings rather than with no publisher at all.
+            log.error("reload: %s; reconnecting with the previous MQTT settings", err)
+            replacement = _publisher(old, path, bundle, settings, carry_over)
+        log.info("reload: MQTT settings applied")
+        return replacement
+
+    listener.replace_publisher(HandoverPublisher(build).start())

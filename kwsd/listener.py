@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Pipeline
-from kwsd.publisher import EventStamper, Publisher, rfc3339
+from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, rfc3339
 from kwsd.sources import AudioDeviceError, AudioSource
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class Listener:
             self._stats_due = time.monotonic() + seconds
 
     def replace_publisher(self, publisher: Publisher) -> None:
-        """Use ``publisher`` from now on (the caller has closed the old one). Listener thread."""
+        """Use ``publisher`` from now on (the caller has closed the old one, or hands over
+        a :class:`HandoverPublisher` that does so). Listener thread."""
         self._publisher = publisher
 
     def run(self, stop: threading.Event) -> None:
@@ -204,6 +205,14 @@ class Listener:
     # --- between blocks ---------------------------------------------------------------------
 
     def _between_blocks(self) -> None:
+        if isinstance(self._publisher, HandoverPublisher):
+            settled = self._publisher.settled()
+            if settled is None:
+                # A reload is still replacing the publisher. The next reload waits for it
+                # (however many SIGHUPs came meanwhile, one reload then reads the config as it
+                # is now), and so does the stats message (it then covers the whole interval).
+                return
+            self._publisher = settled
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self._reload()

@@ -15,8 +15,9 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
@@ -111,3 +112,74 @@ class StdoutPublisher:
 
     def close(self) -> None:
         self._stream.flush()
+
+
+class HandoverPublisher:
+    """Stands in for the publisher while a reload replaces it, so the audio never waits.
+
+    ``build`` runs on a worker thread: it closes the old publisher (a bounded wait for what it
+    still has to deliver, longer while the broker is away) and returns the new one, which
+    first sends what the old one left undelivered. Meanwhile detections wait here, in order;
+    the first call after ``build`` returns hands them to the new publisher, ahead of anything
+    later. Stats messages due meanwhile are skipped (the next one counts everything).
+
+    Listener thread only, like any publisher, apart from ``build``. An exception from
+    ``build`` is a bug: it is raised again on the listener thread, which then stops kwsd.
+    """
+
+    def __init__(self, build: Callable[[], Publisher]) -> None:
+        self._build = build
+        self._waiting: list[DetectionEvent] = []
+        self._result: Publisher | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kwsd-publisher-handover", daemon=True)
+
+    def start(self) -> HandoverPublisher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._result = self._build()
+        except BaseException as err:  # raised again on the listener thread
+            self._error = err
+        finally:
+            self._done.set()
+
+    def settled(self) -> Publisher | None:
+        """The new publisher once ``build`` has returned (holding the waiting detections), else None."""
+        if not self._done.is_set():
+            return None
+        if self._error is not None:
+            raise RuntimeError("replacing the publisher failed") from self._error
+        assert self._result is not None
+        waiting, self._waiting = self._waiting, []
+        for event in waiting:
+            self._result.publish(event)
+        return self._result
+
+    def publish(self, event: DetectionEvent) -> None:
+        publisher = self.settled()
+        if publisher is None:
+            self._waiting.append(event)
+        else:
+            publisher.publish(event)
+
+    def publish_stats(self, stats: Mapping[str, Any]) -> None:
+        publisher = self.settled()
+        if publisher is None:
+            log.debug("stats skipped: the publisher is being replaced")
+        else:
+            publisher.publish_stats(stats)
+
+    def counters(self) -> dict[str, Any]:
+        publisher = self.settled()
+        return publisher.counters() if publisher is not None else {}
+
+    def close(self) -> None:
+        """Wait for ``build`` (bounded by its own close), then close the new publisher."""
+        self._done.wait()
+        publisher = self.settled()
+        assert publisher is not None
+        publisher.close()

@@ -18,7 +18,7 @@ from kwsd.detection import resolve_detection
 from kwsd.listener import Backoff, Listener
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Pipeline
-from kwsd.publisher import EventStamper
+from kwsd.publisher import EventStamper, HandoverPublisher
 from kwsd.smoother import RecognizeCommands
 from kwsd.sources import AudioDeviceError
 
@@ -330,3 +330,76 @@ def test_a_device_that_fails_is_reopened_with_backoff():
     run_until(listener, lambda: len(attempts) >= 4 and listener.reopens >= 1, "four opens and a reopen")
     assert len(attempts) >= 4
     assert listener.reopens >= 1
+
+
+def test_a_reload_that_replaces_the_publisher_never_holds_up_the_audio():
+    # The replacement publisher is ready only when the test says so (a broker away, a close
+    # waiting for it): meanwhile all the audio is heard, the detections wait in order, and a
+    # second reload waits for the first to finish.
+    samples = read_wav(demo_wav_path(), 16000)[: 16000 * 8]
+    labels = heard_in(samples, 2)
+    source = ScriptedSource(np.split(samples, 400))
+    ready = threading.Event()
+    old, new = RecordingPublisher(), RecordingPublisher()
+    reloads = []
+
+    def reloader(listener):
+        reloads.append(listener.publisher)
+        if len(reloads) == 1:
+            previous = listener.publisher
+
+            def build():
+                assert ready.wait(PATIENCE_S)
+                previous.close()
+                return new
+
+            listener.replace_publisher(HandoverPublisher(build).start())
+        return True
+
+    listener = make_listener(
+        lambda: source, old, SystemdNotifier({}), 60_000, stats_interval_s=0.01, reloader=reloader
+    )
+    listener.request_reload()
+    stop = threading.Event()
+    thread = threading.Thread(target=listener.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: len(reloads) == 1, "the first reload")
+        listener.request_reload()
+        wait_for(
+            lambda: source.exhausted_at is not None, "all the audio read while the publisher is replaced"
+        )
+        wait_for(lambda: listener.detections == len(labels), "every word heard")
+        assert len(reloads) == 1 and old.events == [] and new.events == [] and new.stats == []
+        ready.set()
+        wait_for(lambda: len(new.events) == len(labels) and len(reloads) == 2, "the handover")
+        wait_for(lambda: new.stats, "stats after the handover")
+    finally:
+        ready.set()
+        stop.set()
+        thread.join(PATIENCE_S)
+    assert not thread.is_alive()
+    assert [e.label for e in new.events] == labels
+    assert [e.sequence for e in new.events] == list(range(1, len(labels) + 1))
+    assert reloads[1] is new and listener.reloads == 2
+    assert new.stats[-1]["detections"] == len(labels)
+
+
+def test_a_handover_that_fails_stops_the_listener_with_its_error():
+    samples = read_wav(demo_wav_path(), 16000)[: 16000 * 2]
+
+    def build():
+        raise OSError("scripted: a bug in the new publisher")
+
+    def reloader(listener):
+        listener.replace_publisher(HandoverPublisher(build).start())
+        return True
+
+    listener = make_listener(
+        lambda: ScriptedSource(np.split(samples, 100)), RecordingPublisher(), SystemdNotifier({}), 60_000,
+        reloader=reloader,
+    )  # fmt: skip
+    listener.request_reload()
+    with pytest.raises(RuntimeError, match="replacing the publisher failed") as raised:
+        listener.run(threading.Event())
+    assert isinstance(raised.value.__cause__, OSError)

@@ -357,6 +357,71 @@ def test_sighup_applies_new_thresholds_and_mqtt_settings_without_an_audio_gap(tm
     assert "Traceback" not in daemon.log
 
 
+@needs_mosquitto
+def test_reloads_that_change_mqtt_during_an_outage_never_stop_the_audio(tmp_path):
+    # The demo's first word, 3 s of silence, its second word; the broker is down throughout.
+    # In the silence a storm of SIGHUPs, each changing the MQTT client id: each replaces the
+    # publisher, whose close waits for the undelivered first word. The audio queue holds only
+    # 0.5 s, so a listener that waited for those closes would drop audio.
+    opening, labels = demo_opening(2)
+    first_end = len(demo_opening(1)[0])
+    samples = np.concatenate([opening[:first_end], np.zeros(3000 * 16, np.int16), opening[first_end:]])
+    expected = kwsd_stream_times(samples)
+    assert [d["label"] for d in expected] == labels
+    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
+    mosquitto.start()
+    subscriber = broker.Subscriber(mosquitto.port, "kwsd/#", client_id="storm").wait_subscribed()
+    fifo = tmp_path / "mic.fifo"
+    writer = alsa.PacedFifoWriter(fifo, rate_hz=16000, frame_bytes=2, chunk_frames=16000 * BLOCK_MS // 1000)
+    conf = alsa.write_asound_conf(tmp_path / "asound.conf", alsa.file_pcm("kwsdtest", fifo))
+
+    def config(n):
+        return (
+            f"audio:\n  device: kwsdtest\n  block_ms: {BLOCK_MS}\n  queue_blocks: 25\n"
+            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n"
+            f"  spool_dir: null\n  client_id: kwsd-{n}\nstats_interval_s: 1\n"
+        )
+
+    daemon = Daemon(tmp_path, config(0), alsa.capture_env(conf))
+    try:
+        daemon.wait_for_log("capturing from kwsdtest")
+        subscriber.wait_for(lambda ms: ("kwsd/pi1/status", "online") in [(m.topic, m.payload) for m in ms])
+        mosquitto.stop()
+        writer.start(samples.tobytes())
+        daemon.wait_for_log(f"heard {labels[0]}")
+        for n in range(1, 13):
+            daemon.config.write_text(config(n))
+            daemon.signal(signal.SIGHUP)
+            time.sleep(0.15)
+        assert writer.payload_done.wait(PATIENCE_S)
+        daemon.wait_for_log(f"heard {labels[1]}")
+        mosquitto.start()
+        audio_s = len(samples) / 16000
+
+        def detections_and_stats_after_the_audio(ms):
+            stats = [json.loads(m.payload) for m in ms if m.topic == "kwsd/pi1/stats"]
+            heard = [m for m in ms if m.topic == "kwsd/pi1/detection"]
+            return len(heard) == 2 and bool(stats) and stats[-1]["audio_s"] >= audio_s
+
+        messages = subscriber.wait_for(detections_and_stats_after_the_audio, PATIENCE_S, "both words")
+        code = daemon.stop()
+    finally:
+        daemon.kill()
+        writer.stop()
+        subscriber.close()
+        mosquitto.stop()
+    assert code == 0, daemon.log
+    heard = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/detection"]
+    assert [(e["label"], e["sequence"]) for e in heard] == [(labels[0], 1), (labels[1], 2)]
+    # No audio lost: the second word is as far after the first as in the audio.
+    gap_ms = heard[1]["audio_time_ms"] - heard[0]["audio_time_ms"]
+    assert abs(gap_ms - (expected[1]["time_ms"] - expected[0]["time_ms"])) <= BLOCK_MS, daemon.log
+    stats = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/stats"][-1]
+    assert (stats["audio_overflows"], stats["audio_dropped_blocks"]) == (0, 0), daemon.log
+    assert stats["reloads"] >= 2 and daemon.log.count("reload: MQTT settings applied") >= 2, daemon.log
+    assert "Traceback" not in daemon.log
+
+
 def test_a_bad_config_exits_78_naming_every_key_before_any_device_opens(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("audio:\n  channels: 0\n  devise: USB\nmqtt:\n  port: abc\n")
