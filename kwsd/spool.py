@@ -42,7 +42,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from kwsd.errors import read_limited
 
@@ -105,7 +105,8 @@ class DetectionSpool:
         #: Journal lines that did not parse when the spool was opened (a torn last line).
         self.skipped_lines = 0
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # Private outside systemd too (its StateDirectory= is 0700): what was heard, and when.
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._replay()
             self._compact_locked()
         except OSError as exc:
@@ -221,7 +222,8 @@ class DetectionSpool:
         if damaged:  # kept for a person to read: compaction is about to drop those lines
             aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             try:
-                aside.write_bytes(data)
+                with _private_file(aside) as out:
+                    out.write(data)
                 log.warning("spool: %s had lines that do not parse; a copy is in %s", self.path, aside)
             except OSError as exc:
                 log.warning("spool: could not keep a copy of %s in %s (%s)", self.path, aside, exc)
@@ -260,8 +262,8 @@ class DetectionSpool:
         text = "".join(
             json.dumps({"add": event}, separators=(",", ":")) + "\n" for event in self._pending.values()
         )
-        with temp.open("w", encoding="utf-8") as out:
-            out.write(text)
+        with _private_file(temp) as out:
+            out.write(text.encode("utf-8"))
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, self.path)
@@ -274,6 +276,15 @@ class DetectionSpool:
         if file is not None:
             with contextlib.suppress(OSError):
                 file.close()
+
+
+def _private_file(path: Path) -> BinaryIO:
+    """``path`` created afresh for writing, readable by its owner only (the journal is renamed
+    from it, so it keeps that mode whatever the umask)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return open(fd, "wb")
 
 
 def _fsync_dir(directory: Path) -> None:

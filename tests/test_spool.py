@@ -209,3 +209,27 @@ def test_a_full_disk_at_start_runs_from_memory_and_heals(full_disk, caplog):
     assert spool.healthy
     spool.close()
     assert DetectionSpool(spool_dir, 10).pending() == [event(1), event(2), event(3)]
+
+
+def test_the_spool_is_private_whatever_the_umask(tmp_path):
+    # Outside systemd (no StateDirectory=, a umask of 022) what was heard, and when, is still
+    # readable by kwsd's user only: the folder it makes, the journal, a damaged journal's copy.
+    import os
+    import stat
+
+    folder = tmp_path / "state" / "spool"
+    old_umask = os.umask(0o022)
+    try:
+        spool = DetectionSpool(folder, 10)
+        spool.add(event(1))
+        spool.close()
+        (folder / JOURNAL_NAME).write_text("not json\n" + json.dumps({"add": event(2)}) + "\n")
+        (folder / JOURNAL_NAME).chmod(0o644)  # as an earlier kwsd left it
+        DetectionSpool(folder, 10).close()
+    finally:
+        os.umask(old_umask)
+    (aside,) = folder.glob(JOURNAL_NAME + ".damaged-*")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / JOURNAL_NAME).stat().st_mode) == 0o600
+    assert stat.S_IMODE(aside.stat().st_mode) == 0o600
+    assert DetectionSpool(folder, 10).pending() == [event(2)]
