@@ -54,7 +54,7 @@ def test_exposure_is_ok():
     )
     match = re.search(r"Overall exposure level for kwsd.service: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= 2.5  # measured 1.6
+    assert float(match.group(1)) <= 2.5  # measured 1.4
 
 
 def test_exec_reload_sends_sighup_to_the_main_process():
