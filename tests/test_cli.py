@@ -233,6 +233,94 @@ def test_label_wav_reads_one_clip_of_an_endless_stream(tmp_path):
     )
 
 
+def _hostile_bundles(tmp_path):
+    """Bundles that once ate memory or time, each beside the demo's model."""
+    demo = read_bundle(demo_bundle_path())
+
+    def bundle(name, manifest_bytes, tflite=demo.tflite):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            if isinstance(manifest_bytes, bytes):
+                zf.writestr("bundle.json", manifest_bytes)
+            else:  # a generator of blocks: written without holding them all
+                info = zipfile.ZipInfo("bundle.json")
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w") as member:
+                    for block in manifest_bytes:
+                        member.write(block)
+            if isinstance(tflite, bytes):
+                zf.writestr("model.tflite", tflite)
+            else:
+                info = zipfile.ZipInfo("model.tflite")
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as member:
+                    for block in tflite:
+                        member.write(block)
+        return path
+
+    manifest = demo.manifest()
+    manifest["frontend"]["mfcc"]["filter_count"] = 1_000_000_000
+    good = json.dumps(demo.manifest()).encode()
+    return [
+        (bundle("json-bomb.kwsd", (b" " * (1 << 24) for _ in range(16))), "bundle.json would unpack to"),
+        (
+            bundle("model-bomb.kwsd", good, (b"\0" * (1 << 24) for _ in range(20))),
+            "model.tflite would unpack to",
+        ),
+        (bundle("filters.kwsd", json.dumps(manifest).encode()), "mfcc.filter_count: expected an integer"),
+        (bundle("deep.kwsd", b"[" * 100_000 + b"]" * 100_000), "bundle.json is nested too deeply"),
+        (bundle("number.kwsd", good.replace(b'"name": "demo"', b'"name": ' + b"9" * 5000)), "not valid JSON"),
+    ]
+
+
+def test_hostile_inputs_end_in_their_exit_code_within_a_memory_and_time_limit(tmp_path):
+    # Every case of issue 13 that once ran away (memory, time) or crashed, through the
+    # command line a user runs, in a process that may map at most 2 GB and must finish within
+    # the timeout: one line naming the problem, the documented exit code, no traceback.
+    def laughs(levels):
+        lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+        lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+        return "\n".join(lines) + "\n"
+
+    configs = {
+        "control.yaml": ("mqtt:\n  host: a\x07b\n", "character U+0007 is not allowed in YAML"),
+        "digits.yaml": ("stats_interval_s: " + "9" * 5000 + "\n", "a number of 5000 characters"),
+        "deep.yaml": ("a: " + "[" * 2000 + "]" * 2000 + "\n", "nested more than 32 levels deep"),
+        "alias.yaml": ("a: &a [*a]\n", "an alias refers to a value that holds it"),
+        "laughs.yaml": (laughs(10), "more than 20000 values"),
+    }
+    cases = []
+    for name, (text, message) in configs.items():
+        path = tmp_path / name
+        path.write_text(text)
+        cases.append((["check-config", path], EXIT_CONFIG, message))
+    for path, message in _hostile_bundles(tmp_path):
+        cases.append((["model", "info", path], EXIT_BAD_MODEL, message))
+        config = tmp_path / f"uses-{path.stem}.yaml"
+        config.write_text(f"model: {path}\n")
+        cases.append((["check-config", config], EXIT_BAD_MODEL, message))
+    one_hertz = tmp_path / "one-hertz.wav"
+    with wave.open(str(one_hertz), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(1)
+        wav.writeframes(b"\0" * 400_000)
+    cases.append((["label-wav", one_hertz], EXIT_BAD_AUDIO, "sample rate of 1 Hz"))
+    for args, code, message in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "kwsd", *map(str, args)],
+            capture_output=True,
+            timeout=120,
+            preexec_fn=_limited(2 << 30),
+            check=False,
+        )
+        stderr = done.stderr.decode()
+        assert done.returncode == code, (args, stderr)
+        errors = [line for line in stderr.splitlines() if line.startswith("kwsd: error: ")]
+        assert len(errors) == 1 and message in errors[0], (args, stderr)
+        assert "Traceback" not in stderr, (args, stderr)
+
+
 def test_special_files_are_refused_not_read_forever(tmp_path):
     # /dev/zero as each input that is read whole (each once ran until memory ran out), and a
     # FIFO nobody writes to (once blocked forever): a clear error naming the file, in time,
