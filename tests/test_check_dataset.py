@@ -261,6 +261,23 @@ def test_unreadable_files_are_errors_with_the_reason(tmp_path: Path, capsys: Any
     assert lines[-1] == "verdict: ERRORS (1 error(s), 0 warning(s))"
 
 
+def test_a_fifo_and_a_name_that_is_not_utf8_are_reported_not_fatal(tmp_path: Path, capsys: Any) -> None:
+    # A FIFO named *.wav once blocked the check forever, and a file name that is not UTF-8
+    # (kept by Python as surrogates) once ended it with a traceback while hashing its speaker.
+    data = clean_set(tmp_path / "data")
+    os.mkfifo(data / "yes/pipe_nohash_0.wav")
+    odd = os.fsdecode(b"caf\xe9_nohash_0.wav")  # Latin-1 on disk
+    clip(data, f"no/{odd}")
+
+    code, report = run_json(capsys, str(data), "--min_clips_per_speaker", "0")
+
+    assert code == 1
+    assert report["unreadable"] == {"yes/pipe_nohash_0.wav": "cannot read it (not a regular file)"}
+    assert sum(report["counts"]["no"].values()) == 3 * 3 + 1  # the odd name's clip is counted
+    with pytest.raises(OSError, match="not a regular file"):
+        read_samples(data / "yes/pipe_nohash_0.wav", RATE)
+
+
 def test_a_file_cut_short_is_a_reader_warning(tmp_path: Path, capsys: Any) -> None:
     data = clean_set(tmp_path / "data")
     whole = wavgen.wav_bytes(int16(tone()), RATE)

@@ -54,12 +54,14 @@ Importable without TensorFlow.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
 import os
 import posixpath
 import re
+import stat
 import sys
 import tarfile
 import time
@@ -78,7 +80,7 @@ import numpy.typing as npt
 
 from kwsd import __version__
 from kwsd.audio import AudioInfo, Encoding, open_audio
-from kwsd.errors import KwsdError
+from kwsd.errors import KwsdError, UnreadableFileError
 from kwsd.frontend import INT16_FULL_SCALE
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 
@@ -138,8 +140,9 @@ def which_set(filename: str, validation_percentage: float, testing_percentage: f
 
 
 def hash_percentage(filename: str) -> float:
-    """The ``p`` of :func:`which_set`, in [0, 100]."""
-    digest = int(hashlib.sha1(speaker_of(filename).encode("utf-8")).hexdigest(), 16)
+    """The ``p`` of :func:`which_set`, in [0, 100]. A name that is not UTF-8 on disk (Python
+    holds its bad bytes as surrogates) is hashed as its bytes on disk."""
+    digest = int(hashlib.sha1(speaker_of(filename).encode("utf-8", "surrogateescape")).hexdigest(), 16)
     return (digest % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
 
 
@@ -374,7 +377,15 @@ def read_clip(path: Path, sample_rate_hz: int) -> tuple[Int16Array, str | None]:
 
 def read_samples(path: Path, sample_rate_hz: int) -> tuple[Int16Array, AudioInfo]:
     """Mono int16 samples at ``sample_rate_hz`` and what the file's header said, the file opened
-    once by kwsd's reader (converted as in :func:`read_clip`, which raises the same errors)."""
+    once by kwsd's reader (converted as in :func:`read_clip`, which raises the same errors).
+    A data set's files are regular files: anything else (a FIFO named ``*.wav`` would block
+    the read forever) raises :class:`~kwsd.errors.UnreadableFileError`."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG  # missing or unreachable: the reader says which
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UnreadableFileError(errno.EINVAL, "not a regular file", str(path))
     with open_audio(path, sample_rate_hz) as reader:
         info = reader.info
         samples = _samples_of(reader.blocks(_READ_BLOCK_SAMPLES))
