@@ -51,9 +51,14 @@ def test_benchmark_prints_all_three_measurements():
         "rest_ms",
         "full_window_frontend_ms",
         "incremental_ratio",
+        "other_block_ms",
+        "other_block_cpu_ms_per_audio_s",
         "startup_s",
     }
     assert figures["cpu_ms_per_audio_s"] > 0 and figures["startup_s"] > 0
+    # Also in kwsd run's own 20 ms blocks (one frame per push).
+    assert figures["other_block_ms"] == 20 and figures["other_block_cpu_ms_per_audio_s"] > 0
+    assert "in 20 ms blocks (kwsd run's default audio.block_ms): total " in out
     assert figures["training"] is None and "4. training throughput" in out
     assert figures["streaming"] is None and "5. streaming accuracy" in out
     assert figures["micro_speech"] is None and "6. a micro_speech-style model" in out
