@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="kwsd: %(levelname)s: %(message)s",
-        stream=sys.stderr,
+        stream=_log_stream(),
     )
     if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
@@ -119,6 +119,21 @@ def _fail(err: Exception, code: int) -> int:
     for line in str(err).splitlines() or [type(err).__name__]:
         print(f"kwsd: error: {line}", file=sys.stderr)
     return code
+
+
+def _log_stream() -> TextIO:
+    """Where log lines go: stderr, through a descriptor of their own.
+
+    PortAudio's initialisation (sounddevice's, at import and at every device rescan) points
+    descriptor 2 at /dev/null for a moment, and so does kwsd's capture of the TFLite runtime's
+    messages at a model load: a line another thread logged then (paho's, a reload's) was lost.
+    """
+    try:
+        if sys.stderr.fileno() != 2:
+            return sys.stderr
+        return open(os.dup(2), "w", encoding=sys.stderr.encoding, errors=sys.stderr.errors, buffering=1)
+    except (AttributeError, OSError, ValueError):  # replaced by a test harness, or closed
+        return sys.stderr
 
 
 def _silence_stdout() -> None:

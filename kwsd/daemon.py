@@ -90,9 +90,23 @@ class _Running:
 def run_daemon(config_path: str | None, *, verbose: bool) -> None:
     """Run until SIGTERM/SIGINT. Raises ConfigError (and model errors) before any device opens."""
     prepared = prepare(config_path)
-    config, source, bundle, smoother = prepared.config, prepared.source, prepared.bundle, prepared.smoother
     if not verbose:
-        logging.getLogger().setLevel(config.log_level.logging_level)
+        logging.getLogger().setLevel(prepared.config.log_level.logging_level)
+    stop = threading.Event()
+    # Before the first worker starts (paho's thread connects at once).
+    died = _stop_when_a_thread_dies(stop)
+    try:
+        _listen(prepared, config_path, stop, verbose=verbose)
+    finally:
+        threading.excepthook = threading.__excepthook__
+    if died:
+        thread = died[0].thread
+        name = thread.name if thread is not None else "a thread"
+        raise WorkerDied(f"{name} died; kwsd stopped rather than go on without it") from died[0].exc_value
+
+
+def _listen(prepared: Prepared, config_path: str | None, stop: threading.Event, *, verbose: bool) -> None:
+    config, source, bundle, smoother = prepared.config, prepared.source, prepared.bundle, prepared.smoother
     spec = bundle.frontend
     pipeline = Pipeline(spec, prepared.classifier, smoother, prepared.clip_stride_ms)
     publisher = _publisher(config, source, bundle, smoother.settings)
@@ -124,7 +138,6 @@ def run_daemon(config_path: str | None, *, verbose: bool) -> None:
         stats_interval_s=config.stats_interval_s,
         reloader=reload if config_path else None,
     )
-    stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
@@ -138,6 +151,35 @@ def run_daemon(config_path: str | None, *, verbose: bool) -> None:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
     listener.run(stop)
+
+
+class WorkerDied(RuntimeError):
+    """A thread of kwsd's ended with an exception: a bug. kwsd stops with exit 70 (systemd
+    restarts it) rather than go on without it (paho's network thread dead is MQTT gone)."""
+
+
+def _stop_when_a_thread_dies(stop: threading.Event) -> list[threading.ExceptHookArgs]:
+    """Any thread's uncaught exception is logged with its traceback and stops the listener
+    (which closes the publisher: the spool keeps what was not delivered). The list fills with
+    the threads that died."""
+    died: list[threading.ExceptHookArgs] = []
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        died.append(args)
+        name = args.thread.name if args.thread is not None else "a thread"
+        log.critical(
+            "%s died (%s: %s); stopping",
+            name,
+            args.exc_type.__name__,
+            args.exc_value,
+            exc_info=args.exc_value,
+        )
+        stop.set()
+
+    threading.excepthook = hook
+    return died
 
 
 def _smoother(bundle: Bundle, config: Config, source: str) -> tuple[RecognizeCommands, int]:

@@ -422,6 +422,47 @@ def test_reloads_that_change_mqtt_during_an_outage_never_stop_the_audio(tmp_path
     assert "Traceback" not in daemon.log
 
 
+@needs_mosquitto
+def test_a_worker_thread_that_dies_stops_kwsd_with_exit_70(tmp_path):
+    # A bug in a paho callback ends paho's network thread, and with it every MQTT delivery. It
+    # cannot be caused for real, so on_connect is made to raise; the broker, the daemon and
+    # its configuration are real. kwsd must not go on deaf to MQTT: exit 70 (a bug, which
+    # systemd restarts), the thread's traceback in the log.
+    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
+    mosquitto.start()
+    other = tmp_path / "other.raw"
+    other.write_bytes(np.zeros(16000, np.int16).tobytes())
+    conf = alsa.write_asound_conf(tmp_path / "asound.conf", alsa.file_pcm("othermic", other))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "audio:\n  device: kwsdtest\n"
+        f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  spool_dir: {tmp_path / 'spool'}\n"
+    )
+    script = (
+        "import sys\n"
+        "from kwsd import mqtt\n"
+        "def on_connect(self, *args):\n"
+        "    raise RuntimeError('scripted: a bug in on_connect')\n"
+        "mqtt.MqttPublisher._on_connect = on_connect\n"
+        "from kwsd.cli import main\n"
+        f"sys.exit(main(['-v', 'run', '-c', {str(config)!r}]))\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            env={**alsa.capture_env(conf), "PYTHONPATH": str(ROOT)},
+            timeout=PATIENCE_S,
+            check=False,
+        )
+    finally:
+        mosquitto.stop()
+    log = done.stderr.decode()
+    assert done.returncode == 70, log
+    assert "paho-mqtt-client" in log and "died (RuntimeError: scripted: a bug in on_connect); stopping" in log
+    assert "Traceback" in log and "internal error" in log
+
+
 def test_a_bad_config_exits_78_naming_every_key_before_any_device_opens(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("audio:\n  channels: 0\n  devise: USB\nmqtt:\n  port: abc\n")
