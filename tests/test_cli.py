@@ -188,6 +188,17 @@ def _limited(memory_bytes):
     return apply
 
 
+def _kwsd_limited(args):
+    """``python -m kwsd ARGS`` that may map at most 2 GB and must end within two minutes."""
+    return subprocess.run(
+        [sys.executable, "-m", "kwsd", *map(str, args)],
+        capture_output=True,
+        timeout=120,
+        preexec_fn=_limited(2 << 30),
+        check=False,
+    )
+
+
 def test_label_wav_reads_one_clip_of_an_endless_stream(tmp_path):
     # /dev/zero never ends: label-wav needs one clip and must read one clip (it once reached
     # 15.9 GB in 20 s). The same for a header claiming 55 hours of audio.
@@ -307,13 +318,7 @@ def test_hostile_inputs_end_in_their_exit_code_within_a_memory_and_time_limit(tm
         wav.writeframes(b"\0" * 400_000)
     cases.append((["label-wav", one_hertz], EXIT_BAD_AUDIO, "sample rate of 1 Hz"))
     for args, code, message in cases:
-        done = subprocess.run(
-            [sys.executable, "-m", "kwsd", *map(str, args)],
-            capture_output=True,
-            timeout=120,
-            preexec_fn=_limited(2 << 30),
-            check=False,
-        )
+        done = _kwsd_limited(args)
         stderr = done.stderr.decode()
         assert done.returncode == code, (args, stderr)
         errors = [line for line in stderr.splitlines() if line.startswith("kwsd: error: ")]
@@ -369,13 +374,7 @@ def test_special_files_are_refused_not_read_forever(tmp_path):
         ),
     ]
     for args, code, message in cases:
-        done = subprocess.run(
-            [sys.executable, "-m", "kwsd", *map(str, args)],
-            capture_output=True,
-            timeout=120,
-            preexec_fn=_limited(2 << 30),
-            check=False,
-        )
+        done = _kwsd_limited(args)
         stderr = done.stderr.decode()
         assert (done.returncode, stderr.strip().splitlines()[-1:]) == (code, [f"kwsd: error: {message}"]), (
             args

@@ -8,8 +8,6 @@ run in ai_edge_litert's interpreter through kwsd's classifier, with both kernel 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -23,6 +21,7 @@ tf = pytest.importorskip("tensorflow")
 from kwsd.bundle import demo_bundle_path, make_bundle, read_bundle, write_bundle  # noqa: E402
 from kwsd.classifier import Kernels, TfliteClassifier, interpreter_options  # noqa: E402
 from tools import relayout  # noqa: E402
+from tools.training.export import converted_by_tensorflow  # noqa: E402
 from tools.training.layout import features_as_channels  # noqa: E402
 from tools.training.models import build_model  # noqa: E402
 
@@ -38,24 +37,9 @@ def _old_form(architecture: str, options: dict[str, Any]) -> dict[str, bytes]:
     model = build_model(
         architecture, frames=frames, features=features, label_count=len(LABELS), options=options
     )
-    inputs = tf.keras.Input(shape=(frames, features), batch_size=1)
-    serving = tf.keras.Model(inputs, tf.keras.layers.Softmax()(model(inputs, training=False)))
-    rng = np.random.default_rng(0)
-
-    def representative() -> Any:
-        for _ in range(20):
-            yield [rng.normal(0.0, 10.0, (1, frames, features)).astype(np.float32)]
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        float_model = tf.lite.TFLiteConverter.from_keras_model(serving).convert()
-        converter = tf.lite.TFLiteConverter.from_keras_model(serving)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-        int8_model = converter.convert()
-    return {"float": bytes(float_model), "int8": bytes(int8_model)}
+    representative = np.random.default_rng(0).normal(0.0, 10.0, (20, frames, features)).astype(np.float32)
+    float_model, int8_model = converted_by_tensorflow(model, SPEC, representative)
+    return {"float": float_model, "int8": int8_model}
 
 
 @pytest.fixture(scope="module")

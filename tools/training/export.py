@@ -51,7 +51,17 @@ def convert(
     model: Any, spec: FrontendSpec, representative: npt.NDArray[np.float32], *, flat: bool = False
 ) -> tuple[bytes, bytes]:
     """(float32 .tflite, full-int8 .tflite with int8 input and output), batch 1, softmax out;
-    ``flat``: the input is ``[1, frames * features]`` (train.py's), reshaped inside the model."""
+    ``flat``: the input is ``[1, frames * features]`` (train.py's), reshaped inside the model.
+    A first conv spanning all the features (the temporal DS-CNN's) reads them as channels:
+    the same numbers, and the int8 runtimes' kernels are 2.4x faster on that form."""
+    float_model, int8_model = converted_by_tensorflow(model, spec, representative, flat=flat)
+    return features_as_channels(float_model).tflite, features_as_channels(int8_model).tflite
+
+
+def converted_by_tensorflow(
+    model: Any, spec: FrontendSpec, representative: npt.NDArray[np.float32], *, flat: bool = False
+) -> tuple[bytes, bytes]:
+    """:func:`convert`'s two models as TensorFlow's converter writes them."""
     import tensorflow as tf
 
     frames, features = spec.feature_shape
@@ -81,9 +91,7 @@ def convert(
         converter.inference_output_type = tf.int8
         int8_model = converter.convert()
     log.debug("converter output:\n%s", chatter.getvalue())
-    # A first conv spanning all the features (the temporal DS-CNN's) reads them as channels:
-    # the same numbers, and the int8 runtimes' kernels are 2.4x faster on that form.
-    return features_as_channels(bytes(float_model)).tflite, features_as_channels(bytes(int8_model)).tflite
+    return bytes(float_model), bytes(int8_model)
 
 
 def tflite_ops(tflite: bytes) -> list[str]:
