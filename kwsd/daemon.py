@@ -36,7 +36,7 @@ from kwsd.config import Channel, Config, ConfigError, default_config, load_confi
 from kwsd.detection import DetectionError, resolve_detection
 from kwsd.listener import Listener
 from kwsd.notify import SystemdNotifier
-from kwsd.pipeline import Pipeline, PipelineError
+from kwsd.pipeline import Pipeline
 from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, StdoutPublisher
 from kwsd.smoother import RecognizeCommands, SmootherError, SmootherSettings
 from kwsd.sources import MicrophoneSource
@@ -189,12 +189,7 @@ def _smoother(bundle: Bundle, config: Config, source: str) -> tuple[RecognizeCom
             bundle.detection, config.detection, window_stride_ms=bundle.frontend.window_stride_ms
         )
         smoother = RecognizeCommands(bundle.labels, settings)
-        if clip_stride_ms % bundle.frontend.window_stride_ms:
-            raise PipelineError(
-                f"clip_stride_ms: expected a positive multiple of the model's window stride "
-                f"({bundle.frontend.window_stride_ms} ms), got {clip_stride_ms}"
-            )
-    except (DetectionError, SmootherError, PipelineError) as err:
+    except (DetectionError, SmootherError) as err:
         # Settings that do not fit this model (a threshold for a label it lacks, a stride
         # that is not a multiple of its window stride) are config errors too.
         raise ConfigError([f"detection.{err}"], source=source) from None

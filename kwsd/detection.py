@@ -99,6 +99,7 @@ def resolve_detection(
         merged["label_thresholds"] = {**recommended["label_thresholds"], **given["label_thresholds"]}
     settings = _smoother_settings(merged)
     clip_stride_ms = int(merged.get("clip_stride_ms", window_stride_ms))
+    clip_stride_frames(clip_stride_ms, window_stride_ms)
     windows = settings.average_window_ms // clip_stride_ms + 1
     if windows < settings.minimum_count:
         raise DetectionError(
@@ -107,6 +108,17 @@ def resolve_detection(
             "nothing could ever be detected"
         )
     return settings, clip_stride_ms
+
+
+def clip_stride_frames(clip_stride_ms: int, window_stride_ms: int) -> int:
+    """Front-end frames from one window to the next; :class:`DetectionError` unless the clip
+    stride is a positive multiple of the model's window stride (the one place this is checked)."""
+    if clip_stride_ms <= 0 or clip_stride_ms % window_stride_ms:
+        raise DetectionError(
+            f"clip_stride_ms: expected a positive multiple of the model's window stride "
+            f"({window_stride_ms} ms), got {clip_stride_ms}"
+        )
+    return clip_stride_ms // window_stride_ms
 
 
 def _smoother_settings(values: Mapping[str, Any]) -> SmootherSettings:

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.classifier import Classifier
+from kwsd.detection import DetectionError, clip_stride_frames
 from kwsd.frontend import (
     FrontendKind,
     FrontendSpec,
@@ -42,6 +43,13 @@ log = logging.getLogger(__name__)
 
 class PipelineError(ValueError):
     """Settings the pipeline cannot run with (names the setting and what was expected)."""
+
+
+def _hop_frames(spec: FrontendSpec, clip_stride_ms: int) -> int:
+    try:
+        return clip_stride_frames(clip_stride_ms, spec.window_stride_ms)
+    except DetectionError as err:
+        raise PipelineError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -82,16 +90,12 @@ class Pipeline:
         recompute_full_window: bool = False,
         profile: bool = False,
     ) -> None:
-        if clip_stride_ms <= 0 or clip_stride_ms % spec.window_stride_ms:
-            raise PipelineError(
-                f"clip_stride_ms: expected a positive multiple of the model's window stride "
-                f"({spec.window_stride_ms} ms), got {clip_stride_ms}"
-            )
+        hop_frames = _hop_frames(spec, clip_stride_ms)
         self.spec = spec
         self.classifier = classifier
         self.smoother = smoother
         self.clip_stride_ms = clip_stride_ms
-        self._hop_frames = clip_stride_ms // spec.window_stride_ms
+        self._hop_frames = hop_frames
         self._frontend = StreamingFrontend(spec)
         self._frames = FrameRing(spec.frame_count, spec.feature_count)
         # Blocks are processed in chunks of at most one second, and the ring holds the
@@ -120,15 +124,11 @@ class Pipeline:
         and the front end and the frames already computed are kept: no gap in what the model
         hears, and no word reported twice because the settings changed.
         """
-        if clip_stride_ms <= 0 or clip_stride_ms % self.spec.window_stride_ms:
-            raise PipelineError(
-                f"clip_stride_ms: expected a positive multiple of the model's window stride "
-                f"({self.spec.window_stride_ms} ms), got {clip_stride_ms}"
-            )
+        hop_frames = _hop_frames(self.spec, clip_stride_ms)
         smoother.continue_from(self.smoother)
         self.smoother = smoother
         self.clip_stride_ms = clip_stride_ms
-        self._hop_frames = clip_stride_ms // self.spec.window_stride_ms
+        self._hop_frames = hop_frames
         if self._per_clip is not None:
             self._per_clip.schedule(self._next_window_end, self._hop_frames)
 

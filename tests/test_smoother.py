@@ -171,3 +171,26 @@ def test_a_score_exactly_at_the_threshold_does_not_fire():
         fired(RecognizeCommands(LABELS, SmootherSettings(1000, 0.1, 0, 1)), [(half, t) for t in (0, 300)])
         == []
     )
+
+
+@pytest.mark.parametrize("clip_stride_ms", [0, -20, 30, 50])
+def test_a_clip_stride_that_is_not_a_multiple_of_the_window_stride_is_refused_where_settings_resolve(
+    clip_stride_ms,
+):
+    # One check, in resolve_detection: kwsd stream, kwsd run (and check-config), model import
+    # and the pipeline all meet it with the same message.
+    from kwsd.detection import DetectionError, clip_stride_frames, resolve_detection
+
+    message = (
+        "clip_stride_ms: expected a positive multiple of the model's window stride (20 ms), "
+        f"got {clip_stride_ms}"
+    )
+    with pytest.raises(DetectionError) as raised:
+        resolve_detection({}, {"clip_stride_ms": clip_stride_ms}, window_stride_ms=20)
+    if clip_stride_ms > 0:
+        assert str(raised.value) == message
+    else:  # refused earlier, by the check of the setting's own range
+        assert str(raised.value).startswith("clip_stride_ms: ")
+    with pytest.raises(DetectionError, match=r"clip_stride_ms: expected a positive multiple"):
+        clip_stride_frames(clip_stride_ms, 20)
+    assert clip_stride_frames(60, 20) == 3
