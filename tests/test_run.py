@@ -277,6 +277,14 @@ def test_run_publishes_detections_availability_stats_and_integrations_over_mqtt(
     assert 0 < last["realtime_factor"] < 0.5
 
 
+def tear_down(daemon, writer, subscriber, mosquitto):
+    """Stop what a daemon-with-broker test started, whatever happened in it."""
+    daemon.kill()
+    writer.stop()
+    subscriber.close()
+    mosquitto.stop()
+
+
 @needs_mosquitto
 def test_sighup_applies_new_thresholds_and_mqtt_settings_without_an_audio_gap(tmp_path):
     # The demo's first word, 4 s of silence, then its second and third words. The writer holds
@@ -335,10 +343,7 @@ def test_sighup_applies_new_thresholds_and_mqtt_settings_without_an_audio_gap(tm
             lambda ms: [m.payload for m in ms if m.topic == "kwsd/pi2/status"][-1:] == ["offline"], 10
         )
     finally:
-        daemon.kill()
-        writer.stop()
-        subscriber.close()
-        mosquitto.stop()
+        tear_down(daemon, writer, subscriber, mosquitto)
     assert code == 0, daemon.log
     first = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/detection"]
     after = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi2/detection"]
@@ -406,10 +411,7 @@ def test_reloads_that_change_mqtt_during_an_outage_never_stop_the_audio(tmp_path
         messages = subscriber.wait_for(detections_and_stats_after_the_audio, PATIENCE_S, "both words")
         code = daemon.stop()
     finally:
-        daemon.kill()
-        writer.stop()
-        subscriber.close()
-        mosquitto.stop()
+        tear_down(daemon, writer, subscriber, mosquitto)
     assert code == 0, daemon.log
     heard = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/detection"]
     assert [(e["label"], e["sequence"]) for e in heard] == [(labels[0], 1), (labels[1], 2)]

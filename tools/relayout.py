@@ -19,7 +19,9 @@ would change, 73 OUT cannot be written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -85,8 +87,6 @@ def relayout(bundle: Bundle, where: str) -> Bundle | None:
                 f"{where}: the rewritten model's scores differ by up to {worst:g} with the {kernels} "
                 "kernels; expected the same scores; nothing written"
             )
-    import hashlib
-
     provenance = dict(bundle.provenance)
     provenance["relayout"] = {
         "tool": TOOL_NAME,
@@ -95,15 +95,9 @@ def relayout(bundle: Bundle, where: str) -> Bundle | None:
         "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "checked": f"{CHECK_WINDOWS} random windows, identical scores (xnnpack and builtin kernels)",
     }
-    return Bundle(
-        name=bundle.name,
-        labels=bundle.labels,
-        frontend=bundle.frontend,
-        tflite=relaid.tflite,
-        sha256=hashlib.sha256(relaid.tflite).hexdigest(),
-        provenance=provenance,
-        metrics=bundle.metrics,
-        detection=bundle.detection,
+    # Everything else in the manifest still holds: the same scores.
+    return dataclasses.replace(
+        bundle, tflite=relaid.tflite, sha256=hashlib.sha256(relaid.tflite).hexdigest(), provenance=provenance
     )
 
 
