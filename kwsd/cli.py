@@ -163,7 +163,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "stream",
         help="run the whole detection pipeline over a WAV or stdin; one JSON line per detection",
         description="Run ring buffer -> front end -> classifier -> smoother over audio and print "
-        'one JSON line per detection: {"label", "score", "time_ms"}, where time_ms is the '
+        'one JSON line per detection: {"label", "score", "audio_time_ms"}, where audio_time_ms is the '
         "audio time at the end of the window that fired. Audio at another sample rate is "
         "resampled; stereo is mixed down.",
     )

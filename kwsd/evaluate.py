@@ -249,7 +249,7 @@ def score_detections(
     matched: set[int] = set()
     out: list[ScoredDetection] = []
     for detection in detections:
-        start = detection.time_ms - window_ms
+        start = detection.audio_time_ms - window_ms
         i = bisect.bisect_left(times, start - tolerance_ms)
         if i < len(times) and times[i] <= start + tolerance_ms:
             correct = ordered[i][0] == detection.label and i not in matched

@@ -184,14 +184,14 @@ class Listener:
                     ready = True
                 for detection in self.pipeline.feed(block):
                     event = self._stamper.stamp(
-                        detection.label, detection.score, detection.time_ms, dt.datetime.now(dt.UTC)
+                        detection.label, detection.score, detection.audio_time_ms, dt.datetime.now(dt.UTC)
                     )
                     # In the log whatever the outputs, so `journalctl -u kwsd` shows what was heard.
                     log.info(
                         "heard %s (score %.3f) at %d ms audio time",
                         detection.label,
                         detection.score,
-                        detection.time_ms,
+                        detection.audio_time_ms,
                     )
                     self._publisher.publish(event)
                     self.detections += 1

@@ -54,14 +54,15 @@ def _hop_frames(spec: FrontendSpec, clip_stride_ms: int) -> int:
 
 @dataclass(frozen=True)
 class Detection:
-    """A new command from the smoother. ``time_ms`` is the audio time at the end of the window."""
+    """A new command from the smoother. ``audio_time_ms`` is the audio time at the end of the window
+    (the field name every command and the daemon's events use)."""
 
     label: str
     score: float
-    time_ms: int
+    audio_time_ms: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "score": round(self.score, 5), "time_ms": self.time_ms}
+        return {"label": self.label, "score": round(self.score, 5), "audio_time_ms": self.audio_time_ms}
 
 
 @dataclass

@@ -69,7 +69,7 @@ def test_stream_demo_reports_real_people_s_words_where_they_were_spoken():
     for d in found:
         # Stamped at the end of the window that fired, which started (990 ms earlier) within the
         # reference's 750 ms of its word's clip start.
-        label = next((w[0] for w in truth if abs(d["time_ms"] - 990 - w[1]) <= 750), None)
+        label = next((w[0] for w in truth if abs(d["audio_time_ms"] - 990 - w[1]) <= 750), None)
         assert d["label"] == label, f"{d} is not the word spoken there"
         assert 0.9 <= d["score"] <= 1.0
 
@@ -138,7 +138,7 @@ def test_a_44k1_stereo_24_bit_copy_is_resampled_and_mixed_down(tmp_path):
     expected = detections(kwsd("stream", "--demo", check=0))
     assert [d["label"] for d in found] == [d["label"] for d in expected]
     for a, b in zip(found, expected, strict=True):
-        assert abs(a["time_ms"] - b["time_ms"]) <= 60
+        assert abs(a["audio_time_ms"] - b["audio_time_ms"]) <= 60
 
 
 def test_stdin_closing_mid_sample_keeps_what_was_found():

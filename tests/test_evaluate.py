@@ -559,7 +559,7 @@ def test_smooth_reports_kwsd_smoother_detections_at_window_ends() -> None:
     times = np.arange(0, 4000, 100)
     scores = np.array([[0, 1, 0]] * 10 + [[0, 0, 1]] * 10 + [[1, 0, 0]] * 20, np.float32)
     detections = ev.smooth_scores(times, scores, labels, SmootherSettings(1000, 0.2, 500, 3))
-    assert [(d.label, d.time_ms) for d in detections] == [("a", 300), ("b", 1500)]
+    assert [(d.label, d.audio_time_ms) for d in detections] == [("a", 300), ("b", 1500)]
     assert [d.score for d in detections] == pytest.approx([1.0, 6 / 11])
 
 

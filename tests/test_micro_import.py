@@ -298,7 +298,7 @@ def _heard_right(detections: list[dict[str, Any]], truth: list[tuple[str, float]
     TOLERANCE_MS of the word's start have the word's label (and no other word claim it)?"""
     heard: list[str | None] = [None] * len(truth)
     for d in detections:
-        start_ms = d["time_ms"] - WINDOW_SPAN_MS
+        start_ms = d["audio_time_ms"] - WINDOW_SPAN_MS
         hit = next((i for i, (_, t) in enumerate(truth) if abs(t - start_ms) <= TOLERANCE_MS), None)
         if hit is not None and heard[hit] is None:
             heard[hit] = d["label"]
@@ -350,12 +350,12 @@ def test_stream_with_the_tuned_settings_hears_the_words(trained: dict[str, Any],
     assert result.returncode == 0, result.stderr
     detections = [json.loads(line) for line in result.stdout.splitlines()]
     for d in detections:
-        assert set(d) == {"label", "score", "time_ms"}
+        assert set(d) == {"label", "score", "audio_time_ms"}
         # micro_speech's "silence" was imported as _silence_, which is never reported.
         assert d["label"] in {"_unknown_", "yes", "no"}
         assert 0.0 < d["score"] <= 1.0
-        assert 0 < d["time_ms"] <= 3000 * len(words) + 1000
-    times = [d["time_ms"] for d in detections]
+        assert 0 < d["audio_time_ms"] <= 3000 * len(words) + 1000
+    times = [d["audio_time_ms"] for d in detections]
     assert times == sorted(times)
     # The quick model on synthetic voices: at least 6 of 8 right, at most one extra detection.
     right = _heard_right(detections, list(zip(words, starts_ms, strict=True)))

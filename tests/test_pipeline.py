@@ -83,13 +83,13 @@ def test_new_detection_settings_mid_stream_do_not_report_a_word_twice():
         spec, classifier, RecognizeCommands(bundle.labels, settings), stride
     ).feed(samples)[:3]
     assert third.label not in (first.label, second.label), "the test needs a third word of its own"
-    samples = samples[: (third.time_ms + 500) * 16]
+    samples = samples[: (third.audio_time_ms + 500) * 16]
     pipeline = Pipeline(spec, classifier, RecognizeCommands(bundle.labels, settings), stride)
-    before = pipeline.feed(samples[: first.time_ms * 16])  # the reload comes right after the word
+    before = pipeline.feed(samples[: first.audio_time_ms * 16])  # the reload comes right after the word
     assert before == [first]
     stricter = dataclasses.replace(settings, label_thresholds={third.label: 1.0})
     pipeline.set_detection(RecognizeCommands(bundle.labels, stricter), stride)
-    after = pipeline.feed(samples[first.time_ms * 16 :])
+    after = pipeline.feed(samples[first.audio_time_ms * 16 :])
     assert after == [second]
 
 

@@ -43,8 +43,8 @@ def demo_opening(count):
     demo = read_wav(demo_wav_path(), 16000)
     whole = kwsd_stream_times(demo)
     assert len(whole) > count, f"the demo has {len(whole)} detections, fewer than the test needs"
-    cut_ms = -(-(whole[count - 1]["time_ms"] + 500) // BLOCK_MS) * BLOCK_MS  # whole blocks
-    assert whole[count]["time_ms"] > cut_ms, "the demo's words are too close for the test"
+    cut_ms = -(-(whole[count - 1]["audio_time_ms"] + 500) // BLOCK_MS) * BLOCK_MS  # whole blocks
+    assert whole[count]["audio_time_ms"] > cut_ms, "the demo's words are too close for the test"
     return demo[: cut_ms * 16], [d["label"] for d in whole[:count]]
 
 
@@ -199,13 +199,15 @@ def run_daemon_on_demo_words(tmp_path, extra_config="", settled=None):
 
 def check_events(events, expected):
     assert [e["label"] for e in events] == [d["label"] for d in expected]
+    # One event shape: every field `kwsd stream` prints, `kwsd run` prints under the same name.
+    assert all(set(d) <= set(e) for d in expected for e in events)
     # Audio time counts from the daemon's start, silence before the words included: the same
     # detections shifted by one offset (within a capture block, where the FIFO's first
     # payload chunk landed).
-    offset = events[0]["audio_time_ms"] - expected[0]["time_ms"]
+    offset = events[0]["audio_time_ms"] - expected[0]["audio_time_ms"]
     assert offset >= 0
     for event, reference in zip(events, expected, strict=True):
-        assert abs(event["audio_time_ms"] - offset - reference["time_ms"]) <= BLOCK_MS
+        assert abs(event["audio_time_ms"] - offset - reference["audio_time_ms"]) <= BLOCK_MS
         assert event["score"] == pytest.approx(reference["score"], abs=0.05)
         assert event["model"]["name"] == "demo" and len(event["model"]["sha256"]) == 64
         assert event["time"].endswith("Z")
@@ -351,9 +353,9 @@ def test_sighup_applies_new_thresholds_and_mqtt_settings_without_an_audio_gap(tm
     assert [(e["label"], e["sequence"]) for e in first + after] == [(first_label, 1), (second_label, 2)]
     # No audio lost across the reloads: the second word is where it is in the audio (later by
     # the silence the writer held for).
-    offset = first[0]["audio_time_ms"] - expected[0]["time_ms"]
+    offset = first[0]["audio_time_ms"] - expected[0]["audio_time_ms"]
     held_ms = writer.paused_frames * 1000 / 16000
-    assert abs(after[0]["audio_time_ms"] - offset - held_ms - expected[1]["time_ms"]) <= BLOCK_MS
+    assert abs(after[0]["audio_time_ms"] - offset - held_ms - expected[1]["audio_time_ms"]) <= BLOCK_MS
     assert [m.payload for m in messages if m.topic == "kwsd/pi1/status"] == ["online", "offline"]
     assert [m.payload for m in messages if m.topic == "kwsd/pi2/status"] == ["online", "offline"]
     stats = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi2/stats"]
@@ -417,7 +419,7 @@ def test_reloads_that_change_mqtt_during_an_outage_never_stop_the_audio(tmp_path
     assert [(e["label"], e["sequence"]) for e in heard] == [(labels[0], 1), (labels[1], 2)]
     # No audio lost: the second word is as far after the first as in the audio.
     gap_ms = heard[1]["audio_time_ms"] - heard[0]["audio_time_ms"]
-    assert abs(gap_ms - (expected[1]["time_ms"] - expected[0]["time_ms"])) <= BLOCK_MS, daemon.log
+    assert abs(gap_ms - (expected[1]["audio_time_ms"] - expected[0]["audio_time_ms"])) <= BLOCK_MS, daemon.log
     stats = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/stats"][-1]
     assert (stats["audio_overflows"], stats["audio_dropped_blocks"]) == (0, 0), daemon.log
     assert stats["reloads"] >= 2 and daemon.log.count("reload: MQTT settings applied") >= 2, daemon.log

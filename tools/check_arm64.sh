@@ -209,10 +209,10 @@ stride_ms = int(sys.argv[3])
 same = bool(host) and len(host) == len(guest)
 print(f"  demo: x86_64 {len(host)} detections, arm64 {len(guest)}")
 for h, g in itertools.zip_longest(host, guest):
-    show = lambda d: f"{d['label']:>9} {d['time_ms']:>6} ms {d['score']:.5f}" if d else f"{'-':>29}"
+    show = lambda d: f"{d['label']:>9} {d['audio_time_ms']:>6} ms {d['score']:.5f}" if d else f"{'-':>29}"
     verdict = "MISSING"
     if h and g:
-        dt_ms, dscore = g["time_ms"] - h["time_ms"], g["score"] - h["score"]
+        dt_ms, dscore = g["audio_time_ms"] - h["audio_time_ms"], g["score"] - h["score"]
         ok = h["label"] == g["label"] and abs(dt_ms) <= stride_ms
         verdict = f"{'same' if ok else 'DIFFERENT'} (time {dt_ms:+d} ms, score {dscore:+.5f})"
         same = same and ok

@@ -1123,7 +1123,7 @@ def reference_detections(bundle: Bundle, samples: Int16Array) -> list[tuple[int,
     pipeline = Pipeline(
         spec, TfliteClassifier(bundle), RecognizeCommands(bundle.labels, settings), clip_stride_ms
     )
-    return [(bundle.labels.index(d.label), d.time_ms) for d in pipeline.feed(samples)]
+    return [(bundle.labels.index(d.label), d.audio_time_ms) for d in pipeline.feed(samples)]
 
 
 def _percentiles(values_s: npt.NDArray[np.float64]) -> tuple[float, float]:
