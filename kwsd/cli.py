@@ -389,8 +389,8 @@ def _load(model_path: str | None) -> tuple[Any, Any]:
 def _cmd_stream(args: argparse.Namespace) -> int:
     from kwsd.audio import open_audio
     from kwsd.bundle import demo_wav_path
-    from kwsd.pipeline import Pipeline, PipelineError
-    from kwsd.smoother import RecognizeCommands, SmootherError
+    from kwsd.pipeline import PipelineError, build_pipeline
+    from kwsd.smoother import SmootherError
 
     started = time.perf_counter()
     if args.demo and args.audio:
@@ -405,9 +405,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     # Check everything that can be checked before any audio is read.
     bundle, classifier = _load(args.model)
     try:
-        smoother_settings, clip_stride_ms = _detection_settings(bundle, args)
-        smoother = RecognizeCommands(bundle.labels, smoother_settings)
-        pipeline = Pipeline(bundle.frontend, classifier, smoother, clip_stride_ms, profile=args.stats)
+        settings = _detection_settings(bundle, args)
+        pipeline = build_pipeline(bundle, settings, classifier=classifier, profile=args.stats)
     except (SmootherError, PipelineError) as err:
         raise _SettingError(str(err)) from None
     reader = open_audio(
@@ -421,7 +420,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     block = (
         bundle.frontend.sample_rate_hz * FILE_BLOCK_MS // 1000
         if source != "-"
-        else bundle.frontend.sample_rate_hz * clip_stride_ms // 1000
+        else bundle.frontend.sample_rate_hz * settings.clip_stride_ms // 1000
     )
     with reader:
         for samples in reader.blocks(block):
@@ -469,7 +468,7 @@ def _detection_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _detection_settings(bundle: Any, args: argparse.Namespace) -> tuple[Any, int]:
+def _detection_settings(bundle: Any, args: argparse.Namespace) -> Any:
     """Command-line flags, else the bundle's recommended values, else TensorFlow's defaults."""
     from kwsd.detection import DetectionError, resolve_detection
 
@@ -657,10 +656,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     # Every check `kwsd run` makes before it opens the device, with the same exit codes.
     prepared = prepare(args.config)
-    config, bundle, settings = prepared.config, prepared.bundle, prepared.smoother.settings
+    config, bundle, settings = prepared.config, prepared.bundle, prepared.detection
     print(
         f"{args.config}: OK (model {config.model or 'built-in demo'}: {bundle.name}, "
-        f"{', '.join(bundle.labels)}; clip stride {prepared.clip_stride_ms} ms, "
+        f"{', '.join(bundle.labels)}; clip stride {settings.clip_stride_ms} ms, "
         f"threshold {settings.threshold:g}; "
         f"events to {'mqtt ' + str(config.mqtt.host) if config.mqtt.host else 'stdout'})"
     )
@@ -986,7 +985,7 @@ def _write_imported(
     try:
         given = check_detection({k: v for k, v in _detection_overrides(args).items() if v is not None})
         detection, source = _import_detection(spec, given)
-        settings, clip_stride_ms = resolve_detection(detection, {}, window_stride_ms=spec.window_stride_ms)
+        settings = resolve_detection(detection, {}, window_stride_ms=spec.window_stride_ms)
     except DetectionError as err:
         raise _SettingError(str(err)) from None
     bundle = make_bundle(
@@ -1011,7 +1010,7 @@ def _write_imported(
     )
     if source:
         print(
-            f"detection: clip stride {clip_stride_ms} ms, {_setting_text(settings)}, minimum count "
+            f"detection: clip stride {settings.clip_stride_ms} ms, {_setting_text(settings)}, minimum count "
             f"{settings.minimum_count}, rule {settings.rule.value} ({source})"
         )
 
@@ -1187,18 +1186,6 @@ def _add_truth_arguments(parser: argparse.ArgumentParser, tolerance_ms: float) -
     )
 
 
-def _detection_dict(settings: Any, clip_stride_ms: int) -> dict[str, Any]:
-    return {
-        "clip_stride_ms": clip_stride_ms,
-        "average_window_ms": settings.average_window_ms,
-        "threshold": settings.threshold,
-        "label_thresholds": dict(settings.label_thresholds or {}),
-        "suppression_ms": settings.suppression_ms,
-        "minimum_count": settings.minimum_count,
-        "rule": settings.rule.value,
-    }
-
-
 def _check_tolerance(args: argparse.Namespace) -> None:
     import math
 
@@ -1208,7 +1195,7 @@ def _check_tolerance(args: argparse.Namespace) -> None:
         )
 
 
-def _run_stream(path: str, bundle: Any, classifier: Any, settings: Any, clip_stride_ms: int) -> Any:
+def _run_stream(path: str, bundle: Any, classifier: Any, settings: Any) -> Any:
     from kwsd.evaluate import run_stream
     from kwsd.pipeline import PipelineError
     from kwsd.smoother import SmootherError
@@ -1220,7 +1207,6 @@ def _run_stream(path: str, bundle: Any, classifier: Any, settings: Any, clip_str
             classifier,
             bundle.labels,
             settings=settings,
-            clip_stride_ms=clip_stride_ms,
         )
     except (SmootherError, PipelineError) as err:
         raise _SettingError(str(err)) from None
@@ -1241,14 +1227,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     truth = read_truth(args.truth, skip_malformed=args.skip_malformed)
     bundle, classifier = _load(args.model)
     check_truth(truth, bundle.labels)
-    settings, clip_stride_ms = _detection_settings(bundle, args)
-    detections, recorded, audio = _run_stream(args.audio, bundle, classifier, settings, clip_stride_ms)
+    settings = _detection_settings(bundle, args)
+    detections, recorded, audio = _run_stream(args.audio, bundle, classifier, settings)
     check_truth(truth, bundle.labels, audio.audio_ms)
     scored = score_detections(
         detections, truth.words, window_ms=recorded.window_ms, tolerance_ms=args.tolerance_ms
     )
     result = figures(scored, truth.words, bundle.labels, audio.audio_ms)
-    detection = _detection_dict(settings, clip_stride_ms)
+    detection = settings.to_dict()
     report = stream_report(
         audio=audio,
         truth=truth,
@@ -1374,11 +1360,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         }
     )
     try:
-        current, clip_stride_ms = resolve_detection(
+        current = resolve_detection(
             bundle.detection, overrides, window_stride_ms=bundle.frontend.window_stride_ms
         )
     except DetectionError as err:
         raise _SettingError(str(err)) from None
+    clip_stride_ms = current.clip_stride_ms
     usable = [w for w in windows if w // clip_stride_ms + 1 >= current.minimum_count]
     if not usable:
         raise _SettingError(
@@ -1392,7 +1379,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     measured: list[Any] = []
     current_figures = None
     for path, words in [(args.audio, truth.words)] + [(p, ()) for p in args.background_audio]:
-        detections, recorded, audio = _run_stream(path, bundle, classifier, current, clip_stride_ms)
+        detections, recorded, audio = _run_stream(path, bundle, classifier, current)
         if words:
             ev.check_truth(truth, labels, audio.audio_ms)
         measured.append(ev.Measured(audio, recorded, tuple(words)))
@@ -1469,7 +1456,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         "detection": values,
         "figures": chosen.figures.to_dict(),
         "current": {
-            "detection": _detection_dict(current, clip_stride_ms),
+            "detection": current.to_dict(),
             "figures": current_figures.to_dict(),
         },
         "frontier": [

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 from kwsd.bundle import Bundle, demo_bundle_path, read_bundle
 from kwsd.classifier import TfliteClassifier
 from kwsd.config import Channel, Config, ConfigError, default_config, load_config
-from kwsd.detection import DetectionError, resolve_detection
+from kwsd.detection import DetectionError, DetectionSettings, resolve_detection
 from kwsd.listener import Listener
 from kwsd.notify import SystemdNotifier
-from kwsd.pipeline import Pipeline
+from kwsd.pipeline import build_pipeline
 from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, StdoutPublisher
-from kwsd.smoother import RecognizeCommands, SmootherError, SmootherSettings
+from kwsd.smoother import RecognizeCommands, SmootherError
 from kwsd.sources import MicrophoneSource
 
 if TYPE_CHECKING:
@@ -58,8 +58,7 @@ class Prepared:
     source: str  # the config file, for messages ("<defaults>" without one)
     bundle: Bundle
     classifier: TfliteClassifier
-    smoother: RecognizeCommands
-    clip_stride_ms: int
+    detection: DetectionSettings
 
 
 def prepare(config_path: str | None) -> Prepared:
@@ -74,9 +73,9 @@ def prepare(config_path: str | None) -> Prepared:
     config = load_config(config_path) if config_path else default_config()
     bundle = read_bundle(config.model or demo_bundle_path())
     classifier = TfliteClassifier(bundle)
-    smoother, clip_stride_ms = _smoother(bundle, config, source)
+    detection = _detection(bundle, config, source)
     _check_mqtt(config, source)
-    return Prepared(config, source, bundle, classifier, smoother, clip_stride_ms)
+    return Prepared(config, source, bundle, classifier, detection)
 
 
 @dataclass
@@ -106,10 +105,10 @@ def run_daemon(config_path: str | None, *, verbose: bool) -> None:
 
 
 def _listen(prepared: Prepared, config_path: str | None, stop: threading.Event, *, verbose: bool) -> None:
-    config, source, bundle, smoother = prepared.config, prepared.source, prepared.bundle, prepared.smoother
+    config, source, bundle = prepared.config, prepared.source, prepared.bundle
     spec = bundle.frontend
-    pipeline = Pipeline(spec, prepared.classifier, smoother, prepared.clip_stride_ms)
-    publisher = _publisher(config, source, bundle, smoother.settings)
+    pipeline = build_pipeline(bundle, prepared.detection, classifier=prepared.classifier)
+    publisher = _publisher(config, source, bundle, prepared.detection)
     running = _Running(config, source)
     audio = config.audio
 
@@ -182,25 +181,25 @@ def _stop_when_a_thread_dies(stop: threading.Event) -> list[threading.ExceptHook
     return died
 
 
-def _smoother(bundle: Bundle, config: Config, source: str) -> tuple[RecognizeCommands, int]:
+def _detection(bundle: Bundle, config: Config, source: str) -> DetectionSettings:
     """The config's detection settings over the bundle's; a misfit is a config error."""
     try:
-        settings, clip_stride_ms = resolve_detection(
+        settings = resolve_detection(
             bundle.detection, config.detection, window_stride_ms=bundle.frontend.window_stride_ms
         )
-        smoother = RecognizeCommands(bundle.labels, settings)
+        RecognizeCommands(bundle.labels, settings.smoother)  # a threshold for a label it lacks
     except (DetectionError, SmootherError) as err:
         # Settings that do not fit this model (a threshold for a label it lacks, a stride
         # that is not a multiple of its window stride) are config errors too.
         raise ConfigError([f"detection.{err}"], source=source) from None
-    return smoother, clip_stride_ms
+    return settings
 
 
 def _publisher(
     config: Config,
     source: str,
     bundle: Bundle,
-    settings: SmootherSettings,
+    settings: DetectionSettings,
     carry_over: list[dict[str, Any]] | None = None,
 ) -> Publisher:
     """MQTT when a broker is configured, else JSON lines on stdout (the built-in default)."""
@@ -227,10 +226,10 @@ def _publisher(
     return publisher
 
 
-def _model_facts(bundle: Bundle, settings: SmootherSettings) -> ModelFacts:
+def _model_facts(bundle: Bundle, settings: DetectionSettings) -> ModelFacts:
     from kwsd.mqtt import ModelFacts
 
-    overrides = settings.label_thresholds or {}
+    overrides = settings.label_thresholds
     return ModelFacts(
         name=bundle.name,
         sha256=bundle.sha256,
@@ -239,7 +238,7 @@ def _model_facts(bundle: Bundle, settings: SmootherSettings) -> ModelFacts:
     )
 
 
-def _update_model(publisher: Publisher, bundle: Bundle, settings: SmootherSettings) -> None:
+def _update_model(publisher: Publisher, bundle: Bundle, settings: DetectionSettings) -> None:
     """Tell an MQTT publisher kept across a reload the new thresholds."""
     from kwsd.mqtt import MqttPublisher
 
@@ -256,7 +255,7 @@ def _reload(listener: Listener, running: _Running, path: str, bundle: Bundle, *,
     old = running.config
     try:
         new = load_config(path)
-        smoother, clip_stride_ms = _smoother(bundle, new, path)
+        settings = _detection(bundle, new, path)
         if new.mqtt != old.mqtt:
             _check_mqtt(new, path)
     except ConfigError as err:
@@ -269,20 +268,20 @@ def _reload(listener: Listener, running: _Running, path: str, bundle: Bundle, *,
     for key in ("model", "audio"):
         if getattr(new, key) != getattr(old, key):
             log.warning("reload: %s changed, but takes effect only when kwsd restarts", key)
-    listener.pipeline.set_detection(smoother, clip_stride_ms)
+    listener.pipeline.set_detection(settings)
     listener.set_stats_interval(new.stats_interval_s)
     if not verbose:
         logging.getLogger().setLevel(new.log_level.logging_level)
     if new.mqtt == old.mqtt:
-        _update_model(listener.publisher, bundle, smoother.settings)
+        _update_model(listener.publisher, bundle, settings)
     else:
-        _swap_publisher(listener, old=old, new=new, path=path, bundle=bundle, settings=smoother.settings)
+        _swap_publisher(listener, old=old, new=new, path=path, bundle=bundle, settings=settings)
     running.config = new
     log.info(
         "reload: %s applied (clip stride %d ms, threshold %.3f)",
         path,
-        clip_stride_ms,
-        smoother.settings.threshold,
+        settings.clip_stride_ms,
+        settings.threshold,
     )
     return True
 
@@ -312,7 +311,7 @@ def _check_mqtt(config: Config, path: str) -> None:
 
 
 def _swap_publisher(
-    listener: Listener, *, old: Config, new: Config, path: str, bundle: Bundle, settings: SmootherSettings
+    listener: Listener, *, old: Config, new: Config, path: str, bundle: Bundle, settings: DetectionSettings
 ) -> None:
     """Replace the publisher off the listener thread: closing the old one waits for the broker
     (at most :data:`RELOAD_CLOSE_TIMEOUT_S`, and longer if paho's thread is in a connect), and

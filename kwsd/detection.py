@@ -1,14 +1,18 @@
 """Detection settings: how often the model runs and how the smoother decides.
 
 A bundle may recommend them (its ``detection`` section, written by the tool that tuned
-them); the command line may override them; what neither gives takes TensorFlow's
-RecognizeCommands defaults. This module is the one place that validates and merges them.
+them); config.yaml and the command line may override them; what none gives takes
+TensorFlow's RecognizeCommands defaults. This module is the one place that validates and
+merges them. Partial settings (a bundle's, a config's, flags) are plain mappings checked by
+:func:`check_detection`; once merged they are one :class:`DetectionSettings`, which is what
+the pipeline, the reports and reload carry.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -41,6 +45,78 @@ MICRO_IMPORT_DETECTION: Mapping[str, Any] = MappingProxyType(
 
 class DetectionError(ValueError):
     """A detection setting of the wrong type or range; the message starts with its key."""
+
+
+_DEFAULTS = SmootherSettings()
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """How often the model runs and how the smoother decides: every setting, resolved.
+
+    Made by :func:`resolve_detection` (or directly, e.g. in a sweep); checked once, here, so
+    whoever holds one can use it as it is. The smoother's settings default to TensorFlow's
+    RecognizeCommands (1000 ms / 0.2 / 500 ms / 3, TF rule).
+    """
+
+    clip_stride_ms: int
+    average_window_ms: int = _DEFAULTS.average_window_ms
+    threshold: float = _DEFAULTS.threshold
+    suppression_ms: int = _DEFAULTS.suppression_ms
+    minimum_count: int = _DEFAULTS.minimum_count
+    rule: FiringRule = _DEFAULTS.rule
+    #: Per-label overrides of ``threshold`` (read-only).
+    label_thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        values = check_detection({**self.to_dict(), "label_thresholds": dict(self.label_thresholds)})
+        object.__setattr__(self, "threshold", values["threshold"])
+        object.__setattr__(self, "rule", FiringRule(values["rule"]))
+        object.__setattr__(self, "label_thresholds", MappingProxyType(values["label_thresholds"]))
+        windows = self.average_window_ms // self.clip_stride_ms + 1
+        if windows < self.minimum_count:
+            raise DetectionError(
+                f"average_window_ms: {self.average_window_ms} ms holds at most {windows} window(s) at a "
+                f"{self.clip_stride_ms} ms clip stride, fewer than minimum_count ({self.minimum_count}): "
+                "nothing could ever be detected"
+            )
+
+    @property
+    def smoother(self) -> SmootherSettings:
+        """What :class:`kwsd.smoother.RecognizeCommands` takes (everything but the clip stride)."""
+        return _smoother_settings(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting under its key (the form of a bundle's ``detection`` and of reports)."""
+        return {
+            "clip_stride_ms": self.clip_stride_ms,
+            "average_window_ms": self.average_window_ms,
+            "threshold": self.threshold,
+            "label_thresholds": dict(self.label_thresholds),
+            "suppression_ms": self.suppression_ms,
+            "minimum_count": self.minimum_count,
+            "rule": self.rule.value if isinstance(self.rule, FiringRule) else self.rule,
+        }
+
+    def replace(self, **changes: Any) -> DetectionSettings:
+        """A copy with some settings changed, checked as a whole."""
+        return DetectionSettings.from_dict({**self.to_dict(), **changes})
+
+    @staticmethod
+    def from_dict(values: Mapping[str, Any]) -> DetectionSettings:
+        """From a complete set of settings under their keys (:func:`check_detection`'s form)."""
+        if "clip_stride_ms" not in values:
+            raise DetectionError("clip_stride_ms: missing (the resolved settings need a clip stride)")
+        checked = check_detection(values)
+        return DetectionSettings(
+            clip_stride_ms=checked["clip_stride_ms"],
+            average_window_ms=checked.get("average_window_ms", _DEFAULTS.average_window_ms),
+            threshold=checked.get("threshold", _DEFAULTS.threshold),
+            suppression_ms=checked.get("suppression_ms", _DEFAULTS.suppression_ms),
+            minimum_count=checked.get("minimum_count", _DEFAULTS.minimum_count),
+            rule=FiringRule(checked.get("rule", _DEFAULTS.rule.value)),
+            label_thresholds=MappingProxyType(dict(checked.get("label_thresholds") or {})),
+        )
 
 
 def check_detection(data: Any) -> dict[str, Any]:
@@ -87,27 +163,20 @@ def resolve_detection(
     overrides: Mapping[str, Any],
     *,
     window_stride_ms: int,
-) -> tuple[SmootherSettings, int]:
-    """Overrides, else the bundle's recommendation, else the defaults -> (smoother settings, clip stride).
+) -> DetectionSettings:
+    """Overrides, else the bundle's recommendation, else the defaults, as one checked value.
 
-    ``overrides`` with value None are not given. Label thresholds merge per label.
-    Refuses settings under which nothing could ever fire.
+    ``overrides`` with value None are not given. Label thresholds merge per label. The clip
+    stride defaults to the model's window stride and must be a multiple of it. Refuses
+    settings under which nothing could ever fire.
     """
     given = check_detection({k: v for k, v in overrides.items() if v is not None})
     merged = {**check_detection(recommended), **given}
     if "label_thresholds" in recommended and "label_thresholds" in given:
         merged["label_thresholds"] = {**recommended["label_thresholds"], **given["label_thresholds"]}
-    settings = _smoother_settings(merged)
-    clip_stride_ms = int(merged.get("clip_stride_ms", window_stride_ms))
-    clip_stride_frames(clip_stride_ms, window_stride_ms)
-    windows = settings.average_window_ms // clip_stride_ms + 1
-    if windows < settings.minimum_count:
-        raise DetectionError(
-            f"average_window_ms: {settings.average_window_ms} ms holds at most {windows} window(s) at a "
-            f"{clip_stride_ms} ms clip stride, fewer than minimum_count ({settings.minimum_count}): "
-            "nothing could ever be detected"
-        )
-    return settings, clip_stride_ms
+    merged.setdefault("clip_stride_ms", window_stride_ms)
+    clip_stride_frames(merged["clip_stride_ms"], window_stride_ms)
+    return DetectionSettings.from_dict(merged)
 
 
 def clip_stride_frames(clip_stride_ms: int, window_stride_ms: int) -> int:

@@ -60,6 +60,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.classifier import Classifier
+from kwsd.detection import DetectionSettings
 from kwsd.errors import AudioFormatError, EvaluationError, InputNotFoundError, OutputError, read_limited
 from kwsd.frontend import FrontendSpec
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
@@ -518,8 +519,7 @@ def run_stream(
     classifier: Classifier,
     labels: Sequence[str],
     *,
-    settings: SmootherSettings,
-    clip_stride_ms: int,
+    settings: DetectionSettings,
 ) -> tuple[list[Detection], RecordedScores, AudioFacts]:
     """``path`` through the daemon's :class:`~kwsd.pipeline.Pipeline` with ``settings``, in blocks of
     :data:`BLOCK_MS`: (its detections, every window's scores, which audio it was).
@@ -529,7 +529,7 @@ def run_stream(
     from kwsd.audio import open_audio
 
     path = os.fspath(path)
-    pipeline = Pipeline(spec, classifier, RecognizeCommands(labels, settings), clip_stride_ms)
+    pipeline = Pipeline(spec, classifier, labels, settings)
     times: list[int] = []
     scores: list[npt.NDArray[np.float32]] = []
 
@@ -552,7 +552,7 @@ def run_stream(
         tuple(labels),
         np.array(times, np.int64),
         np.array(scores, np.float32).reshape(-1, len(labels)),
-        clip_stride_ms,
+        settings.clip_stride_ms,
         window_span_ms(spec),
         samples * 1000 / spec.sample_rate_hz,
     )

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kwsd.classifier import Classifier
-from kwsd.detection import DetectionError, clip_stride_frames
+from kwsd.detection import DetectionError, DetectionSettings, clip_stride_frames, resolve_detection
 from kwsd.frontend import (
     FrontendKind,
     FrontendSpec,
@@ -37,6 +37,9 @@ from kwsd.frontend import (
 from kwsd.labels import SILENCE_LABEL
 from kwsd.ringbuffer import FrameRing, SampleRing
 from kwsd.smoother import RecognizeCommands
+
+if TYPE_CHECKING:
+    from kwsd.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,39 @@ class PipelineStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def build_pipeline(
+    bundle: Bundle,
+    settings: DetectionSettings | None = None,
+    *,
+    classifier: Classifier | None = None,
+    profile: bool = False,
+    recompute_full_window: bool = False,
+) -> Pipeline:
+    """The pipeline for a bundle: what every command and the daemon run.
+
+    ``settings``: None for the bundle's own recommendation (else TensorFlow's defaults);
+    ``classifier``: None for a :class:`~kwsd.classifier.TfliteClassifier` of the bundle.
+    """
+    if settings is None:
+        try:
+            stride_ms = bundle.frontend.window_stride_ms
+            settings = resolve_detection(bundle.detection, {}, window_stride_ms=stride_ms)
+        except DetectionError as err:
+            raise PipelineError(str(err)) from None
+    if classifier is None:
+        from kwsd.classifier import TfliteClassifier
+
+        classifier = TfliteClassifier(bundle)
+    return Pipeline(
+        bundle.frontend,
+        classifier,
+        bundle.labels,
+        settings,
+        profile=profile,
+        recompute_full_window=recompute_full_window,
+    )
+
+
 class Pipeline:
     """Feed int16 mono samples at the front end's rate; get detections back."""
 
@@ -85,16 +121,18 @@ class Pipeline:
         self,
         spec: FrontendSpec,
         classifier: Classifier,
-        smoother: RecognizeCommands,
-        clip_stride_ms: int,
+        labels: Sequence[str],
+        settings: DetectionSettings,
         *,
         recompute_full_window: bool = False,
         profile: bool = False,
     ) -> None:
+        clip_stride_ms = settings.clip_stride_ms
         hop_frames = _hop_frames(spec, clip_stride_ms)
         self.spec = spec
         self.classifier = classifier
-        self.smoother = smoother
+        self.settings = settings
+        self.smoother = RecognizeCommands(labels, settings.smoother)
         self.clip_stride_ms = clip_stride_ms
         self._hop_frames = hop_frames
         self._frontend = StreamingFrontend(spec)
@@ -118,16 +156,20 @@ class Pipeline:
         #: Called with every (time_ms, scores) the classifier produces, when set.
         self.on_scores: Callable[[int, npt.NDArray[np.float32]], None] | None = None
 
-    def set_detection(self, smoother: RecognizeCommands, clip_stride_ms: int) -> None:
+    def set_detection(self, settings: DetectionSettings) -> None:
         """Use new detection settings from the next window on (a config reload).
 
-        ``smoother`` takes over the current one's history (:meth:`RecognizeCommands.continue_from`)
-        and the front end and the frames already computed are kept: no gap in what the model
-        hears, and no word reported twice because the settings changed.
+        The new smoother takes over the current one's history
+        (:meth:`RecognizeCommands.continue_from`) and the front end and the frames already
+        computed are kept: no gap in what the model hears, and no word reported twice because
+        the settings changed.
         """
+        clip_stride_ms = settings.clip_stride_ms
         hop_frames = _hop_frames(self.spec, clip_stride_ms)
+        smoother = RecognizeCommands(self.smoother.labels, settings.smoother)
         smoother.continue_from(self.smoother)
         self.smoother = smoother
+        self.settings = settings
         self.clip_stride_ms = clip_stride_ms
         self._hop_frames = hop_frames
         if self._per_clip is not None:

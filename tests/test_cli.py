@@ -21,8 +21,7 @@ from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import TfliteClassifier
 from kwsd.cli import EXIT_BAD_AUDIO, EXIT_BAD_MODEL, EXIT_CONFIG, EXIT_NO_INPUT
 from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams
-from kwsd.pipeline import Pipeline
-from kwsd.smoother import RecognizeCommands
+from kwsd.pipeline import build_pipeline
 
 DEMO_WAV = demo_wav_path()
 DEMO_TRUTH = DEMO_WAV.with_suffix(".txt")
@@ -78,12 +77,10 @@ def test_same_audio_same_answers_whatever_the_block_sizes():
     bundle = read_bundle(demo_bundle_path())
     classifier = TfliteClassifier(bundle)
     samples = read_wav(DEMO_WAV, 16000)
-    settings_args = kwsd_settings(bundle)
+    settings = kwsd_settings(bundle)
 
     def run(blocks):
-        pipeline = Pipeline(
-            bundle.frontend, classifier, RecognizeCommands(bundle.labels, settings_args[0]), settings_args[1]
-        )
+        pipeline = build_pipeline(bundle, settings, classifier=classifier)
         out = []
         for block in blocks:
             out += [d.to_dict() for d in pipeline.feed(block)]

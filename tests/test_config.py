@@ -211,14 +211,14 @@ def test_detection_keeps_only_what_the_file_gives_and_merges_with_the_bundle(tmp
     )
     assert config.detection == {"threshold": 0.6, "label_thresholds": {"yes": 0.9}}
     assert parse_config("detection: {label_thresholds: {}}\n").detection == {}
-    settings, clip_stride_ms = resolve_detection(
+    settings = resolve_detection(
         {"threshold": 0.3, "suppression_ms": 700, "label_thresholds": {"no": 0.4}},
         config.detection,
         window_stride_ms=20,
     )
     assert (settings.threshold, settings.suppression_ms, settings.rule) == (0.6, 700, FiringRule.TF)
     assert settings.label_thresholds == {"no": 0.4, "yes": 0.9}
-    assert clip_stride_ms == 20
+    assert settings.clip_stride_ms == 20
 
 
 def test_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

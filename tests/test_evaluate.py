@@ -399,7 +399,7 @@ def test_calibrate_writes_config_yaml_and_names_what_it_measured(tmp_path: Path)
     written = parse_config(path.read_text(), base_dir=tmp_path).detection
     assert {k: v for k, v in report["detection"].items() if k != "label_thresholds"} == dict(written)
     # The chosen values, run through kwsd evaluate (the pipeline itself), give the same figures.
-    settings, _ = resolve_detection({}, dict(written), window_stride_ms=20)
+    settings = resolve_detection({}, dict(written), window_stride_ms=20)
     flags = [
         "--average-window-ms",
         settings.average_window_ms,
@@ -514,7 +514,7 @@ def synthetic_stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 def test_figures_on_a_generated_stream_are_consistent(synthetic_stream: tuple[Path, Path]) -> None:
     wav, txt = synthetic_stream
     bundle = read_bundle(demo_bundle_path())
-    settings, stride = resolve_detection(bundle.detection, {}, window_stride_ms=20)
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=20)
     truth = ev.read_truth(txt)
     assert len(truth.words) == 30
     detections, recorded, audio = ev.run_stream(
@@ -523,11 +523,10 @@ def test_figures_on_a_generated_stream_are_consistent(synthetic_stream: tuple[Pa
         TfliteClassifier(bundle),
         bundle.labels,
         settings=settings,
-        clip_stride_ms=stride,
     )
     assert audio.audio_ms == 90_000
     # Replaying the recorded scores gives the pipeline's own detections.
-    assert ev.smooth(recorded, settings) == detections
+    assert ev.smooth(recorded, settings.smoother) == detections
     scored = ev.score_detections(detections, truth.words, window_ms=recorded.window_ms)
     result = ev.figures(scored, truth.words, bundle.labels, audio.audio_ms)
     assert result.words == 30

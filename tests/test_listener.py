@@ -13,13 +13,10 @@ import pytest
 
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
-from kwsd.classifier import TfliteClassifier
-from kwsd.detection import resolve_detection
 from kwsd.listener import Backoff, Listener
 from kwsd.notify import SystemdNotifier
-from kwsd.pipeline import Pipeline
+from kwsd.pipeline import build_pipeline
 from kwsd.publisher import EventStamper, HandoverPublisher
-from kwsd.smoother import RecognizeCommands
 from kwsd.sources import AudioDeviceError
 
 
@@ -102,12 +99,7 @@ def notify_socket(tmp_path):
 
 def demo_pipeline():
     bundle = read_bundle(demo_bundle_path())
-    settings, stride = resolve_detection(
-        bundle.detection, {}, window_stride_ms=bundle.frontend.window_stride_ms
-    )
-    return bundle, Pipeline(
-        bundle.frontend, TfliteClassifier(bundle), RecognizeCommands(bundle.labels, settings), stride
-    )
+    return bundle, build_pipeline(bundle)
 
 
 def heard_in(samples, at_least):

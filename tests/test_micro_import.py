@@ -24,9 +24,8 @@ from training_tools import missing_training_tools
 
 from kwsd.audio import float_to_int16, read_wav, write_wav
 from kwsd.bundle import read_bundle
-from kwsd.detection import resolve_detection
+from kwsd.detection import DetectionSettings, resolve_detection
 from kwsd.frontend import INT16_FULL_SCALE, FrontendKind, FrontendSpec, MicroParams, MicroState
-from kwsd.smoother import SmootherSettings
 from tools.training.dataset import which_set
 
 pytestmark = pytest.mark.slow
@@ -168,12 +167,10 @@ def test_model_import_records_the_measured_detection_settings(trained: dict[str,
     assert imported.returncode == 0, imported.stderr
     assert read_bundle(trained["root"] / "micro.kwsd").detection == MEASURED
     # The daemon's own resolution of them (no flags on the command line): exactly those values.
-    settings, clip_stride_ms = resolve_detection(
-        read_bundle(trained["root"] / "micro.kwsd").detection, {}, window_stride_ms=20
-    )
-    assert (clip_stride_ms, settings) == (
-        20,
-        SmootherSettings(average_window_ms=750, threshold=0.8, suppression_ms=500, minimum_count=3),
+    bundle = read_bundle(trained["root"] / "micro.kwsd")
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=20)
+    assert settings == DetectionSettings(
+        clip_stride_ms=20, average_window_ms=750, threshold=0.8, suppression_ms=500, minimum_count=3
     )
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from kwsd.audio import read_wav
+from kwsd.detection import DetectionSettings
 from kwsd.frontend import (
     FrontendKind,
     FrontendSpec,
@@ -32,7 +33,6 @@ from kwsd.frontend import (
     compute_features,
 )
 from kwsd.pipeline import Pipeline
-from kwsd.smoother import RecognizeCommands
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "realspeech"
 RATE_HZ = 16000
@@ -235,7 +235,7 @@ def test_the_pipeline_classifies_each_windows_own_features(state: MicroState) ->
     stream = long_stream()[: 5 * RATE_HZ]
     labels = ("_silence_", "_unknown_", "yes", "no")
     classifier = RecordingClassifier(len(labels))
-    pipeline = Pipeline(spec, classifier, RecognizeCommands(labels), 40)
+    pipeline = Pipeline(spec, classifier, labels, DetectionSettings(clip_stride_ms=40))
     in_random_blocks(pipeline.feed, stream, seed=4)
     assert len(classifier.windows) == 1 + (1 + (len(stream) - 480) // 320 - 49) // 2
     continuous = StreamingFrontend(spec_for(30, 20, MicroState.CONTINUOUS)).push(stream)
@@ -253,11 +253,11 @@ def test_the_pipeline_keeps_per_clip_windows_right_across_a_stride_change_and_a_
     stream = long_stream()[: 6 * RATE_HZ]
     labels = ("_silence_", "_unknown_", "yes", "no")
     classifier = RecordingClassifier(len(labels))
-    pipeline = Pipeline(spec, classifier, RecognizeCommands(labels), 100)
+    pipeline = Pipeline(spec, classifier, labels, DetectionSettings(clip_stride_ms=100))
     ends: list[int] = []
     pipeline.on_scores = lambda time_ms, scores: ends.append(time_ms)
     pipeline.feed(stream[: 2 * RATE_HZ])
-    pipeline.set_detection(RecognizeCommands(labels), 20)  # hop 5 -> 1 frame
+    pipeline.set_detection(DetectionSettings(clip_stride_ms=20))  # hop 5 -> 1 frame
     pipeline.feed(stream[2 * RATE_HZ : 4 * RATE_HZ])
     pipeline.reset()
     pipeline.feed(stream[4 * RATE_HZ :])

@@ -1,6 +1,5 @@
 """The pipeline's timing contract, with the demo model made by our training tool."""
 
-import dataclasses
 import itertools
 
 import numpy as np
@@ -9,10 +8,9 @@ import pytest
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import TfliteClassifier
-from kwsd.detection import resolve_detection
+from kwsd.detection import DetectionSettings, resolve_detection
 from kwsd.frontend import compute_features
-from kwsd.pipeline import Pipeline, PipelineError
-from kwsd.smoother import RecognizeCommands
+from kwsd.pipeline import Pipeline, PipelineError, build_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +23,8 @@ def scores_seen(bundle, classifier, samples, clip_stride_ms, *, blocks, recomput
     pipeline = Pipeline(
         bundle.frontend,
         classifier,
-        RecognizeCommands(bundle.labels),
-        clip_stride_ms,
+        bundle.labels,
+        DetectionSettings(clip_stride_ms=clip_stride_ms),
         recompute_full_window=recompute,
     )
     seen = []
@@ -67,7 +65,7 @@ def test_clip_stride_must_be_a_multiple_of_the_window_stride(demo):
         match=r"clip_stride_ms: expected a positive multiple of the "
         r"model's window stride \(20 ms\), got 30",
     ):
-        Pipeline(bundle.frontend, classifier, RecognizeCommands(bundle.labels), 30)
+        Pipeline(bundle.frontend, classifier, bundle.labels, DetectionSettings(clip_stride_ms=30))
 
 
 def test_new_detection_settings_mid_stream_do_not_report_a_word_twice():
@@ -76,19 +74,17 @@ def test_new_detection_settings_mid_stream_do_not_report_a_word_twice():
     # threshold applies to the words after it.
     bundle = read_bundle(demo_bundle_path())
     spec = bundle.frontend
-    settings, stride = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
     samples = read_wav(demo_wav_path(), spec.sample_rate_hz)
     classifier = TfliteClassifier(bundle)
-    first, second, third = Pipeline(
-        spec, classifier, RecognizeCommands(bundle.labels, settings), stride
-    ).feed(samples)[:3]
+    first, second, third = build_pipeline(bundle, settings, classifier=classifier).feed(samples)[:3]
     assert third.label not in (first.label, second.label), "the test needs a third word of its own"
     samples = samples[: (third.audio_time_ms + 500) * 16]
-    pipeline = Pipeline(spec, classifier, RecognizeCommands(bundle.labels, settings), stride)
+    pipeline = build_pipeline(bundle, settings, classifier=classifier)
     before = pipeline.feed(samples[: first.audio_time_ms * 16])  # the reload comes right after the word
     assert before == [first]
-    stricter = dataclasses.replace(settings, label_thresholds={third.label: 1.0})
-    pipeline.set_detection(RecognizeCommands(bundle.labels, stricter), stride)
+    stricter = settings.replace(label_thresholds={third.label: 1.0})
+    pipeline.set_detection(stricter)
     after = pipeline.feed(samples[first.audio_time_ms * 16 :])
     assert after == [second]
 
@@ -96,8 +92,8 @@ def test_new_detection_settings_mid_stream_do_not_report_a_word_twice():
 def test_after_a_reset_no_window_takes_audio_from_before_the_gap():
     bundle = read_bundle(demo_bundle_path())
     spec = bundle.frontend
-    settings, stride = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
-    pipeline = Pipeline(spec, TfliteClassifier(bundle), RecognizeCommands(bundle.labels, settings), stride)
+    pipeline = build_pipeline(bundle)
+    stride = pipeline.settings.clip_stride_ms
     windows = []
     pipeline.on_scores = lambda time_ms, scores: windows.append(time_ms)
     pipeline.feed(np.zeros(1234 * 16, np.int16))  # not a whole number of frames

@@ -26,7 +26,7 @@ from kwsd.classifier import TfliteClassifier
 from kwsd.detection import resolve_detection
 from kwsd.evaluate import read_truth
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
-from kwsd.pipeline import Pipeline
+from kwsd.pipeline import build_pipeline
 from kwsd.smoother import RecognizeCommands
 from tools import recipe
 from tools.training.layout import features_as_channels
@@ -201,9 +201,9 @@ def test_quick_run_bundle_names_its_data_and_carries_the_attribution(quick_run: 
 @pytest.mark.slow
 def test_quick_run_records_calibrated_detection_settings(quick_run: dict[str, Path]) -> None:
     bundle = read_bundle(quick_run["out"] / "demo.kwsd")
-    settings, clip_stride_ms = resolve_detection(bundle.detection, {}, window_stride_ms=20)
-    assert clip_stride_ms == 20
-    RecognizeCommands(bundle.labels, settings)
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=20)
+    assert settings.clip_stride_ms == 20
+    RecognizeCommands(bundle.labels, settings.smoother)
     summary = json.loads((quick_run["work"] / "summary.json").read_text())
     assert summary["detection"] == bundle.detection
     assert bundle.metrics["calibration"]["on"] == "real validation partition"
@@ -219,10 +219,7 @@ def test_quick_run_demo_wav_is_test_speakers_and_what_evaluate_reported(quick_ru
     assert len(truth.words) >= 8
     # The figures the recipe printed are kwsd's pipeline on that file with the bundle's settings.
     bundle = read_bundle(out / "demo.kwsd")
-    settings, stride = resolve_detection(bundle.detection, {}, window_stride_ms=20)
-    pipeline = Pipeline(
-        bundle.frontend, TfliteClassifier(bundle), RecognizeCommands(bundle.labels, settings), stride
-    )
+    pipeline = build_pipeline(bundle)
     detections = list(pipeline.feed(audio))
     words = [(w.label, w.start_ms) for w in truth.words]
     scored = ev.score_detections(detections, words, window_ms=ev.window_span_ms(bundle.frontend))

@@ -194,3 +194,36 @@ def test_a_clip_stride_that_is_not_a_multiple_of_the_window_stride_is_refused_wh
     with pytest.raises(DetectionError, match=r"clip_stride_ms: expected a positive multiple"):
         clip_stride_frames(clip_stride_ms, 20)
     assert clip_stride_frames(60, 20) == 3
+
+
+def test_detection_settings_are_one_checked_immutable_value():
+    from types import MappingProxyType
+
+    from kwsd.detection import DetectionError, DetectionSettings, resolve_detection
+
+    settings = resolve_detection(
+        {"threshold": 0.9, "label_thresholds": {"yes": 0.8}},
+        {"suppression_ms": 700, "label_thresholds": {"no": 1}, "rule": None},
+        window_stride_ms=20,
+    )
+    assert settings == DetectionSettings(
+        clip_stride_ms=20, threshold=0.9, suppression_ms=700, label_thresholds={"yes": 0.8, "no": 1.0}
+    )
+    assert isinstance(settings.label_thresholds, MappingProxyType)  # read-only, not a shared dict
+    with pytest.raises(AttributeError):
+        settings.threshold = 0.1  # type: ignore[misc]
+    # What the smoother takes, and the form reports and bundles hold, from the one value.
+    assert settings.smoother == SmootherSettings(1000, 0.9, 700, 3, FiringRule.TF, {"yes": 0.8, "no": 1.0})
+    assert DetectionSettings.from_dict(settings.to_dict()) == settings
+    assert settings.replace(rule="micro").rule is FiringRule.MICRO
+    # Checked when made, whoever makes it, with the key first in the message.
+    for bad, message in [
+        ({"threshold": 1.5}, r"^threshold: expected a number from 0 to 1, got 1.5"),
+        ({"clip_stride_ms": 20.0}, r"^clip_stride_ms: expected a whole number"),
+        ({"rule": "sometimes"}, r"^rule: expected one of tf, micro"),
+        ({"average_window_ms": 30}, r"^average_window_ms: 30 ms holds at most 2 window\(s\)"),
+    ]:
+        with pytest.raises(DetectionError, match=message):
+            DetectionSettings(**{"clip_stride_ms": 20, **bad})
+        with pytest.raises(DetectionError, match=message):
+            settings.replace(**bad)

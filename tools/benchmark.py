@@ -50,9 +50,8 @@ from kwsd.audio import read_wav
 from kwsd.bundle import Bundle, demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.classifier import Kernels, TfliteClassifier, interpreter_name
 from kwsd.config import AudioConfig
-from kwsd.detection import resolve_detection
-from kwsd.pipeline import Pipeline, PipelineStats
-from kwsd.smoother import RecognizeCommands
+from kwsd.detection import DetectionSettings, resolve_detection
+from kwsd.pipeline import Pipeline, PipelineStats, build_pipeline
 
 TARGET_MS_PER_AUDIO_S = 2.0
 TARGET_INCREMENTAL_RATIO = 10.0
@@ -92,14 +91,14 @@ def main() -> int:
     bundle = read_bundle(args.model)
     spec = bundle.frontend
     # Exactly the settings `kwsd stream -m BUNDLE` runs with when given no flags.
-    settings, clip_stride_ms = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
     audio = read_wav(args.audio, spec.sample_rate_hz)
     need = int(args.seconds * spec.sample_rate_hz)
     audio = np.tile(audio, need // len(audio) + 1)[:need]
     audio_s = len(audio) / spec.sample_rate_hz
     cpu = platform.processor() or platform.machine()
     print(
-        f"kwsd benchmark: {bundle.name} ({spec.describe()}), clip stride {clip_stride_ms} ms, "
+        f"kwsd benchmark: {bundle.name} ({spec.describe()}), clip stride {settings.clip_stride_ms} ms, "
         f"{interpreter_name()}, Python {platform.python_version()}, {cpu}, {_cores()} cores"
     )
     print(
@@ -121,11 +120,7 @@ def main() -> int:
         )
     )
     if sections & {1, 2}:
-        figures.update(
-            stream_cost(
-                bundle, audio, args.block_ms, args.repeats, settings=settings, clip_stride_ms=clip_stride_ms
-            )
-        )
+        figures.update(stream_cost(bundle, audio, args.block_ms, args.repeats, settings=settings))
     if 3 in sections:
         startup = [measure_startup(args.model) for _ in range(3)]
         startup_s = statistics.median(startup)
@@ -189,29 +184,22 @@ class PipelineCost:
 
 
 def pipeline_cost(
-    bundle: Bundle, audio: np.ndarray, *, block_ms: int, repeats: int, settings: Any = None,
-    clip_stride_ms: int | None = None,
+    bundle: Bundle, audio: np.ndarray, *, block_ms: int, repeats: int,
+    settings: DetectionSettings | None = None,
 ) -> PipelineCost:  # fmt: skip
     """The stream pipeline's CPU time per audio second on ``audio`` (int16 at the bundle's rate,
     fed in ``block_ms`` blocks), by default with exactly the settings ``kwsd stream -m BUNDLE``
     runs with when given no flags; the incremental front end and the full-window one
     interleaved, ``repeats`` runs each after one warm-up run."""
     spec = bundle.frontend
-    if settings is None or clip_stride_ms is None:
-        settings, clip_stride_ms = resolve_detection(
-            bundle.detection, {}, window_stride_ms=spec.window_stride_ms
-        )
+    if settings is None:
+        settings = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
     block = spec.sample_rate_hz * block_ms // 1000
     classifier = TfliteClassifier(bundle)
 
     def run(recompute: bool) -> Pipeline:
-        pipeline = Pipeline(
-            spec,
-            classifier,
-            RecognizeCommands(bundle.labels, settings),
-            clip_stride_ms,
-            recompute_full_window=recompute,
-            profile=True,
+        pipeline = build_pipeline(
+            bundle, settings, classifier=classifier, recompute_full_window=recompute, profile=True
         )
         for start in range(0, len(audio), block):
             pipeline.feed(audio[start : start + block])
@@ -241,18 +229,16 @@ def pipeline_cost(
         full_window_frontend_ms=per_s([s.frontend_ns for s in full]),
         windows=incremental[0].windows,
         audio_s=audio_s,
-        clip_stride_ms=clip_stride_ms,
+        clip_stride_ms=settings.clip_stride_ms,
     )
 
 
 def stream_cost(
-    bundle: Any, audio: np.ndarray, block_ms: int, repeats: int, *, settings: Any, clip_stride_ms: int
+    bundle: Any, audio: np.ndarray, block_ms: int, repeats: int, *, settings: DetectionSettings
 ) -> dict[str, float]:
     """Sections 1 and 2, printed: the pipeline's CPU per audio second with the bundle's model,
     split by stage, and the incremental front end against recomputing the whole window."""
-    cost = pipeline_cost(
-        bundle, audio, block_ms=block_ms, repeats=repeats, settings=settings, clip_stride_ms=clip_stride_ms
-    )
+    cost = pipeline_cost(bundle, audio, block_ms=block_ms, repeats=repeats, settings=settings)
     total, frontend, interp = cost.total_ms, cost.frontend_ms, cost.interpreter_ms
     smoother, rest, full_frontend = cost.smoother_ms, cost.rest_ms, cost.full_window_frontend_ms
     audio_s, windows = cost.audio_s, cost.windows
@@ -282,7 +268,6 @@ def stream_cost(
         block_ms=other_block_ms,
         repeats=repeats,
         settings=settings,
-        clip_stride_ms=clip_stride_ms,
     )
     print(
         f"   in {other_block_ms} ms blocks ({_block_note(other_block_ms)}): total {other.total_ms:.3f} ms, "
@@ -339,7 +324,8 @@ def micro_speech_cost(
         model = build_model("tiny_conv", frames=frames, features=features, label_count=len(labels))
         representative = np.random.default_rng(0).uniform(0, 26, (50, frames, features)).astype(np.float32)
         _, int8 = convert(model, specs[MicroState.PER_CLIP], representative)
-    settings, stride = resolve_detection({}, {}, window_stride_ms=20)
+    settings = resolve_detection({}, {}, window_stride_ms=20)
+    stride = settings.clip_stride_ms
     audio_s = len(audio) / specs[MicroState.PER_CLIP].sample_rate_hz
     windows_per_s = 1000 / stride
     classifiers = {
@@ -360,9 +346,7 @@ def micro_speech_cost(
         for state, block in runs:
             spec = specs[state]
             size = spec.sample_rate_hz * block // 1000
-            pipeline = Pipeline(
-                spec, classifiers[state], RecognizeCommands(labels, settings), stride, profile=True
-            )
+            pipeline = Pipeline(spec, classifiers[state], labels, settings, profile=True)
             for start in range(0, len(audio), size):
                 pipeline.feed(audio[start : start + size])
             if repeat:

@@ -96,15 +96,13 @@ if str(REPO_ROOT) not in sys.path:
 
 from kwsd.audio import read_wav  # noqa: E402
 from kwsd.bundle import Bundle, demo_bundle_path, demo_wav_path, read_bundle  # noqa: E402
-from kwsd.classifier import TfliteClassifier  # noqa: E402
 from kwsd.config import default_config  # noqa: E402
 from kwsd.detection import resolve_detection  # noqa: E402
 from kwsd.frontend import FrontendSpec  # noqa: E402
 from kwsd.listener import Listener  # noqa: E402
 from kwsd.mqtt import MqttPublisher  # noqa: E402
-from kwsd.pipeline import Pipeline  # noqa: E402
+from kwsd.pipeline import build_pipeline  # noqa: E402
 from kwsd.publisher import DetectionEvent, EventStamper  # noqa: E402
-from kwsd.smoother import RecognizeCommands  # noqa: E402
 from kwsd.spool import DetectionSpool  # noqa: E402
 from tests import alsa  # noqa: E402
 from tests.broker import HOST, MosquittoBroker, mosquitto_available  # noqa: E402
@@ -665,7 +663,8 @@ def run_soak(args: argparse.Namespace) -> int:
     bundle = read_bundle(demo_bundle_path())
     spec = bundle.frontend
     rate = spec.sample_rate_hz
-    settings, clip_stride_ms = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    clip_stride_ms = settings.clip_stride_ms
     wav = read_wav(demo_wav_path(), rate)
     words = demo_words(wav, spec)
     clips = [wav[w.start_sample : w.start_sample + spec.clip_samples].copy() for w in words]
@@ -738,9 +737,7 @@ def run_soak(args: argparse.Namespace) -> int:
                     raise RuntimeError("the listener reopened the soak source (it never stalls)")
                 return source
 
-            pipeline = Pipeline(
-                spec, TfliteClassifier(bundle), RecognizeCommands(bundle.labels, settings), clip_stride_ms
-            )
+            pipeline = build_pipeline(bundle, settings)
             stamper = EventStamper(bundle.name, bundle.sha256)
             listener = Listener(
                 open_source,
@@ -1118,11 +1115,7 @@ class TimedFifoWriter:
 
 def reference_detections(bundle: Bundle, samples: Int16Array) -> list[tuple[int, int]]:
     """(label index, time_ms) of what ``kwsd run``'s pipeline detects in ``samples``, in this process."""
-    spec = bundle.frontend
-    settings, clip_stride_ms = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
-    pipeline = Pipeline(
-        spec, TfliteClassifier(bundle), RecognizeCommands(bundle.labels, settings), clip_stride_ms
-    )
+    pipeline = build_pipeline(bundle)  # the bundle's own settings, as `kwsd run` without a config
     return [(bundle.labels.index(d.label), d.audio_time_ms) for d in pipeline.feed(samples)]
 
 
@@ -1140,7 +1133,8 @@ def run_latency(args: argparse.Namespace) -> int:
     bundle = read_bundle(demo_bundle_path())
     spec = bundle.frontend
     rate = spec.sample_rate_hz
-    _, clip_stride_ms = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    clip_stride_ms = settings.clip_stride_ms
     wav = read_wav(demo_wav_path(), rate)
     one_pass = demo_words(wav, spec)
     payload = np.tile(wav, args.passes)
