@@ -7,10 +7,11 @@ SIGINT.
 
 Reload (SIGHUP): the config file is read and checked again, as at start. If anything is wrong
 it is rejected as a whole, each problem is logged with its key, and the running settings stay.
-Otherwise, without stopping the audio:
+Otherwise it becomes a :class:`kwsd.listener.Reload` value, which the listener applies between
+blocks, without stopping the audio:
 
 * ``detection.*`` (thresholds, averaging window, suppression, clip stride, rule) apply from the
-  next window; the smoother's averaging starts afresh;
+  next window; the smoother keeps its history, so a word is not reported twice;
 * ``mqtt.*`` changes close the publisher (waiting at most :data:`RELOAD_CLOSE_TIMEOUT_S` for
   what it holds) and open a new one that first sends whatever the old one had not delivered,
   on a thread of their own while the listener goes on hearing (detections meanwhile wait, in
@@ -27,6 +28,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +36,10 @@ from kwsd.bundle import Bundle, demo_bundle_path, read_bundle
 from kwsd.classifier import TfliteClassifier
 from kwsd.config import Channel, Config, ConfigError, default_config, load_config
 from kwsd.detection import DetectionError, DetectionSettings, resolve_detection
-from kwsd.listener import Listener
+from kwsd.listener import Listener, Reload
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import build_pipeline
-from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, StdoutPublisher
+from kwsd.publisher import EventStamper, Publisher, StdoutPublisher
 from kwsd.smoother import RecognizeCommands, SmootherError
 from kwsd.sources import MicrophoneSource
 
@@ -123,9 +125,9 @@ def _listen(prepared: Prepared, config_path: str | None, stop: threading.Event, 
             queue_blocks=audio.queue_blocks,
         )
 
-    def reload(listener: Listener) -> bool:
+    def reload() -> Reload | None:
         assert config_path is not None  # no reloader without a config file
-        return _reload(listener, running, config_path, bundle, verbose=verbose)
+        return _reload(running, config_path, bundle, verbose=verbose)
 
     listener = Listener(
         open_source,
@@ -238,20 +240,25 @@ def _model_facts(bundle: Bundle, settings: DetectionSettings) -> ModelFacts:
     )
 
 
-def _update_model(publisher: Publisher, bundle: Bundle, settings: DetectionSettings) -> None:
-    """Tell an MQTT publisher kept across a reload the new thresholds."""
-    from kwsd.mqtt import MqttPublisher
+def _update_model(bundle: Bundle, settings: DetectionSettings) -> Callable[[Publisher], None]:
+    """What tells an MQTT publisher kept across a reload the new thresholds."""
 
-    if isinstance(publisher, MqttPublisher):
-        publisher.update_model(_model_facts(bundle, settings))
+    def update(publisher: Publisher) -> None:
+        from kwsd.mqtt import MqttPublisher
+
+        if isinstance(publisher, MqttPublisher):
+            publisher.update_model(_model_facts(bundle, settings))
+
+    return update
 
 
 def _device_id(config: Config) -> str:
     return config.mqtt.device_id or socket.gethostname()
 
 
-def _reload(listener: Listener, running: _Running, path: str, bundle: Bundle, *, verbose: bool) -> bool:
-    """Apply the config file again; False (each problem logged) when it is rejected."""
+def _reload(running: _Running, path: str, bundle: Bundle, *, verbose: bool) -> Reload | None:
+    """The config file read again, as the :class:`Reload` the listener applies; None (each
+    problem logged) when it is rejected."""
     old = running.config
     try:
         new = load_config(path)
@@ -264,18 +271,17 @@ def _reload(listener: Listener, running: _Running, path: str, bundle: Bundle, *,
             path,
             "; ".join(str(err).splitlines()),
         )
-        return False
+        return None
     for key in ("model", "audio"):
         if getattr(new, key) != getattr(old, key):
             log.warning("reload: %s changed, but takes effect only when kwsd restarts", key)
-    listener.pipeline.set_detection(settings)
-    listener.set_stats_interval(new.stats_interval_s)
     if not verbose:
         logging.getLogger().setLevel(new.log_level.logging_level)
     if new.mqtt == old.mqtt:
-        _update_model(listener.publisher, bundle, settings)
+        reload = Reload(settings, new.stats_interval_s, keep_publisher=_update_model(bundle, settings))
     else:
-        _swap_publisher(listener, old=old, new=new, path=path, bundle=bundle, settings=settings)
+        replace = _replace_publisher(old=old, new=new, path=path, bundle=bundle, settings=settings)
+        reload = Reload(settings, new.stats_interval_s, new_publisher=replace)
     running.config = new
     log.info(
         "reload: %s applied (clip stride %d ms, threshold %.3f)",
@@ -283,7 +289,7 @@ def _reload(listener: Listener, running: _Running, path: str, bundle: Bundle, *,
         settings.clip_stride_ms,
         settings.threshold,
     )
-    return True
+    return reload
 
 
 def _check_mqtt(config: Config, path: str) -> None:
@@ -310,15 +316,14 @@ def _check_mqtt(config: Config, path: str) -> None:
         raise ConfigError(problems, source=path)
 
 
-def _swap_publisher(
-    listener: Listener, *, old: Config, new: Config, path: str, bundle: Bundle, settings: DetectionSettings
-) -> None:
-    """Replace the publisher off the listener thread: closing the old one waits for the broker
-    (at most :data:`RELOAD_CLOSE_TIMEOUT_S`, and longer if paho's thread is in a connect), and
-    the audio must not wait with it. Detections meanwhile wait in order in the handover."""
-    previous = listener.publisher
+def _replace_publisher(
+    *, old: Config, new: Config, path: str, bundle: Bundle, settings: DetectionSettings
+) -> Callable[[Publisher], Publisher]:
+    """What replaces the publisher, off the listener thread: closing the old one waits for the
+    broker (at most :data:`RELOAD_CLOSE_TIMEOUT_S`, and longer if paho's thread is in a connect),
+    and the audio must not wait with it. Detections meanwhile wait in order in the handover."""
 
-    def build() -> Publisher:
+    def build(previous: Publisher) -> Publisher:
         from kwsd.mqtt import MqttPublisher
 
         carry_over: list[dict[str, Any]] = []
@@ -345,4 +350,4 @@ def _swap_publisher(
         log.info("reload: MQTT settings applied")
         return replacement
 
-    listener.replace_publisher(HandoverPublisher(build).start())
+    return build

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from kwsd.detection import DetectionSettings
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Pipeline
 from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, rfc3339
@@ -57,11 +58,25 @@ class Backoff:
         return float(min(self.max_s, self.first_s * 2 ** min(attempt, 16)))
 
 
+@dataclass(frozen=True)
+class Reload:
+    """A config reload, as a value: what the listener applies between blocks. Whoever makes it
+    (the daemon, from the config file) never touches the listener itself."""
+
+    detection: DetectionSettings
+    stats_interval_s: float
+    #: Runs on a worker thread with the publisher in use: closes it and returns its successor
+    #: (:class:`HandoverPublisher` keeps the detections made meanwhile, in order). None: the
+    #: publisher stays.
+    new_publisher: Callable[[Publisher], Publisher] | None = None
+    #: When the publisher stays: runs on the listener thread with it (new thresholds to announce).
+    keep_publisher: Callable[[Publisher], None] | None = None
+
+
 class Listener:
     """Runs the loop until stopped. ``reloader`` (optional) is called on the listener thread
-    after :meth:`request_reload`; it may call :meth:`replace_publisher`, change the pipeline's
-    detection settings and call :meth:`set_stats_interval`, and returns whether it applied a new
-    config (False: rejected, reported by itself). An exception from it is logged and the
+    after :meth:`request_reload` and returns the :class:`Reload` to apply, or None when the new
+    config was rejected (it reports why itself). An exception from it is logged and the
     listener goes on as it was."""
 
     def __init__(
@@ -75,7 +90,7 @@ class Listener:
         backoff: Backoff | None = None,
         notifier: SystemdNotifier | None = None,
         stats_interval_s: float = 0,
-        reloader: Callable[[Listener], bool] | None = None,
+        reloader: Callable[[], Reload | None] | None = None,
         hang_timeout_s: float = HANG_TIMEOUT_S,
     ) -> None:
         self._open_source = open_source
@@ -114,11 +129,6 @@ class Listener:
         if seconds != self.stats_interval_s:
             self.stats_interval_s = seconds
             self._stats_due = time.monotonic() + seconds
-
-    def replace_publisher(self, publisher: Publisher) -> None:
-        """Use ``publisher`` from now on (the caller has closed the old one, or hands over
-        a :class:`HandoverPublisher` that does so). Listener thread."""
-        self._publisher = publisher
 
     def run(self, stop: threading.Event) -> None:
         """Listen until ``stop`` is set, waiting for the device if it is not there."""
@@ -225,11 +235,20 @@ class Listener:
             log.warning("reload requested, but this listener has nothing to reload")
             return
         try:
-            applied = self._reloader(self)
+            reload = self._reloader()
+            if reload is None:
+                return
+            self.pipeline.set_detection(reload.detection)
         except Exception:
             log.exception("reload failed; going on with the settings as they were")
             return
-        self.reloads += applied
+        self.set_stats_interval(reload.stats_interval_s)
+        if reload.new_publisher is not None:
+            previous, build = self._publisher, reload.new_publisher
+            self._publisher = HandoverPublisher(lambda: build(previous)).start()
+        elif reload.keep_publisher is not None:
+            reload.keep_publisher(self._publisher)
+        self.reloads += 1
 
     def stats(self) -> dict[str, Any]:
         """The stats message: since start, and the real-time factor since the last message."""

@@ -13,10 +13,10 @@ import pytest
 
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
-from kwsd.listener import Backoff, Listener
+from kwsd.listener import Backoff, Listener, Reload
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import build_pipeline
-from kwsd.publisher import EventStamper, HandoverPublisher
+from kwsd.publisher import EventStamper
 from kwsd.sources import AudioDeviceError
 
 
@@ -335,18 +335,14 @@ def test_a_reload_that_replaces_the_publisher_never_holds_up_the_audio():
     old, new = RecordingPublisher(), RecordingPublisher()
     reloads = []
 
-    def reloader(listener):
+    def build(previous):
+        assert ready.wait(PATIENCE_S)
+        previous.close()
+        return new
+
+    def reloader():
         reloads.append(listener.publisher)
-        if len(reloads) == 1:
-            previous = listener.publisher
-
-            def build():
-                assert ready.wait(PATIENCE_S)
-                previous.close()
-                return new
-
-            listener.replace_publisher(HandoverPublisher(build).start())
-        return True
+        return Reload(listener.pipeline.settings, 0.01, new_publisher=build if len(reloads) == 1 else None)
 
     listener = make_listener(
         lambda: source, old, SystemdNotifier({}), 60_000, stats_interval_s=0.01, reloader=reloader
@@ -380,12 +376,11 @@ def test_a_reload_that_replaces_the_publisher_never_holds_up_the_audio():
 def test_a_handover_that_fails_stops_the_listener_with_its_error():
     samples = read_wav(demo_wav_path(), 16000)[: 16000 * 2]
 
-    def build():
+    def build(previous):
         raise OSError("scripted: a bug in the new publisher")
 
-    def reloader(listener):
-        listener.replace_publisher(HandoverPublisher(build).start())
-        return True
+    def reloader():
+        return Reload(listener.pipeline.settings, 0, new_publisher=build)
 
     listener = make_listener(
         lambda: ScriptedSource(np.split(samples, 100)), RecordingPublisher(), SystemdNotifier({}), 60_000,
@@ -395,3 +390,31 @@ def test_a_handover_that_fails_stops_the_listener_with_its_error():
     with pytest.raises(RuntimeError, match="replacing the publisher failed") as raised:
         listener.run(threading.Event())
     assert isinstance(raised.value.__cause__, OSError)
+
+
+def test_a_reload_is_a_value_the_listener_applies_between_blocks():
+    # The reloader only says what the new config asks for; the listener applies it: the new
+    # detection settings, the stats interval, and the kept publisher told of the change. A
+    # rejected config (None) changes nothing and is not counted.
+    samples = read_wav(demo_wav_path(), 16000)[: 16000 * 2]
+    publisher = RecordingPublisher()
+    kept = []
+    answers = []
+
+    def reloader():
+        return answers.pop(0)
+
+    listener = make_listener(
+        lambda: ScriptedSource(np.split(samples, 100)), publisher, SystemdNotifier({}), 60_000,
+        reloader=reloader,
+    )  # fmt: skip
+    stricter = listener.pipeline.settings.replace(threshold=0.99, suppression_ms=900)
+    answers += [None, Reload(stricter, 0.25, keep_publisher=kept.append)]
+    listener.request_reload()
+    listener._between_blocks()
+    assert listener.reloads == 0 and listener.pipeline.settings != stricter
+    listener.request_reload()
+    listener._between_blocks()
+    assert listener.reloads == 1 and listener.stats_interval_s == 0.25
+    assert listener.pipeline.settings == stricter and listener.pipeline.smoother.settings == stricter.smoother
+    assert kept == [publisher] and listener.publisher is publisher
