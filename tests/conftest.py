@@ -1,8 +1,7 @@
 """Fixtures shared by several test files."""
 
 import pytest
-
-from tests.broker import MosquittoBroker
+from kwsd_tools.harness.broker import MosquittoBroker
 
 
 @pytest.fixture

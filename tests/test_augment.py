@@ -10,20 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.training_tools import missing_training_tools
-from tests.wavgen import as_int16, sine, write_wav
-from tools.training import augment
-from tools.training.augment import AugmentError, SpecAugment
-from tools.training.dataset import DatasetSettings, load_dataset
-from tools.training.features import Augmentation, make_recipe, partition_features, render
-from tools.training.sources import DataSource, batch_shares, parse_data_sources, pooled_features
-from tools.training.trainer import (
+from kwsd_tools.training import augment
+from kwsd_tools.training.augment import AugmentError, SpecAugment
+from kwsd_tools.training.dataset import DatasetSettings, load_dataset
+from kwsd_tools.training.features import Augmentation, make_recipe, partition_features, render
+from kwsd_tools.training.sources import DataSource, batch_shares, parse_data_sources, pooled_features
+from kwsd_tools.training.trainer import (
     TrainingError,
     accuracy_breakdown,
     breakdown_metrics,
     breakdown_text,
 )
+
+from tests.training_tools import missing_training_tools
+from tests.wavgen import as_int16, sine, write_wav
 
 RATE = 16000
 NYQUIST = RATE / 2
@@ -311,7 +311,7 @@ def written(work: Path) -> list[str]:
 
 
 def _train_main(tmp_path: Path, data: Path, *flags: str) -> int:
-    from tools.train import main
+    from kwsd_tools.train import main
 
     return main(
         [
@@ -350,7 +350,7 @@ def test_bad_augmentation_flags_are_one_line_and_exit_64_before_anything_is_writ
 
 
 def test_one_value_is_a_fixed_setting_and_the_switch_turns_everything_off() -> None:
-    from tools.train import augmentation_from_args, build_parser
+    from kwsd_tools.train import augmentation_from_args, build_parser
 
     augmentation, masks = augmentation_from_args(build_parser().parse_args(["--speed_range=0.9"]))
     assert augmentation.speed_range == (0.9, 0.9)
@@ -453,10 +453,10 @@ def test_two_sources_train_and_report_per_source_everywhere(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import tensorflow as tf
+    from kwsd_tools.synth import synthesise
+    from kwsd_tools.train import main
 
     from kwsd.bundle import read_bundle
-    from tools.synth import synthesise
-    from tools.train import main
 
     synth = tmp_path / "synth"
     synthesise(synth, ["yes", "no"], ["up", "down"], voice_count=30, repetitions=1, seed=3)

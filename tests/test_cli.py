@@ -843,30 +843,24 @@ def test_the_daemon_package_never_imports_tensorflow():
     assert "IMPORTED []" in result.stderr.decode()
 
 
-def test_package_data_ships_the_demo(tmp_path):
-    """`pip install .` (not editable) must carry the demo model and WAV: the README's first command."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """The wheel `pip install .` installs (built once for the tests below)."""
+    out = tmp_path_factory.mktemp("wheel")
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(root),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, root],
         check=False,
         capture_output=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr.decode()
-    import zipfile
+    (built,) = out.glob("kwsd-*.whl")
+    return built
 
-    (wheel,) = tmp_path.glob("kwsd-*.whl")
+
+def test_package_data_ships_the_demo(wheel):
+    """`pip install .` (not editable) must carry the demo model and WAV: the README's first command."""
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {
         "kwsd/demo/demo.kwsd",
@@ -875,6 +869,52 @@ def test_package_data_ships_the_demo(tmp_path):
         "kwsd/demo/demo.txt",
         "kwsd/demo/ATTRIBUTION.txt",  # demo.wav and the models are derived from CC BY 4.0 speech
     } <= names
+
+
+TOOL_COMMANDS = {
+    "kwsd-train": "train",
+    "kwsd-export": "export",
+    "kwsd-synth": "synth",
+    "kwsd-slice": "slice",
+    "kwsd-check-dataset": "check_dataset",
+    "kwsd-make-stream": "make_stream",
+    "kwsd-plot": "plot",
+    "kwsd-recipe": "recipe",
+    "kwsd-relayout": "relayout",
+    "kwsd-benchmark": "benchmark",
+    "kwsd-benchmark-quality": "benchmark_quality",
+}
+
+
+def test_the_wheel_installs_the_tools_and_their_commands_without_a_checkout(wheel, tmp_path):
+    # A desktop user's `pip install 'kwsd[train]'`: the tools come as the package kwsd_tools,
+    # each with its command, and run from anywhere (here: the wheel unpacked into a folder of
+    # its own, away from the checkout, with this venv's TensorFlow and numpy).
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=False,
+        capture_output=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = "import kwsd_tools.training.dataset as m, kwsd_tools.harness.broker; print(m.__file__)"
+    where = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()).is_relative_to(site)
+    for command, module in TOOL_COMMANDS.items():
+        script = site / "bin" / command
+        assert f"from kwsd_tools.{module} import main" in script.read_text(), command
+        shown = subprocess.run(
+            [sys.executable, script, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            check=False, timeout=300,
+        )  # fmt: skip
+        assert shown.returncode == 0, (command, shown.stderr[-2000:])
+        assert shown.stdout.startswith("usage: "), (command, shown.stdout[:200])
 
 
 # --------------------------------------------------------------------------------------
@@ -923,7 +963,7 @@ sys.exit(cli.main(["devices"]))
 
 def exit_code_cases(tmp_path):
     """code -> a thunk running a command that must end with it, and text its stderr must hold."""
-    from alsa import SYSTEM_ALSA_CONF
+    from kwsd_tools.harness.alsa import SYSTEM_ALSA_CONF
 
     short = tmp_path / "short.wav"
     with wave.open(str(short), "wb") as w:

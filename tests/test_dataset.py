@@ -21,12 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from kwsd.audio import write_wav
-from kwsd.errors import AudioFormatError, InputNotFoundError
-from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
-from tools.training import dataset as ds
-from tools.training.dataset import (
+from kwsd_tools.training import dataset as ds
+from kwsd_tools.training.dataset import (
     PARTITIONS,
     DatasetError,
     DatasetSettings,
@@ -35,6 +31,10 @@ from tools.training.dataset import (
     load_dataset,
     which_set,
 )
+
+from kwsd.audio import write_wav
+from kwsd.errors import AudioFormatError, InputNotFoundError
+from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 
 RATE = 16000
 YES_NO = DatasetSettings(wanted_words=("yes", "no"))
@@ -601,10 +601,7 @@ def test_crying_versus_silence_at_22050_hz_and_5_s_clips(tmp_path: Path) -> None
 def test_a_synthetic_set_from_tools_synth_loads(tmp_path: Path) -> None:
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
         pytest.skip("espeak-ng and sox are needed")
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import synth
+    from kwsd_tools import synth
 
     synth.synthesise(tmp_path / "synth", ("yes", "no"), ("up",), voice_count=8, repetitions=1, seed=6)
     data = load_dataset(tmp_path / "synth", YES_NO, seed=1)

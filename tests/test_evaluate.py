@@ -491,9 +491,7 @@ def synthetic_stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
-    sys.path.insert(0, str(REPO / "tools"))
-    import make_stream
-    import synth
+    from kwsd_tools import make_stream, synth
 
     root = tmp_path_factory.mktemp("synthetic")
     data = root / "data"

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kwsd_tools import make_stream
 
 from kwsd.audio import read_wav, write_wav
 from kwsd.evaluate import parse_truth
 from kwsd.labels import UNKNOWN_LABEL
-
-TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
-if str(TOOLS_DIR) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR))
-
-import make_stream  # noqa: E402  (tools/ is not a package)
 
 RATE = 16000
 #: Each folder's clips are a tone of its own frequency (Hz), so a clip can be recognised.

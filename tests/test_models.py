@@ -19,7 +19,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from tools.training.models import (  # noqa: E402  (after the skip: the module needs TensorFlow to build)
+from kwsd_tools.training.models import (  # noqa: E402  (after the skip: the module needs TensorFlow to build)
     ARCHITECTURES,
     DEFAULT_ARCHITECTURE,
     DsCnnOptions,

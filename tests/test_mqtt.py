@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
+from kwsd_tools.harness.broker import HOST, MosquittoBroker, Subscriber, mosquitto_available, wait_until
 
 from kwsd.config import MqttConfig, QoS
 from kwsd.mqtt import MqttPublisher
 from kwsd.publisher import EventStamper
 from kwsd.spool import DetectionSpool
-from tests.broker import HOST, MosquittoBroker, Subscriber, mosquitto_available, wait_until
 
 pytestmark = pytest.mark.skipif(
     not mosquitto_available(), reason="mosquitto is not installed (Debian: mosquitto)"

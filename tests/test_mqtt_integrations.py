@@ -11,11 +11,11 @@ import json
 import jinja2
 import paho.mqtt.client as mqtt
 import pytest
+from kwsd_tools.harness.broker import HOST, Subscriber, mosquitto_available, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kwsd.config import HermesConfig, HomeAssistantConfig, MqttConfig
 from kwsd.mqtt import ModelFacts, MqttPublisher
-from tests.broker import HOST, Subscriber, mosquitto_available, wait_until
 from tests.test_mqtt import DETECTION_TOPIC, DEVICE, STATUS_TOPIC, detections, make_events
 
 pytestmark = pytest.mark.skipif(

@@ -16,10 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-
-from kwsd.config import MqttConfig, TlsConfig
-from kwsd.mqtt import MqttPublisher, MqttSetupError
-from tests.broker import (
+from kwsd_tools.harness.broker import (
     HOST,
     BrokerTls,
     ClientAuth,
@@ -29,6 +26,9 @@ from tests.broker import (
     mosquitto_passwd_available,
     wait_until,
 )
+
+from kwsd.config import MqttConfig, TlsConfig
+from kwsd.mqtt import MqttPublisher, MqttSetupError
 from tests.test_mqtt import DETECTION_TOPIC, DEVICE, make_events
 
 OPENSSL = shutil.which("openssl")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kwsd_tools import recipe
+from kwsd_tools.training.layout import features_as_channels
 from training_tools import missing_training_tools
 
 from kwsd import __version__
@@ -28,8 +30,6 @@ from kwsd.evaluate import read_truth
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.pipeline import build_pipeline
 from kwsd.smoother import RecognizeCommands
-from tools import recipe
-from tools.training.layout import features_as_channels
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 16000
@@ -102,7 +102,7 @@ def test_the_recipes_train_with_tools_train_py_s_flags() -> None:
     assert "--wanted_words=yes,no,up,down,left,right,on,off,stop,go" in flags
     assert "--seed=7" in flags and "--no_robust_augmentation" not in flags
     # The parser of the real trainer takes every flag the recipe gives it.
-    from tools.train import build_parser
+    from kwsd_tools.train import build_parser
 
     args = build_parser().parse_args(flags)
     assert args.model_architecture == "ds_cnn" and args.window_stride_ms == 20

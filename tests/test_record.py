@@ -13,9 +13,9 @@ import time
 import wave
 from pathlib import Path
 
-import alsa
 import numpy as np
 import pytest
+from kwsd_tools.harness import alsa
 
 from kwsd.audio import read_wav
 from kwsd.record import cut_word, next_index, save_new

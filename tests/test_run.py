@@ -9,10 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-import alsa
-import broker
 import numpy as np
 import pytest
+from kwsd_tools.harness import alsa, broker
 
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle

@@ -24,11 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import wavgen
-
-from kwsd.audio import read_wav
-from kwsd.errors import StreamError
-from tools import slice as slice_tool
-from tools.slice import (
+from kwsd_tools import slice as slice_tool
+from kwsd_tools.slice import (
     DropReason,
     SettingError,
     WordSettings,
@@ -44,7 +41,10 @@ from tools.slice import (
     max_gain_db,
     speaker_from_stem,
 )
-from tools.training.dataset import speaker_of
+from kwsd_tools.training.dataset import speaker_of
+
+from kwsd.audio import read_wav
+from kwsd.errors import StreamError
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 16000
@@ -510,8 +510,7 @@ def test_neighbouring_words_inside_a_clip_are_noted(
 
 @pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")), reason="needs espeak-ng and sox")
 def test_spoken_words_from_espeak(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "tools"))
-    import synth
+    from kwsd_tools import synth
 
     voice = synth.make_voices(1, 1)[0]
     word = synth.trim(synth.speak(voice, "yes", voice.pitch, voice.speed_wpm))

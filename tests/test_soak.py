@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.alsa import portaudio_available
-from tests.broker import mosquitto_available
+from kwsd_tools.harness.alsa import portaudio_available
+from kwsd_tools.harness.broker import mosquitto_available
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tools import recipe, synth
-from tools.training.dataset import which_set
+from kwsd_tools import recipe, synth
+from kwsd_tools.training.dataset import which_set
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="espeak-ng and sox are needed"

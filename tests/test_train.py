@@ -7,7 +7,6 @@ and kwsd's own bundle loader and classifier for the exported models.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +17,11 @@ from tests.training_tools import missing_training_tools
 pytestmark = pytest.mark.skipif(missing_training_tools() is not None, reason=str(missing_training_tools()))
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from tools.synth import synthesise
+    from kwsd_tools.synth import synthesise
 
     out = tmp_path_factory.mktemp("speech")
     synthesise(out, ["yes", "no"], ["up", "down"], voice_count=30, repetitions=1, seed=3)
@@ -40,7 +38,7 @@ def summary_tags(path):
 
 
 def train(tmp_path, data_dir, *extra, steps="6,4", rates="0.01,0.002", arch="tiny_conv", capsys=None):
-    from tools.train import main
+    from kwsd_tools.train import main
 
     argv = [
         "--data_url=",
@@ -155,7 +153,7 @@ def test_verbosity_debug_prints_every_step_in_train_py_s_format(tmp_path, data_d
 
 
 def test_how_long_a_run_takes_is_said_before_it_starts():
-    from tools.training.trainer import estimate_text
+    from kwsd_tools.training.trainer import estimate_text
 
     assert estimate_text(17_975, 25, 41.7) == (
         "training: about 8 h 20 min for the 17,975 steps left (0.6 steps/s over the first 25, "
@@ -170,7 +168,7 @@ def test_how_long_a_run_takes_is_said_before_it_starts():
 def test_a_failed_download_over_a_data_set_says_how_to_train_on_it(tmp_path, data_dir, capsys):
     import socket
 
-    from tools.train import main
+    from kwsd_tools.train import main
 
     with socket.socket() as s:  # a port nothing listens on: the download is refused at once
         s.bind(("127.0.0.1", 0))
@@ -189,12 +187,12 @@ def test_a_failed_download_over_a_data_set_says_how_to_train_on_it(tmp_path, dat
 
 def test_the_float_bundle_gives_the_training_model_s_scores(tmp_path, data_dir, capsys):
     import tensorflow as tf
+    from kwsd_tools.training.models import build_model
 
     from kwsd.audio import read_wav
     from kwsd.bundle import read_bundle
     from kwsd.classifier import TfliteClassifier
     from kwsd.frontend import compute_features
-    from tools.training.models import build_model
 
     code, err = train(tmp_path, data_dir, capsys=capsys)
     assert code == 0, err
@@ -257,7 +255,7 @@ def test_a_checkpoint_from_another_architecture_is_refused_by_name(tmp_path, dat
     ],
 )
 def test_bad_flags_are_one_line_naming_the_flag(tmp_path, data_dir, capsys, flags, message):
-    from tools.train import main
+    from kwsd_tools.train import main
 
     code = main(["--data_url=", f"--data_dir={data_dir}", f"--train_dir={tmp_path}", *flags])
     err = capsys.readouterr().err
@@ -268,8 +266,9 @@ def test_bad_flags_are_one_line_naming_the_flag(tmp_path, data_dir, capsys, flag
 
 
 def test_export_makes_the_same_bundles_from_a_checkpoint_alone(tmp_path, data_dir, capsys):
+    from kwsd_tools.export import main as export_main
+
     from kwsd.bundle import read_bundle
-    from tools.export import main as export_main
 
     code, err = train(tmp_path, data_dir, capsys=capsys)
     assert code == 0, err
@@ -332,7 +331,7 @@ def test_custom_data_at_22050_hz_with_5_second_clips_trains_and_exports(tmp_path
             write_wav(
                 data / word / f"room{n}_nohash_0.wav", (np.clip(noisy, -1, 1) * 32767).astype(np.int16), rate
             )
-    from tools.train import main
+    from kwsd_tools.train import main
 
     code = main(
         [
@@ -377,7 +376,7 @@ def test_the_same_seed_gives_the_same_run(tmp_path, data_dir, capsys):
 
 
 def test_only_the_newest_five_checkpoints_are_kept(tmp_path):
-    from tools.training.trainer import _prune
+    from kwsd_tools.training.trainer import _prune
 
     for step in (100, 200, 300, 400, 500, 600, 700, 1000):
         for suffix in (".index", ".data-00000-of-00001", ".json"):

@@ -305,12 +305,12 @@ def micro_speech_cost(
     if missing:
         print(f"   skipped ({missing})")
         return None
-    _tools_on_path()
+    from kwsd_tools.training.console import native_output_to
+    from kwsd_tools.training.export import convert
+    from kwsd_tools.training.models import build_model
+
     from kwsd.bundle import make_bundle
     from kwsd.frontend import FrontendKind, FrontendSpec, MicroParams, MicroState
-    from tools.training.console import native_output_to
-    from tools.training.export import convert
-    from tools.training.models import build_model
 
     labels = ("_silence_", "_unknown_", "yes", "no")
     figures: dict[str, float] = {}
@@ -404,8 +404,7 @@ def synthetic_set(*, skip: bool) -> Iterator[Path | None]:
     if skip or _missing_tools(("espeak-ng", "sox")):
         yield None
         return
-    _tools_on_path()
-    from tools.synth import synthesise
+    from kwsd_tools.synth import synthesise
 
     logging.getLogger("synth").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="kwsd-bench-") as tmp:
@@ -422,8 +421,7 @@ def training_throughput(data_dir: Path | None, *, skip: bool) -> dict[str, Any] 
     if missing or data_dir is None:
         print(f"   skipped: {missing}")
         return None
-    _tools_on_path()
-    from tools import benchmark_train
+    from kwsd_tools import benchmark_train
 
     figures = benchmark_train.measure(benchmark_train.defaults(data_dir=str(data_dir)))
     for line in benchmark_train.report_lines(figures):
@@ -439,8 +437,7 @@ def streaming_accuracy(data_dir: Path | None, model: str, *, skip: bool) -> dict
     if missing or data_dir is None:
         print(f"   skipped: {missing}")
         return None
-    root = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": str(root.parent)}
+    env = dict(os.environ)
     results: dict[str, Any] = {}
     streams = (
         ("words", ["--duration_s", "600"]),
@@ -448,7 +445,7 @@ def streaming_accuracy(data_dir: Path | None, model: str, *, skip: bool) -> dict
     )
     for name, extra in streams:
         wav = data_dir / f"{name}.wav"
-        make = [sys.executable, str(root / "make_stream.py"), "--data_dir", str(data_dir)]
+        make = [sys.executable, "-m", "kwsd_tools.make_stream", "--data_dir", str(data_dir)]
         make += ["--wanted_words", "yes,no,stop,go", "--output_audio_file", str(wav), "--seed", "1", *extra]
         subprocess.run(make, check=True, capture_output=True, env=env)
         evaluate = [sys.executable, "-m", "kwsd", "evaluate", "-m", model, "--audio", str(wav)]
@@ -475,12 +472,6 @@ def streaming_accuracy(data_dir: Path | None, model: str, *, skip: bool) -> dict
         "hours": round(hours, 3),
         "false_accepts_per_hour": round(false_accepts / hours, 3),
     }
-
-
-def _tools_on_path() -> None:
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
 
 
 def _missing_tools(commands: tuple[str, ...], *, tensorflow: bool = False) -> str | None:

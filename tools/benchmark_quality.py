@@ -7,7 +7,7 @@
 
 For each recipe of ``--recipes`` (``tools/recipe.py``'s: ``demo`` the full recipe, ``synthetic``
 no real clip trained on, ``espeak`` the espeak-ng baseline, ``quick`` for the tests) it runs the
-recipe into ``<work_dir>/<recipe>`` (``tools.recipe.run``), or with ``--model RECIPE=BUNDLE``
+recipe into ``<work_dir>/<recipe>`` (``kwsd_tools.recipe.run``), or with ``--model RECIPE=BUNDLE``
 measures that bundle instead, then prints:
 
 1. clip accuracy on the real set's *test* partition (the split and seed the bundle records;
@@ -57,9 +57,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-
-if str(Path(__file__).resolve().parent.parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+from kwsd_tools.recipe import RECIPES, SPEECH_COMMANDS_WORDS
 
 from kwsd.audio import float_to_int16, write_wav
 from kwsd.bundle import Bundle, read_bundle
@@ -74,7 +72,6 @@ from kwsd.cli import EXIT_MISSING_DEPENDENCY as EXIT_UNAVAILABLE
 from kwsd.errors import KwsdError, ModelError
 from kwsd.evaluate import format_truth
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
-from tools.recipe import RECIPES, SPEECH_COMMANDS_WORDS
 
 log = logging.getLogger("benchmark_quality")
 
@@ -213,7 +210,7 @@ def _peak_normalised(audio: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def espeak_utterances(texts: Iterator[str], seed: int) -> Iterator[tuple[str, npt.NDArray[np.float64]]]:
     """(text, 16 kHz float audio) spoken by espeak-ng voices of tools/synth.py (every accent),
     one voice after the other, each at its own pitch, speed and microphone."""
-    from tools.synth import ACCENTS, make_voices, speak, trim
+    from kwsd_tools.synth import ACCENTS, make_voices, speak, trim
 
     voices = make_voices(60, seed + 7000, ACCENTS)
     for i, text in enumerate(texts):
@@ -224,7 +221,7 @@ def espeak_utterances(texts: Iterator[str], seed: int) -> Iterator[tuple[str, np
 def piper_utterances(texts: Iterator[str], seed: int) -> Iterator[tuple[str, npt.NDArray[np.float64]]]:
     """(text, 16 kHz float audio) spoken by piper voices of tools/synth.py (the default voice
     at its size, pitch, speed and expressiveness buckets, each with its microphone)."""
-    from tools import synth
+    from kwsd_tools import synth
 
     piper, onnxruntime = synth._import_piper()
     model = synth.load_piper_model(synth.default_piper_voice())
@@ -276,7 +273,7 @@ def mix_sentences(
     """Utterances one after another (gaps uniform in SENTENCE_GAP_S) until ``duration_s`` is
     full, over make_stream's background track of ``noise`` scaled so that the speech has
     ``snr_db`` against the noise under it (one gain for the whole stream)."""
-    from tools.make_stream import StreamSettings, background_track
+    from kwsd_tools.make_stream import StreamSettings, background_track
 
     rng = np.random.default_rng([seed, 0x5E47])
     settings = StreamSettings(sample_rate_hz=SAMPLE_RATE_HZ, duration_s=duration_s)
@@ -307,14 +304,14 @@ def mix_sentences(
 
 
 def keywords_of(bundle: Bundle) -> tuple[str, ...]:
-    from tools.plot import bundle_words
+    from kwsd_tools.plot import bundle_words
 
     return bundle_words(bundle)
 
 
 def clip_accuracy(bundle: Bundle, real_wav: Path) -> dict[str, Any]:
     """Section 1: the bundle on the real set's test partition, per label and overall."""
-    from tools.plot import confusion_of, split_of
+    from kwsd_tools.plot import confusion_of, split_of
 
     split = split_of(bundle)
     result = confusion_of(bundle, real_wav, partition="testing", split=split, workers=1)
@@ -346,8 +343,9 @@ def clip_accuracy(bundle: Bundle, real_wav: Path) -> dict[str, Any]:
 def real_noise(real_wav: Path) -> dict[str, npt.NDArray[np.float64]]:
     """The real set's background noise files, name -> float samples at 16 kHz (DatasetError
     when there are none: the no-keyword speech needs noise under it)."""
+    from kwsd_tools.training.dataset import BACKGROUND_NOISE_DIR, DatasetError, read_samples, scan_data_dir
+
     from kwsd.frontend import INT16_FULL_SCALE
-    from tools.training.dataset import BACKGROUND_NOISE_DIR, DatasetError, read_samples, scan_data_dir
 
     noise = {}
     for name in scan_data_dir(real_wav).noise or []:
@@ -365,7 +363,7 @@ def _write_stream(path: Path, audio: npt.NDArray[np.int16], truth: Sequence[tupl
 
 
 def _evaluate(bundle_path: Path, wav: Path) -> dict[str, Any]:
-    from tools.recipe import RecipeError, evaluate
+    from kwsd_tools.recipe import RecipeError, evaluate
 
     try:
         return evaluate(bundle_path, wav)["figures"]  # type: ignore[no-any-return]
@@ -377,8 +375,8 @@ def _real_stream(
     bundle: Bundle, real_wav: Path, out: Path, *, duration_s: float, seed: int, **stream: Any
 ) -> tuple[Path, dict[str, Any]]:
     """make_stream's stream of the real set's test partition (split as the bundle records)."""
-    from tools.make_stream import StreamSettings, generate
-    from tools.plot import split_of
+    from kwsd_tools.make_stream import StreamSettings, generate
+    from kwsd_tools.plot import split_of
 
     split = split_of(bundle)
     settings = StreamSettings(sample_rate_hz=SAMPLE_RATE_HZ, duration_s=duration_s, **stream)
@@ -482,9 +480,10 @@ def no_keyword(
 
 def pipeline(bundle: Bundle, wav: Path, s: Settings) -> dict[str, Any]:
     """Section 4: tools/benchmark.py's section 1 on the first minute of the real-speech stream."""
+    from kwsd_tools.benchmark import pipeline_cost
+
     from kwsd.audio import read_wav
     from kwsd.blas import use_one_blas_thread
-    from tools.benchmark import pipeline_cost
 
     use_one_blas_thread()  # as the daemon runs
     audio = read_wav(wav, bundle.frontend.sample_rate_hz)
@@ -579,7 +578,7 @@ def check(s: Settings) -> dict[str, Bundle]:
         if shutil.which(program) is None:
             raise BenchmarkError(f"{program} is not installed (apt-get install {program})", EXIT_UNAVAILABLE)
     if "piper" in s.sentence_engines:
-        from tools.synth import SynthError, _import_piper, default_piper_voice
+        from kwsd_tools.synth import SynthError, _import_piper, default_piper_voice
 
         try:
             _import_piper()
@@ -596,8 +595,8 @@ def check(s: Settings) -> dict[str, Bundle]:
 
 def run(s: Settings) -> dict[str, Any]:
     """The whole benchmark (check first); the report as a dict (also written as report.json)."""
-    from tools.recipe import RecipeError, attribution_text, prepare_real
-    from tools.recipe import run as run_recipe
+    from kwsd_tools.recipe import RecipeError, attribution_text, prepare_real
+    from kwsd_tools.recipe import run as run_recipe
 
     given = check(s)
     started = time.monotonic()
@@ -865,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for quiet in ("kwsd.audio", "synth", "make_stream", "plot", "tools.training.dataset"):
+    for quiet in ("kwsd.audio", "synth", "make_stream", "plot", "kwsd_tools.training.dataset"):
         logging.getLogger(quiet).setLevel(logging.WARNING)
     try:
         settings = Settings(

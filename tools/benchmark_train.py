@@ -29,14 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-TOOLS_DIR = Path(__file__).resolve().parent
-if str(TOOLS_DIR.parent) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR.parent))
-
-import numpy as np  # noqa: E402
-
-from tools.training.features import Augmentation, make_recipe, partition_features, render  # noqa: E402
-from tools.training.trainer import make_train_steps  # noqa: E402
+import numpy as np
+from kwsd_tools.training.features import Augmentation, make_recipe, partition_features, render
+from kwsd_tools.training.trainer import make_train_steps
 
 TARGET_RATIO = 5.0
 #: Steps per call of the compiled step function, as tools/train.py runs between evaluations.
@@ -86,11 +81,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import tensorflow as tf
+    from kwsd_tools.train import build_parser, frontend_for
+    from kwsd_tools.training import dataset as data
+    from kwsd_tools.training import models
 
     from kwsd.frontend import compute_features
-    from tools.train import build_parser, frontend_for
-    from tools.training import dataset as data
-    from tools.training import models
 
     flags = build_parser().parse_args(
         [

@@ -88,17 +88,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TOOLS_DIR = Path(__file__).resolve().parent
-if str(TOOLS_DIR.parent) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR.parent))  # run from a checkout without installing kwsd
-
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-
-from kwsd.audio import AudioInfo, Encoding, write_wav  # noqa: E402
-from kwsd.blas import use_one_blas_thread  # noqa: E402
-from kwsd.errors import KwsdError  # noqa: E402
-from tools.training.dataset import (  # noqa: E402
+import numpy as np
+import numpy.typing as npt
+from kwsd_tools.training.dataset import (
     BACKGROUND_NOISE_DIR,
     PARTITIONS,
     DatasetError,
@@ -112,6 +104,10 @@ from tools.training.dataset import (  # noqa: E402
     split_files,
     which_set,
 )
+
+from kwsd.audio import AudioInfo, Encoding, write_wav
+from kwsd.blas import use_one_blas_thread
+from kwsd.errors import KwsdError
 
 log = logging.getLogger("check_dataset")
 

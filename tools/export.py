@@ -23,25 +23,21 @@ import os
 import sys
 from pathlib import Path
 
-TOOLS_DIR = Path(__file__).resolve().parent
-if str(TOOLS_DIR.parent) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR.parent))
+import numpy as np
+from kwsd_tools.training.trainer import TrainingError, read_checkpoint_identity
 
-import numpy as np  # noqa: E402
-
-from kwsd.errors import KwsdError  # noqa: E402
-from kwsd.frontend import FrontendSpec, SpecError  # noqa: E402
-from tools.training.trainer import TrainingError, read_checkpoint_identity  # noqa: E402
+from kwsd.errors import KwsdError
+from kwsd.frontend import FrontendSpec, SpecError
 
 TOOL_NAME = "tools/export.py"
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.training import dataset as data
-    from tools.training import models
-    from tools.training.export import export_bundles
-    from tools.training.features import Augmentation, assets_for
-    from tools.training.sources import DataSource, load_sources, pooled_features
+    from kwsd_tools.training import dataset as data
+    from kwsd_tools.training import models
+    from kwsd_tools.training.export import export_bundles
+    from kwsd_tools.training.features import Augmentation, assets_for
+    from kwsd_tools.training.sources import DataSource, load_sources, pooled_features
 
     prefix = Path(args.start_checkpoint)
     record = read_checkpoint_identity(prefix)
@@ -140,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--representative_count", type=int, default=500, help="inputs calibrating int8")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tools.training.console import native_output_to
-    from tools.training.dataset import DatasetError
+    from kwsd_tools.training.console import native_output_to
+    from kwsd_tools.training.dataset import DatasetError
 
     try:
         # TensorFlow's C++ and converter chatter goes to a file beside the bundles, for debugging.

@@ -48,17 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-
-if str(Path(__file__).resolve().parent.parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from kwsd.audio import float_to_int16, write_wav
-from kwsd.blas import use_one_blas_thread
-from kwsd.errors import KwsdError
-from kwsd.evaluate import format_truth
-from kwsd.frontend import INT16_FULL_SCALE
-from kwsd.labels import UNKNOWN_LABEL
-from tools.training.dataset import (
+from kwsd_tools.training.dataset import (
     BACKGROUND_NOISE_DIR,
     DatasetError,
     DatasetSettings,
@@ -67,6 +57,13 @@ from tools.training.dataset import (
     scan_data_dir,
     split_files,
 )
+
+from kwsd.audio import float_to_int16, write_wav
+from kwsd.blas import use_one_blas_thread
+from kwsd.errors import KwsdError
+from kwsd.evaluate import format_truth
+from kwsd.frontend import INT16_FULL_SCALE
+from kwsd.labels import UNKNOWN_LABEL
 
 log = logging.getLogger("make_stream")
 

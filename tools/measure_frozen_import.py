@@ -30,13 +30,8 @@ import wave
 from pathlib import Path
 from typing import Any
 
-TOOLS_DIR = Path(__file__).resolve().parent
-if str(TOOLS_DIR.parent) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR.parent))
-
-import numpy as np  # noqa: E402
-
-from tools.training.dataset import speaker_of  # noqa: E402
+import numpy as np
+from kwsd_tools.training.dataset import speaker_of
 
 WANTED = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 LABELS = ["_silence_", "_unknown_", *WANTED]

@@ -46,9 +46,6 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
-if str(Path(__file__).resolve().parent.parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
 from kwsd.audio import open_audio, read_wav
 from kwsd.bundle import Bundle, demo_bundle_path, read_bundle
 from kwsd.errors import (
@@ -63,9 +60,8 @@ from kwsd.frontend import FrontendKind, FrontendSpec, StreamingFrontend
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 
 if TYPE_CHECKING:
+    from kwsd_tools.training.dataset import DatasetSettings
     from matplotlib.figure import Figure
-
-    from tools.training.dataset import DatasetSettings
 
 log = logging.getLogger("plot")
 
@@ -221,7 +217,7 @@ def bundle_words(bundle: Bundle) -> tuple[str, ...]:
 def dataset_settings(bundle: Bundle, split: SplitChoice) -> DatasetSettings:
     """The data set as the bundle sees it: its rate, clip length and words; no silence or unknown
     items for a bundle without that label."""
-    from tools.training.dataset import DatasetSettings
+    from kwsd_tools.training.dataset import DatasetSettings
 
     spec = bundle.frontend
     return DatasetSettings(
@@ -237,7 +233,7 @@ def dataset_settings(bundle: Bundle, split: SplitChoice) -> DatasetSettings:
 
 def check_data_dir(bundle: Bundle, data_dir: Path) -> None:
     """Refuse, before any file is read, a data folder without a folder for each of the bundle's words."""
-    from tools.training.dataset import DatasetError, scan_data_dir
+    from kwsd_tools.training.dataset import DatasetError, scan_data_dir
 
     if not data_dir.exists():
         raise InputNotFoundError(f"{data_dir}: no such data folder (--data_dir)")
@@ -284,9 +280,10 @@ def confusion_of(
     items get noise at a volume in [0, 1), as in training), the scores by kwsd's
     TfliteClassifier. Raises DatasetError, ModelError, RuntimeDependencyError.
     """
+    from kwsd_tools.training.dataset import load_dataset
+    from kwsd_tools.training.features import Augmentation, partition_features
+
     from kwsd.classifier import TfliteClassifier
-    from tools.training.dataset import load_dataset
-    from tools.training.features import Augmentation, partition_features
 
     if partition not in PARTITIONS:
         raise PlotError(f"--partition: expected one of {', '.join(PARTITIONS)}, got {partition!r}")
@@ -557,7 +554,7 @@ def run(args: argparse.Namespace) -> int:
             unknown_percentage=_or(args.unknown_percentage, base.unknown_percentage),
             seed=base.seed if args.seed is None else args.seed,
         )
-        from tools.training.dataset import DatasetError
+        from kwsd_tools.training.dataset import DatasetError
 
         try:
             dataset_settings(bundle, split)

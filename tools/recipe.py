@@ -48,14 +48,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TOOLS_DIR = Path(__file__).resolve().parent
-if str(TOOLS_DIR.parent) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR.parent))  # run from a checkout without installing kwsd
+from kwsd_tools.training.sources import ATTRIBUTION_FILE
 
-from kwsd.cli import EXIT_MISSING_DEPENDENCY as EXIT_UNAVAILABLE  # noqa: E402
-from kwsd.cli import EXIT_NO_INPUT  # noqa: E402
-from kwsd.labels import UNKNOWN_LABEL  # noqa: E402
-from tools.training.sources import ATTRIBUTION_FILE  # noqa: E402
+from kwsd.cli import EXIT_MISSING_DEPENDENCY as EXIT_UNAVAILABLE
+from kwsd.cli import EXIT_NO_INPUT
+from kwsd.labels import UNKNOWN_LABEL
 
 log = logging.getLogger("recipe")
 
@@ -261,7 +258,7 @@ def prepare_real(source: Path, target: Path) -> dict[str, Any]:
 def prepare_synth(recipe: Recipe, target: Path, seed: int, noise_from: Path | None) -> dict[str, Any]:
     """The recipe's synthetic set (made once per recipe and seed); real background noise is
     copied in where there is some (noise is not speech: synthetic-only stays synthetic-only)."""
-    from tools.synth import Engine, synthesise
+    from kwsd_tools.synth import Engine, synthesise
 
     stamp = json.dumps(
         {
@@ -299,7 +296,7 @@ def prepare_synth(recipe: Recipe, target: Path, seed: int, noise_from: Path | No
 
 
 def _accents(text: str) -> tuple[str, ...]:
-    from tools.synth import ACCENTS
+    from kwsd_tools.synth import ACCENTS
 
     return ACCENTS if text == "all" else tuple(text.split(","))
 
@@ -363,7 +360,8 @@ def make_stream(
 ) -> Path:
     command = [
         sys.executable,
-        str(TOOLS_DIR / "make_stream.py"),
+        "-m",
+        "kwsd_tools.make_stream",
         f"--data_dir={data_dir}",
         f"--output_audio_file={out}",
         f"--wanted_words={','.join(recipe.words)}",
@@ -436,8 +434,9 @@ def evaluate(bundle: Path, audio: Path) -> dict[str, Any]:
 
 
 def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, seed: int) -> dict[str, Any]:
+    from kwsd_tools.train import main as train
+
     from kwsd.bundle import make_bundle, read_bundle, write_bundle
-    from tools.train import main as train
 
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)

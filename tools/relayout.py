@@ -24,16 +24,11 @@ import datetime as dt
 import hashlib
 import os
 import sys
-from pathlib import Path
 
-TOOLS_DIR = Path(__file__).resolve().parent
-if str(TOOLS_DIR.parent) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from kwsd.bundle import Bundle, read_bundle, write_bundle  # noqa: E402
-from kwsd.errors import InputNotFoundError, ModelError, OutputError  # noqa: E402
+from kwsd.bundle import Bundle, read_bundle, write_bundle
+from kwsd.errors import InputNotFoundError, ModelError, OutputError
 
 TOOL_NAME = "tools/relayout.py"
 #: Seeded random windows both models must agree on.
@@ -71,7 +66,7 @@ def _windows(tflite: bytes) -> list[np.ndarray]:
 
 def relayout(bundle: Bundle, where: str) -> Bundle | None:
     """The rewritten bundle, checked; None when there is nothing to rewrite."""
-    from tools.training.layout import features_as_channels
+    from kwsd_tools.training.layout import features_as_channels
 
     relaid = features_as_channels(bundle.tflite)
     if not relaid.convs:

@@ -61,9 +61,6 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-if str(Path(__file__).resolve().parent.parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
 from kwsd.audio import open_audio, read_wav, write_wav
 from kwsd.blas import use_one_blas_thread
 from kwsd.errors import InputNotFoundError, KwsdError, OutputError

@@ -13,8 +13,8 @@ start: the reference's streaming score, as ``kwsd evaluate`` applies it.
 1. ``soak`` (accelerated time). In this one process: :class:`kwsd.listener.Listener` with the
    demo's :class:`~kwsd.pipeline.Pipeline` (the settings ``kwsd run`` resolves), a real
    :class:`kwsd.mqtt.MqttPublisher` (disk spool on, in a temporary folder) to a real mosquitto
-   on a free loopback port (``tests/broker.py``'s launcher, imported with the checkout on
-   ``sys.path``), and a paho subscriber with a persistent session recording every detection.
+   on a free loopback port (:mod:`kwsd_tools.harness.broker`'s launcher), and a paho
+   subscriber with a persistent session recording every detection.
    The audio source generates ``--hours`` of audio block by block as fast as the listener
    reads it (nothing is paced: that is the acceleration): the background is the demo's own
    noise (the stretches of demo.wav between its words, looped) and a demo clip replaces it
@@ -38,7 +38,7 @@ start: the reference's streaming score, as ``kwsd evaluate`` applies it.
    start, so its bookkeeping does not grow the RSS it measures.
 
 2. ``latency`` (real time). The real daemon, ``python -m kwsd run -c CONFIG``, captures through
-   PortAudio from an ALSA ``file`` PCM over a FIFO (``tests/alsa.py``) and publishes to a
+   PortAudio from an ALSA ``file`` PCM over a FIFO (``tools/harness/alsa.py``) and publishes to a
    test mosquitto; demo.wav (``--passes`` times over) is written into the FIFO in 20 ms
    chunks, each written when its *last* sample is due (start + (n+1) x 20 ms), as a
    microphone delivers a block, and the time each write returned is recorded (monotonic
@@ -88,24 +88,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import paho.mqtt.client as mqtt
+from kwsd_tools.harness import alsa
+from kwsd_tools.harness.broker import HOST, MosquittoBroker, mosquitto_available
 from paho.mqtt.enums import CallbackAPIVersion
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run from a checkout: kwsd, and the tests' launchers
-
-from kwsd.audio import read_wav  # noqa: E402
-from kwsd.bundle import Bundle, demo_bundle_path, demo_wav_path, read_bundle  # noqa: E402
-from kwsd.config import default_config  # noqa: E402
-from kwsd.detection import resolve_detection  # noqa: E402
-from kwsd.frontend import FrontendSpec  # noqa: E402
-from kwsd.listener import Listener  # noqa: E402
-from kwsd.mqtt import MqttPublisher  # noqa: E402
-from kwsd.pipeline import build_pipeline  # noqa: E402
-from kwsd.publisher import DetectionEvent, EventStamper  # noqa: E402
-from kwsd.spool import DetectionSpool  # noqa: E402
-from tests import alsa  # noqa: E402
-from tests.broker import HOST, MosquittoBroker, mosquitto_available  # noqa: E402
+from kwsd.audio import read_wav
+from kwsd.bundle import Bundle, demo_bundle_path, demo_wav_path, read_bundle
+from kwsd.config import default_config
+from kwsd.detection import resolve_detection
+from kwsd.frontend import FrontendSpec
+from kwsd.listener import Listener
+from kwsd.mqtt import MqttPublisher
+from kwsd.pipeline import build_pipeline
+from kwsd.publisher import DetectionEvent, EventStamper
+from kwsd.spool import DetectionSpool
 
 log = logging.getLogger("soak")
 

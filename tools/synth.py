@@ -81,9 +81,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-if str(Path(__file__).resolve().parent.parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
 from kwsd.audio import float_to_int16, write_wav
 from kwsd.frontend import INT16_FULL_SCALE
 

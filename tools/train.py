@@ -41,24 +41,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-TOOLS_DIR = Path(__file__).resolve().parent
-if str(TOOLS_DIR.parent) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR.parent))  # run from a checkout without installing kwsd
+import numpy as np
+from kwsd_tools.training.augment import AugmentSettingError, SpecAugment
+from kwsd_tools.training.features import Augmentation, FeatureSet
+from kwsd_tools.training.sources import ATTRIBUTION_FILE
+from kwsd_tools.training.trainer import RunSettings, Schedule, TrainingError
 
-import numpy as np  # noqa: E402
-
-from kwsd.blas import use_one_blas_thread  # noqa: E402
-from kwsd.errors import KwsdError  # noqa: E402
-from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, MicroState, SpecError  # noqa: E402
-from tools.training.augment import AugmentSettingError, SpecAugment  # noqa: E402
-from tools.training.features import Augmentation, FeatureSet  # noqa: E402
-from tools.training.sources import ATTRIBUTION_FILE  # noqa: E402
-from tools.training.trainer import RunSettings, Schedule, TrainingError  # noqa: E402
+from kwsd.blas import use_one_blas_thread
+from kwsd.errors import KwsdError
+from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, MicroState, SpecError
 
 if TYPE_CHECKING:
-    from tools.training.augment import AugmentAssets
-    from tools.training.dataset import Dataset, DatasetSettings
-    from tools.training.sources import DataSource
+    from kwsd_tools.training.augment import AugmentAssets
+    from kwsd_tools.training.dataset import Dataset, DatasetSettings
+    from kwsd_tools.training.sources import DataSource
 
 log = logging.getLogger("train")
 
@@ -121,8 +117,8 @@ def frontend_for(args: argparse.Namespace) -> FrontendSpec:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.training import dataset as data
-    from tools.training import models
+    from kwsd_tools.training import dataset as data
+    from kwsd_tools.training import models
 
     schedule = Schedule.parse(args.how_many_training_steps, args.learning_rate)
     if args.model_architecture not in models.ARCHITECTURES:
@@ -242,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         },
         spec_augment=spec_augment,
     )
-    from tools.training.trainer import train
+    from kwsd_tools.training.trainer import train
 
     result = train(
         model,
@@ -263,8 +259,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     # 4. export
-    from tools.training.export import export_bundles
-    from tools.training.trainer import breakdown_metrics
+    from kwsd_tools.training.export import export_bundles
+    from kwsd_tools.training.trainer import breakdown_metrics
 
     training = feature_sets["training"]
     pick = np.random.default_rng(args.seed).permutation(len(training))[: args.representative_count]
@@ -479,9 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("absl", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
     _quiet_tensorflow()
-    from tools.training.console import native_output_to
-    from tools.training.dataset import DatasetError
-    from tools.training.models import ModelError
+    from kwsd_tools.training.console import native_output_to
+    from kwsd_tools.training.dataset import DatasetError
+    from kwsd_tools.training.models import ModelError
 
     # TensorFlow's C++ and converter chatter goes to a file, kept for debugging.
     quiet = native_output_to(Path(args.train_dir) / "tensorflow.log") if level != "DEBUG" else None
@@ -634,7 +630,7 @@ def add_augmentation_flags(parser: argparse.ArgumentParser) -> None:
 
 def augmentation_from_args(args: argparse.Namespace) -> tuple[Augmentation, SpecAugment]:
     """The augmentation the flags describe; TrainingError naming the flag when one is out of range."""
-    from tools.training.augment import check_probability, parse_range
+    from kwsd_tools.training.augment import check_probability, parse_range
 
     try:
         for flag, value in (
@@ -693,21 +689,21 @@ def augmentation_assets(
     augmentation: Augmentation, settings: DatasetSettings, *, seed: int
 ) -> AugmentAssets | None:
     """The run's impulse-response bank and the user's noise (None when nothing uses them)."""
-    from tools.training.features import assets_for
+    from kwsd_tools.training.features import assets_for
 
     return assets_for(augmentation, settings, seed=seed)
 
 
 def data_sources_from_args(args: argparse.Namespace) -> list[DataSource]:
-    from tools.training.sources import parse_data_sources
+    from kwsd_tools.training.sources import parse_data_sources
 
     return parse_data_sources(args.data_dir)
 
 
 def load_data_sources(sources: list[DataSource], settings: DatasetSettings, *, seed: int) -> list[Dataset]:
     """Each source loaded and checked, its report printed (named when there are several)."""
-    from tools.training import dataset as data
-    from tools.training.sources import load_sources
+    from kwsd_tools.training import dataset as data
+    from kwsd_tools.training.sources import load_sources
 
     datasets = load_sources(sources, settings, seed=seed)
     several = len(sources) > 1
@@ -738,8 +734,8 @@ def source_features(
     cache: Path,
 ) -> dict[str, FeatureSet]:
     """Every partition's features over all sources; with several, each one's share of batches."""
-    from tools.training import dataset as data
-    from tools.training.sources import batch_shares, pooled_features
+    from kwsd_tools.training import dataset as data
+    from kwsd_tools.training.sources import batch_shares, pooled_features
 
     feature_sets = {
         partition: pooled_features(

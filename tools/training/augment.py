@@ -44,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from kwsd_tools.training.dataset import DatasetError, read_error_reason, read_samples
 
 from kwsd.errors import KwsdError
 from kwsd.frontend import INT16_FULL_SCALE
-from tools.training.dataset import DatasetError, read_error_reason, read_samples
 
 log = logging.getLogger(__name__)
 

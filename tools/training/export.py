@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from kwsd_tools.training.layout import features_as_channels
 
 from kwsd.bundle import Bundle, make_bundle, write_bundle
 from kwsd.frontend import FrontendSpec
-from tools.training.layout import features_as_channels
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def c_array(tflite: bytes, name: str) -> str:
 
 def measure(bundle: Bundle, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> tuple[float, Any]:
     """(accuracy, confusion matrix) of a bundle on features, through kwsd's TfliteClassifier."""
-    from tools.training.trainer import confusion
+    from kwsd_tools.training.trainer import confusion
 
     predicted = classify_all(bundle, x)
     accuracy = float(np.mean(predicted == y)) if len(y) else 0.0
@@ -157,8 +157,9 @@ def export_bundles(
     The metrics hold the test accuracy over all, and by source and word (``test_by_source``:
     source -> accuracy, count, words -> accuracy, count; one source ``all`` without
     ``test_source``)."""
+    from kwsd_tools.training.trainer import accuracy_breakdown, breakdown_metrics, confusion
+
     from kwsd.classifier import TfliteClassifier
-    from tools.training.trainer import accuracy_breakdown, breakdown_metrics, confusion
 
     float_tflite, int8_tflite = convert(model, spec, representative)
     bare = dict(zip(("float32", "int8"), convert(model, spec, representative, flat=True), strict=True))

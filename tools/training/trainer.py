@@ -35,9 +35,8 @@ from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
-
-from tools.training.augment import SpecAugment
-from tools.training.features import FeatureSet
+from kwsd_tools.training.augment import SpecAugment
+from kwsd_tools.training.features import FeatureSet
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ Assertion `dst_areas' failed``) or dies with SIGFPE over a non-hw slave. A ``rou
 over the file device (to make a device with exactly 2 channels) drops frames on every
 period, so the stereo tests open the plain file device with 2 channels.
 
-This module also runs the capture side: ``python tests/alsa.py capture SPEC.json`` opens
+This module also runs the capture side: ``python tools/harness/alsa.py capture SPEC.json`` opens
 :class:`kwsd.sources.MicrophoneSource` per the spec, prints one JSON line per event on
 stdout and saves what it read (:func:`run_capture` drives it).
 """
@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 
 #: The dummy JACK backend's period. 1024, not 960: with a 960-frame period the jack plugin
@@ -92,10 +91,10 @@ def write_asound_conf(path: Path, *pcms: str) -> Path:
 
 
 def capture_env(conf: Path, *, jack_server: str | None = None) -> dict[str, str]:
-    """Environment for a subprocess that should see the PCMs in ``conf`` (and import kwsd)."""
+    """Environment for a subprocess that should see the PCMs in ``conf`` (kwsd is installed
+    beside this package, so the subprocess imports the same kwsd)."""
     env = dict(os.environ)
     env["ALSA_CONFIG_PATH"] = f"{SYSTEM_ALSA_CONF}:{conf}"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     # libjack would otherwise try to start a default jackd while PortAudio probes the stock
     # `jack` PCM of libasound2-plugins.
     env["JACK_NO_START_SERVER"] = "1"
@@ -446,7 +445,7 @@ def run_capture(
     on_ready: Callable[[int], None] | None = None,
     timeout_s: float = 120.0,
 ) -> tuple[list[CaptureRun], dict[str, Any]]:
-    """Run ``python tests/alsa.py capture`` with ``spec``; returns the runs and the probe results.
+    """Run ``python tools/harness/alsa.py capture`` with ``spec``; returns the runs and the probe results.
 
     ``spec``::
 
