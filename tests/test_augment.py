@@ -1,4 +1,4 @@
-"""Robustness augmentation and several data sources (tools/training/augment.py, features.py,
+"""Robustness augmentation and several data sources (tools/kwsd_tools/training/augment.py, features.py,
 sources.py, tools/train.py's flags): each transform does what it says, seeded; bad inputs are
 refused with one line and their exit code; the per-source report appears everywhere."""
 

@@ -1,6 +1,6 @@
 """MicrophoneSource through the real PortAudio and ALSA, with devices made of files, FIFOs and JACK.
 
-Each test writes an asound.conf (tools/harness/alsa.py), then runs the capture in a subprocess whose
+Each test writes an asound.conf (kwsd_tools.harness.alsa), then runs the capture in a subprocess whose
 ALSA_CONFIG_PATH includes it (PortAudio enumerates devices when sounddevice is imported),
 and compares what the subprocess read with what was fed.
 

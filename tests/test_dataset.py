@@ -1,4 +1,4 @@
-"""tools/training/dataset.py: layout, split, checks of every file, bad input, --data_url.
+"""tools/kwsd_tools/training/dataset.py: layout, split, checks of every file, bad input, --data_url.
 
 Data sets are written here with numpy and the stdlib ``wave`` module (and one with
 tools/synth.py); no TensorFlow, no network (the http test serves a file on loopback).

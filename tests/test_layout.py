@@ -1,8 +1,8 @@
-"""tools/training/layout.py and tools/relayout.py: a first conv over all the features, relaid
+"""tools/kwsd_tools/training/layout.py and tools/relayout.py: a first conv over all the features, relaid
 out to read them as channels, gives the same scores.
 
-The models are built by tools/training/models.py and converted by TensorFlow's own
-converter as tools/training/export.py did before it relaid them out (the old form), then
+The models are built by tools/kwsd_tools/training/models.py and converted by TensorFlow's own
+converter as tools/kwsd_tools/training/export.py did before it relaid them out (the old form), then
 run in ai_edge_litert's interpreter through kwsd's classifier, with both kernel sets.
 """
 

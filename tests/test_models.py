@@ -1,4 +1,4 @@
-"""tools/training/models.py: train.py's architectures and DS-CNN in tf.keras.
+"""tools/kwsd_tools/training/models.py: train.py's architectures and DS-CNN in tf.keras.
 
 Parameter counts against train.py's (REFERENCE "Architectures"), the errors, and for every
 architecture at a small input: float32 and full-int8 conversion (builtin int8 ops only),

@@ -119,7 +119,7 @@ mqtt:
   host: localhost
   device_id: check
 EOF
-# An ALSA capture device reading raw 16 kHz mono S16_LE from a FIFO (tools/harness/alsa.py file_pcm).
+# An ALSA capture device reading raw 16 kHz mono S16_LE from a FIFO (tools/kwsd_tools/harness/alsa.py file_pcm).
 cat >"$ROOT/etc/kwsd-check/asound.conf" <<'EOF'
 pcm.kwsdcheck {
     type file
@@ -140,7 +140,7 @@ cat >"$ROOT/etc/kwsd-check/feed.py" <<'EOF'
 demo.wav and 1 s of silence, over and over. The FIFO is held open read-write, so kwsd can
 open the device before anything is written and never sees end-of-file; SIGSTOP makes a
 microphone that delivers nothing. Chunks are one 20 ms capture block (audio.block_ms): the
-ALSA file plugin reads the FIFO once per block (tools/harness/alsa.py PacedFifoWriter)."""
+ALSA file plugin reads the FIFO once per block (tools/kwsd_tools/harness/alsa.py PacedFifoWriter)."""
 import os, signal, stat, sys, time, wave
 
 fifo, wav = sys.argv[1], sys.argv[2]

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from kwsd_tools.training.layout import features_as_channels
 
 from kwsd.bundle import Bundle, make_bundle, write_bundle
 from kwsd.frontend import FrontendSpec
+from kwsd_tools.training.layout import features_as_channels
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def tflite_ops(tflite: bytes) -> list[str]:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - tflite-runtime instead
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+        from tflite_runtime.interpreter import Interpreter
     interpreter = Interpreter(model_content=tflite)
     return sorted({op["op_name"] for op in interpreter._get_ops_details()})
 
@@ -157,9 +157,8 @@ def export_bundles(
     The metrics hold the test accuracy over all, and by source and word (``test_by_source``:
     source -> accuracy, count, words -> accuracy, count; one source ``all`` without
     ``test_source``)."""
-    from kwsd_tools.training.trainer import accuracy_breakdown, breakdown_metrics, confusion
-
     from kwsd.classifier import TfliteClassifier
+    from kwsd_tools.training.trainer import accuracy_breakdown, breakdown_metrics, confusion
 
     float_tflite, int8_tflite = convert(model, spec, representative)
     bare = dict(zip(("float32", "int8"), convert(model, spec, representative, flat=True), strict=True))

@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from kwsd_tools.training.dataset import Dataset, DatasetSettings, load_dataset
 from kwsd_tools.training.features import Augmentation, FeatureSet, partition_features
 from kwsd_tools.training.trainer import TrainingError
 
 if TYPE_CHECKING:
-    from kwsd_tools.training.augment import AugmentAssets
-
     from kwsd.frontend import FrontendSpec
+    from kwsd_tools.training.augment import AugmentAssets
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 #: In a source folder: its licence and attribution, recorded in the bundles trained on it.

@@ -5,10 +5,10 @@
     python tools/plot.py spectrogram WAV [-m BUNDLE] [--out spectrogram.png]
 
 ``confusion``: the bundle on one partition of a Speech Commands-style data set. The set is
-split and sampled as the trainer does it (tools/training/dataset.py, at the bundle's sample
+split and sampled as the trainer does it (tools/kwsd_tools/training/dataset.py, at the bundle's sample
 rate and clip length, its labels' words as the wanted words; the split percentages and seed
 from the bundle's provenance where it records them, else train.py's defaults, each
-overridable), the features are computed by tools/training/features.py without augmentation
+overridable), the features are computed by tools/kwsd_tools/training/features.py without augmentation
 (silence items get their background noise, as in training), and every input is classified by
 kwsd's TfliteClassifier, the daemon's path. The picture: rows are the true labels, columns the
 predicted ones, in the bundle's label order; each cell shows its count, its colour the share of
@@ -60,8 +60,9 @@ from kwsd.frontend import FrontendKind, FrontendSpec, StreamingFrontend
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 
 if TYPE_CHECKING:
-    from kwsd_tools.training.dataset import DatasetSettings
     from matplotlib.figure import Figure
+
+    from kwsd_tools.training.dataset import DatasetSettings
 
 log = logging.getLogger("plot")
 
@@ -275,15 +276,14 @@ def confusion_of(
 ) -> ConfusionResult:
     """Classify every item of ``partition`` with the bundle and count (true, predicted) pairs.
 
-    The data set is loaded and split by tools/training/dataset.py, the features computed by
-    tools/training/features.py with no augmentation (time shift 0, no noise on words; silence
+    The data set is loaded and split by tools/kwsd_tools/training/dataset.py, the features computed by
+    tools/kwsd_tools/training/features.py with no augmentation (time shift 0, no noise on words; silence
     items get noise at a volume in [0, 1), as in training), the scores by kwsd's
     TfliteClassifier. Raises DatasetError, ModelError, RuntimeDependencyError.
     """
+    from kwsd.classifier import TfliteClassifier
     from kwsd_tools.training.dataset import load_dataset
     from kwsd_tools.training.features import Augmentation, partition_features
-
-    from kwsd.classifier import TfliteClassifier
 
     if partition not in PARTITIONS:
         raise PlotError(f"--partition: expected one of {', '.join(PARTITIONS)}, got {partition!r}")

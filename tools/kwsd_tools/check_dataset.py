@@ -6,7 +6,7 @@
         [--min_clips_per_speaker 5] [--silent_dbfs -50] [--no_resample] [--fix] [--json]
 
 The data set is found and split exactly as ``tools/train.py`` finds and splits it
-(tools/training/dataset.py: the same folder scan, validation_list.txt / testing_list.txt when
+(tools/kwsd_tools/training/dataset.py: the same folder scan, validation_list.txt / testing_list.txt when
 present, else the hash of each name before ``_nohash_``), and every file is opened once, by
 kwsd's own reader, converted to mono int16 at ``--sample_rate`` as the trainer reads it. From
 that one pass the report gives: clips per label and partition (and the background noise in
@@ -90,6 +90,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from kwsd.audio import AudioInfo, Encoding, write_wav
+from kwsd.blas import use_one_blas_thread
+from kwsd.errors import KwsdError
 from kwsd_tools.training.dataset import (
     BACKGROUND_NOISE_DIR,
     PARTITIONS,
@@ -104,10 +108,6 @@ from kwsd_tools.training.dataset import (
     split_files,
     which_set,
 )
-
-from kwsd.audio import AudioInfo, Encoding, write_wav
-from kwsd.blas import use_one_blas_thread
-from kwsd.errors import KwsdError
 
 log = logging.getLogger("check_dataset")
 

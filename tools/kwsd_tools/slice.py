@@ -73,7 +73,7 @@ Int16Array = npt.NDArray[np.int16]
 FloatArray = npt.NDArray[np.float64]
 
 TOOL: Final = "slice"
-BACKGROUND_NOISE_DIR: Final = "_background_noise_"  # as tools/training/dataset.py names it
+BACKGROUND_NOISE_DIR: Final = "_background_noise_"  # as tools/kwsd_tools/training/dataset.py names it
 NOHASH: Final = "_nohash_"
 
 EXIT_OK: Final = 0

@@ -60,17 +60,17 @@ def native_output_to(path: Path) -> Iterator[Path | None]:
     try:
         yield path
     finally:
-        for _, _, copy in replaced:
+        for _, _, ours in replaced:
             with contextlib.suppress(ValueError, OSError):
-                copy.flush()
+                ours.flush()
         for fd, original in saved.items():
             os.dup2(original, fd)
             os.close(original)
         for handler, old_stream in handlers:
             handler.setStream(old_stream)
-        for name, old, copy in replaced:
+        for name, old, ours in replaced:
             setattr(sys, name, old)
-            copy.close()
+            ours.close()
 
 
 def _fileno(stream: object) -> int | None:

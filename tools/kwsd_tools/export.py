@@ -22,12 +22,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from kwsd_tools.training.trainer import TrainingError, read_checkpoint_identity
 
 from kwsd.errors import KwsdError
 from kwsd.frontend import FrontendSpec, SpecError
+from kwsd_tools.training.trainer import TrainingError, read_checkpoint_identity
 
 TOOL_NAME = "tools/export.py"
 
@@ -44,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         spec = FrontendSpec.from_dict(record["frontend"], where=f"{prefix}.json frontend")
         source = record["data"]
-        settings = data.DatasetSettings(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in source["settings"].items()}
-        )
+        recorded: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in source["settings"].items()
+        }
+        settings = data.DatasetSettings(**recorded)
         augmentation = Augmentation(**source["augmentation"])
         architecture = record["architecture"]
         labels = list(record["labels"])

@@ -305,12 +305,11 @@ def micro_speech_cost(
     if missing:
         print(f"   skipped ({missing})")
         return None
+    from kwsd.bundle import make_bundle
+    from kwsd.frontend import FrontendKind, FrontendSpec, MicroParams, MicroState
     from kwsd_tools.training.console import native_output_to
     from kwsd_tools.training.export import convert
     from kwsd_tools.training.models import build_model
-
-    from kwsd.bundle import make_bundle
-    from kwsd.frontend import FrontendKind, FrontendSpec, MicroParams, MicroState
 
     labels = ("_silence_", "_unknown_", "yes", "no")
     figures: dict[str, float] = {}

@@ -12,7 +12,7 @@ What happens, in order (each step says what it did):
    only); every file is checked (rate, channels, encoding, length, readability) and a report
    says what was converted or refused and why;
 2. features: kwsd's own front end (the daemon's code) on every clip, augmented training
-   copies included (see tools/training/features.py), cached under ``--train_dir``;
+   copies included (see tools/kwsd_tools/training/features.py), cached under ``--train_dir``;
 3. training: train.py's schedule, per-step line, confusion matrices with label names,
    checkpoints, ``--start_checkpoint`` resume and TensorBoard logs in ``--summaries_dir``;
 4. export into ``--model_dir``: ``<arch>.kwsd`` (int8) and ``<arch>-float.kwsd`` with their
@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from kwsd_tools.training.augment import AugmentSettingError, SpecAugment
-from kwsd_tools.training.features import Augmentation, FeatureSet
-from kwsd_tools.training.sources import ATTRIBUTION_FILE
-from kwsd_tools.training.trainer import RunSettings, Schedule, TrainingError
 
 from kwsd.blas import use_one_blas_thread
 from kwsd.errors import KwsdError
 from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, MicroState, SpecError
+from kwsd_tools.training.augment import AugmentSettingError, SpecAugment
+from kwsd_tools.training.features import Augmentation, FeatureSet
+from kwsd_tools.training.sources import ATTRIBUTION_FILE
+from kwsd_tools.training.trainer import RunSettings, Schedule, TrainingError
 
 if TYPE_CHECKING:
     from kwsd_tools.training.augment import AugmentAssets
@@ -503,7 +503,7 @@ def _quiet_tensorflow() -> None:
 # --- data sources and augmentation: argument plumbing ---------------------------------------
 #
 # Kept apart from run() and the console code: each function turns flags into the library's
-# values (tools/training/sources.py, augment.py, features.py) or runs one data stage.
+# values (tools/kwsd_tools/training/sources.py, augment.py, features.py) or runs one data stage.
 
 #: The robustness augmentation's defaults, chosen by an ablation on real speech (README,
 #: "Augmentation"); --no_robust_augmentation switches all of them off.

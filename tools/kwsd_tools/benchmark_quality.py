@@ -57,7 +57,6 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from kwsd_tools.recipe import RECIPES, SPEECH_COMMANDS_WORDS
 
 from kwsd.audio import float_to_int16, write_wav
 from kwsd.bundle import Bundle, read_bundle
@@ -72,6 +71,7 @@ from kwsd.cli import EXIT_MISSING_DEPENDENCY as EXIT_UNAVAILABLE
 from kwsd.errors import KwsdError, ModelError
 from kwsd.evaluate import format_truth
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
+from kwsd_tools.recipe import RECIPES, SPEECH_COMMANDS_WORDS
 
 log = logging.getLogger("benchmark_quality")
 
@@ -343,9 +343,8 @@ def clip_accuracy(bundle: Bundle, real_wav: Path) -> dict[str, Any]:
 def real_noise(real_wav: Path) -> dict[str, npt.NDArray[np.float64]]:
     """The real set's background noise files, name -> float samples at 16 kHz (DatasetError
     when there are none: the no-keyword speech needs noise under it)."""
-    from kwsd_tools.training.dataset import BACKGROUND_NOISE_DIR, DatasetError, read_samples, scan_data_dir
-
     from kwsd.frontend import INT16_FULL_SCALE
+    from kwsd_tools.training.dataset import BACKGROUND_NOISE_DIR, DatasetError, read_samples, scan_data_dir
 
     noise = {}
     for name in scan_data_dir(real_wav).noise or []:
@@ -480,10 +479,9 @@ def no_keyword(
 
 def pipeline(bundle: Bundle, wav: Path, s: Settings) -> dict[str, Any]:
     """Section 4: tools/benchmark.py's section 1 on the first minute of the real-speech stream."""
-    from kwsd_tools.benchmark import pipeline_cost
-
     from kwsd.audio import read_wav
     from kwsd.blas import use_one_blas_thread
+    from kwsd_tools.benchmark import pipeline_cost
 
     use_one_blas_thread()  # as the daemon runs
     audio = read_wav(wav, bundle.frontend.sample_rate_hz)

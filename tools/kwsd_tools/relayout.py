@@ -3,9 +3,9 @@
 
     python tools/relayout.py kwsd/demo/demo.kwsd kwsd/demo/demo.kwsd
 
-A temporal DS-CNN exported before tools/training/export.py did this itself has a first conv
+A temporal DS-CNN exported before tools/kwsd_tools/training/export.py did this itself has a first conv
 over a one-channel image that the int8 runtimes run slowly (the demo: 49 -> 20 us per window
-on one x86 core). This rewrites that conv (see tools/training/layout.py), checks on seeded
+on one x86 core). This rewrites that conv (see tools/kwsd_tools/training/layout.py), checks on seeded
 random windows that the new model gives exactly the old scores (int8: bit for bit; float:
 within 1e-6), with both the XNNPACK and the builtin kernels, and only then writes OUT
 (atomically; OUT may be IN). The manifest keeps its metrics and detection settings, which

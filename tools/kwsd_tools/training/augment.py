@@ -44,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from kwsd_tools.training.dataset import DatasetError, read_error_reason, read_samples
 
 from kwsd.errors import KwsdError
 from kwsd.frontend import INT16_FULL_SCALE
+from kwsd_tools.training.dataset import DatasetError, read_error_reason, read_samples
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ def mix_at_snr(clip: FloatArray, noise: FloatArray, snr_db: float) -> FloatArray
 
 def apply_gain(audio: FloatArray, gain_db: float) -> FloatArray:
     """``audio * 10**(gain_db / 20)``, clipped to [-1, 1] (a microphone's full scale)."""
-    return np.clip(audio * 10.0 ** (gain_db / 20.0), -1.0, 1.0)
+    clipped: FloatArray = np.clip(audio * 10.0 ** (gain_db / 20.0), -1.0, 1.0)
+    return clipped
 
 
 def fit_centred(audio: FloatArray, samples: int) -> FloatArray:
@@ -254,7 +255,7 @@ def decay_time_ms(rir: FloatArray, sample_rate_hz: int) -> float:
     start, end = int(np.argmax(curve <= -5.0)), int(np.argmax(curve <= -25.0))
     if end <= start:
         return 0.0
-    slope_db_per_s = (curve[end] - curve[start]) / ((end - start) / sample_rate_hz)
+    slope_db_per_s = float(curve[end] - curve[start]) / ((end - start) / sample_rate_hz)
     return -60.0 / slope_db_per_s * 1000.0
 
 

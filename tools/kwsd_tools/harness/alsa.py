@@ -27,7 +27,7 @@ Assertion `dst_areas' failed``) or dies with SIGFPE over a non-hw slave. A ``rou
 over the file device (to make a device with exactly 2 channels) drops frames on every
 period, so the stereo tests open the plain file device with 2 channels.
 
-This module also runs the capture side: ``python tools/harness/alsa.py capture SPEC.json`` opens
+This module also runs the capture side: ``python <this file> capture SPEC.json`` opens
 :class:`kwsd.sources.MicrophoneSource` per the spec, prints one JSON line per event on
 stdout and saves what it read (:func:`run_capture` drives it).
 """
@@ -445,7 +445,7 @@ def run_capture(
     on_ready: Callable[[int], None] | None = None,
     timeout_s: float = 120.0,
 ) -> tuple[list[CaptureRun], dict[str, Any]]:
-    """Run ``python tools/harness/alsa.py capture`` with ``spec``; returns the runs and the probe results.
+    """Run this module's ``capture`` with ``spec`` in a subprocess; returns the runs and the probe results.
 
     ``spec``::
 

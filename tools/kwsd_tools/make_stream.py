@@ -48,6 +48,13 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from kwsd.audio import float_to_int16, write_wav
+from kwsd.blas import use_one_blas_thread
+from kwsd.errors import KwsdError
+from kwsd.evaluate import format_truth
+from kwsd.frontend import INT16_FULL_SCALE
+from kwsd.labels import UNKNOWN_LABEL
 from kwsd_tools.training.dataset import (
     BACKGROUND_NOISE_DIR,
     DatasetError,
@@ -57,13 +64,6 @@ from kwsd_tools.training.dataset import (
     scan_data_dir,
     split_files,
 )
-
-from kwsd.audio import float_to_int16, write_wav
-from kwsd.blas import use_one_blas_thread
-from kwsd.errors import KwsdError
-from kwsd.evaluate import format_truth
-from kwsd.frontend import INT16_FULL_SCALE
-from kwsd.labels import UNKNOWN_LABEL
 
 log = logging.getLogger("make_stream")
 

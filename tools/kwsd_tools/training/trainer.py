@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
+
 from kwsd_tools.training.augment import SpecAugment
 from kwsd_tools.training.features import FeatureSet
 
@@ -498,7 +499,8 @@ def _sampling_probabilities(training: FeatureSet) -> npt.NDArray[np.float64] | N
     weight = np.asarray(training.weight, np.float64)
     if np.all(weight == weight[0]):
         return None
-    return weight / weight.sum()
+    shares: npt.NDArray[np.float64] = weight / weight.sum()
+    return shares
 
 
 def _breakdown_summaries(tf: Any, writer: Any, breakdown: Breakdown, *, step: int) -> None:
@@ -534,7 +536,7 @@ def make_train_steps(model: Any, optimizer: Any, loss_fn: Any) -> Any:
 
     optimizer.build(model.trainable_variables)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]  # TensorFlow has no types
     def train_steps(xs: Any, ys: Any, rates: Any) -> tuple[Any, Any, Any]:
         n = tf.shape(xs)[0]
         losses = tf.TensorArray(tf.float32, size=n)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from kwsd_tools.training.dataset import speaker_of
 
 WANTED = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]

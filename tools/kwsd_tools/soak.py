@@ -38,7 +38,7 @@ start: the reference's streaming score, as ``kwsd evaluate`` applies it.
    start, so its bookkeeping does not grow the RSS it measures.
 
 2. ``latency`` (real time). The real daemon, ``python -m kwsd run -c CONFIG``, captures through
-   PortAudio from an ALSA ``file`` PCM over a FIFO (``tools/harness/alsa.py``) and publishes to a
+   PortAudio from an ALSA ``file`` PCM over a FIFO (``tools/kwsd_tools/harness/alsa.py``) and publishes to a
    test mosquitto; demo.wav (``--passes`` times over) is written into the FIFO in 20 ms
    chunks, each written when its *last* sample is due (start + (n+1) x 20 ms), as a
    microphone delivers a block, and the time each write returned is recorded (monotonic
@@ -88,8 +88,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import paho.mqtt.client as mqtt
-from kwsd_tools.harness import alsa
-from kwsd_tools.harness.broker import HOST, MosquittoBroker, mosquitto_available
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kwsd.audio import read_wav
@@ -102,6 +100,8 @@ from kwsd.mqtt import MqttPublisher
 from kwsd.pipeline import build_pipeline
 from kwsd.publisher import DetectionEvent, EventStamper
 from kwsd.spool import DetectionSpool
+from kwsd_tools.harness import alsa
+from kwsd_tools.harness.broker import HOST, MosquittoBroker, mosquitto_available
 
 log = logging.getLogger("soak")
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from kwsd_tools.training.features import Augmentation, make_recipe, partition_features, render
 from kwsd_tools.training.trainer import make_train_steps
 
@@ -81,11 +82,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import tensorflow as tf
+
+    from kwsd.frontend import compute_features
     from kwsd_tools.train import build_parser, frontend_for
     from kwsd_tools.training import dataset as data
     from kwsd_tools.training import models
-
-    from kwsd.frontend import compute_features
 
     flags = build_parser().parse_args(
         [

@@ -48,11 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kwsd_tools.training.sources import ATTRIBUTION_FILE
-
 from kwsd.cli import EXIT_MISSING_DEPENDENCY as EXIT_UNAVAILABLE
 from kwsd.cli import EXIT_NO_INPUT
 from kwsd.labels import UNKNOWN_LABEL
+from kwsd_tools.training.sources import ATTRIBUTION_FILE
 
 log = logging.getLogger("recipe")
 
@@ -434,9 +433,8 @@ def evaluate(bundle: Path, audio: Path) -> dict[str, Any]:
 
 
 def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, seed: int) -> dict[str, Any]:
-    from kwsd_tools.train import main as train
-
     from kwsd.bundle import make_bundle, read_bundle, write_bundle
+    from kwsd_tools.train import main as train
 
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
