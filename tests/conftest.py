@@ -1,6 +1,7 @@
 """Fixtures shared by several test files."""
 
 import pytest
+
 from kwsd_tools.harness.broker import MosquittoBroker
 
 

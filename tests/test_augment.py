@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from kwsd_tools.training import augment
 from kwsd_tools.training.augment import AugmentError, SpecAugment
 from kwsd_tools.training.dataset import DatasetSettings, load_dataset
@@ -21,7 +22,6 @@ from kwsd_tools.training.trainer import (
     breakdown_metrics,
     breakdown_text,
 )
-
 from tests.training_tools import missing_training_tools
 from tests.wavgen import as_int16, sine, write_wav
 
@@ -453,10 +453,10 @@ def test_two_sources_train_and_report_per_source_everywhere(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import tensorflow as tf
-    from kwsd_tools.synth import synthesise
-    from kwsd_tools.train import main
 
     from kwsd.bundle import read_bundle
+    from kwsd_tools.synth import synthesise
+    from kwsd_tools.train import main
 
     synth = tmp_path / "synth"
     synthesise(synth, ["yes", "no"], ["up", "down"], voice_count=30, repetitions=1, seed=3)

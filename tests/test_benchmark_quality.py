@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kwsd_tools import benchmark_quality as bq
-from kwsd_tools.training.dataset import which_set
 
 from kwsd.audio import read_wav, write_wav
 from kwsd.bundle import demo_bundle_path, read_bundle, write_bundle
 from kwsd.evaluate import read_truth
 from kwsd.labels import UNKNOWN_LABEL
+from kwsd_tools import benchmark_quality as bq
+from kwsd_tools.training.dataset import which_set
 
 RATE = 16000
 LICENCE = "# Tones\n\n## Licence and attribution\n\nMade by the test, CC BY 4.0.\n"

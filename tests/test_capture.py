@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kwsd_tools.harness import alsa
 
 from kwsd.sources import DeviceInfo
+from kwsd_tools.harness import alsa
 
 needs_portaudio = pytest.mark.skipif(
     not alsa.portaudio_available(), reason="libportaudio2 is not installed (no PortAudio to capture through)"

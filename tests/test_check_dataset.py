@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from kwsd_tools import check_dataset as cd
-from kwsd_tools.training.dataset import DatasetSettings, load_dataset, read_samples
 
 from kwsd.audio import open_audio, write_wav
+from kwsd_tools import check_dataset as cd
+from kwsd_tools.training.dataset import DatasetSettings, load_dataset, read_samples
 from tests import wavgen
-from tests.test_dataset import speakers
+from tests.helpers import speakers
 
 RATE = 16000
 REPO = Path(__file__).resolve().parent.parent

@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from kwsd.audio import write_wav
+from kwsd.errors import AudioFormatError, InputNotFoundError
+from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd_tools.training import dataset as ds
 from kwsd_tools.training.dataset import (
     PARTITIONS,
@@ -31,25 +35,10 @@ from kwsd_tools.training.dataset import (
     load_dataset,
     which_set,
 )
-
-from kwsd.audio import write_wav
-from kwsd.errors import AudioFormatError, InputNotFoundError
-from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
+from tests.helpers import speakers
 
 RATE = 16000
 YES_NO = DatasetSettings(wanted_words=("yes", "no"))
-
-
-def speakers(partition: str, count: int, prefix: str = "spk") -> list[str]:
-    """The first ``count`` names ``<prefix>NNN`` that the hash split puts in ``partition`` (10/10)."""
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        name = f"{prefix}{i:03d}"
-        if which_set(f"{name}_nohash_0.wav", 10, 10) == partition:
-            found.append(name)
-        i += 1
-    return found
 
 
 def tone(n: int, level: float = 0.25, hz: float = 440.0, rate: int = RATE) -> np.ndarray[Any, Any]:

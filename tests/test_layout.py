@@ -18,13 +18,12 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from kwsd.bundle import demo_bundle_path, make_bundle, read_bundle, write_bundle  # noqa: E402
+from kwsd.classifier import Kernels, TfliteClassifier, interpreter_options  # noqa: E402
 from kwsd_tools import relayout  # noqa: E402
 from kwsd_tools.training.export import converted_by_tensorflow  # noqa: E402
 from kwsd_tools.training.layout import features_as_channels  # noqa: E402
 from kwsd_tools.training.models import build_model  # noqa: E402
-
-from kwsd.bundle import demo_bundle_path, make_bundle, read_bundle, write_bundle  # noqa: E402
-from kwsd.classifier import Kernels, TfliteClassifier, interpreter_options  # noqa: E402
 
 #: The demo's front end (49x13 MFCCs), so the models have the demo's shapes.
 SPEC = read_bundle(demo_bundle_path()).frontend

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kwsd_tools import make_stream
 
 from kwsd.audio import read_wav, write_wav
 from kwsd.evaluate import parse_truth
 from kwsd.labels import UNKNOWN_LABEL
+from kwsd_tools import make_stream
 
 RATE = 16000
 #: Each folder's clips are a tone of its own frequency (Hz), so a clip can be recognised.

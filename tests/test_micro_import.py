@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kwsd_tools.training.dataset import which_set
 from training_tools import missing_training_tools
 
 from kwsd.audio import float_to_int16, read_wav, write_wav
 from kwsd.bundle import read_bundle
 from kwsd.detection import DetectionSettings, resolve_detection
 from kwsd.frontend import INT16_FULL_SCALE, FrontendKind, FrontendSpec, MicroParams, MicroState
+from kwsd_tools.training.dataset import which_set
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ across a restart.
 ``spool_dir`` explicitly (None, or a folder under ``tmp_path``).
 """
 
-import datetime as dt
 import json
 import logging
 import os
@@ -21,22 +20,19 @@ import time
 from pathlib import Path
 
 import pytest
-from kwsd_tools.harness.broker import HOST, MosquittoBroker, Subscriber, mosquitto_available, wait_until
 
 from kwsd.config import MqttConfig, QoS
 from kwsd.mqtt import MqttPublisher
 from kwsd.publisher import EventStamper
 from kwsd.spool import DetectionSpool
+from kwsd_tools.harness.broker import HOST, MosquittoBroker, Subscriber, mosquitto_available, wait_until
+from tests.helpers import DETECTION_TOPIC, DEVICE, STATUS_TOPIC, T0, detections, make_events
 
 pytestmark = pytest.mark.skipif(
     not mosquitto_available(), reason="mosquitto is not installed (Debian: mosquitto)"
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEVICE = "pi"
-DETECTION_TOPIC = f"kwsd/{DEVICE}/detection"
-STATUS_TOPIC = f"kwsd/{DEVICE}/status"
-T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -67,27 +63,6 @@ def publishers():
     yield make
     for pub in made:
         pub.close(timeout_s=0.5)
-
-
-def make_events(count, first=1):
-    stamper = EventStamper("demo", "ab" * 32, boot_id="boot-1")
-    events = [
-        stamper.stamp("yes" if n % 2 else "no", 0.5 + n / 100, 1000 * n, T0 + dt.timedelta(seconds=n))
-        for n in range(1, first + count)
-    ]
-    return events[first - 1 :]
-
-
-def detections(messages):
-    """Detection payloads in arrival order, each first arrival only (QoS 1 may redeliver)."""
-    seen, unique = set(), []
-    for message in messages:
-        if message.topic == DETECTION_TOPIC:
-            payload = json.loads(message.payload)
-            if payload["sequence"] not in seen:
-                seen.add(payload["sequence"])
-                unique.append(payload)
-    return unique
 
 
 def wait_for_detections(sub, count, timeout_s=15.0):

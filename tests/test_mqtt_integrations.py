@@ -11,12 +11,12 @@ import json
 import jinja2
 import paho.mqtt.client as mqtt
 import pytest
-from kwsd_tools.harness.broker import HOST, Subscriber, mosquitto_available, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kwsd.config import HermesConfig, HomeAssistantConfig, MqttConfig
 from kwsd.mqtt import ModelFacts, MqttPublisher
-from tests.test_mqtt import DETECTION_TOPIC, DEVICE, STATUS_TOPIC, detections, make_events
+from kwsd_tools.harness.broker import HOST, Subscriber, mosquitto_available, wait_until
+from tests.helpers import DETECTION_TOPIC, DEVICE, STATUS_TOPIC, detections, make_events
 
 pytestmark = pytest.mark.skipif(
     not mosquitto_available(), reason="mosquitto is not installed (Debian: mosquitto)"

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from kwsd.config import MqttConfig, TlsConfig
+from kwsd.mqtt import MqttPublisher, MqttSetupError
 from kwsd_tools.harness.broker import (
     HOST,
     BrokerTls,
@@ -26,10 +29,7 @@ from kwsd_tools.harness.broker import (
     mosquitto_passwd_available,
     wait_until,
 )
-
-from kwsd.config import MqttConfig, TlsConfig
-from kwsd.mqtt import MqttPublisher, MqttSetupError
-from tests.test_mqtt import DETECTION_TOPIC, DEVICE, make_events
+from tests.helpers import DETECTION_TOPIC, DEVICE, make_events
 
 OPENSSL = shutil.which("openssl")
 

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 from demo_words import WORDS
-from kwsd_tools import plot, synth
-from kwsd_tools.training.dataset import which_set
 
 from kwsd.audio import read_wav, write_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.frontend import compute_features
+from kwsd_tools import plot, synth
+from kwsd_tools.training.dataset import which_set
 
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None,

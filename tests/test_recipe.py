@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kwsd_tools import recipe
-from kwsd_tools.training.layout import features_as_channels
 from training_tools import missing_training_tools
 
 from kwsd import __version__
@@ -30,6 +28,8 @@ from kwsd.evaluate import read_truth
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.pipeline import build_pipeline
 from kwsd.smoother import RecognizeCommands
+from kwsd_tools import recipe
+from kwsd_tools.training.layout import features_as_channels
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 16000

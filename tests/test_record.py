@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kwsd_tools.harness import alsa
 
 from kwsd.audio import read_wav
 from kwsd.record import cut_word, next_index, save_new
+from kwsd_tools.harness import alsa
 
 pytestmark = pytest.mark.skipif(not alsa.portaudio_available(), reason="libportaudio2 is not installed")
 

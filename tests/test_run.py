@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kwsd_tools.harness import alsa, broker
 
 from kwsd.audio import read_wav
 from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
+from kwsd_tools.harness import alsa, broker
 
 pytestmark = pytest.mark.skipif(not alsa.portaudio_available(), reason="libportaudio2 is not installed")
 

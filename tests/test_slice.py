@@ -24,6 +24,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import wavgen
+
+from kwsd.audio import read_wav
+from kwsd.errors import StreamError
 from kwsd_tools import slice as slice_tool
 from kwsd_tools.slice import (
     DropReason,
@@ -42,9 +45,6 @@ from kwsd_tools.slice import (
     speaker_from_stem,
 )
 from kwsd_tools.training.dataset import speaker_of
-
-from kwsd.audio import read_wav
-from kwsd.errors import StreamError
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 16000

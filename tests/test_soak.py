@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kwsd_tools.harness.alsa import portaudio_available
 from kwsd_tools.harness.broker import mosquitto_available
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from kwsd_tools import recipe, synth
 from kwsd_tools.training.dataset import which_set
 

@@ -187,12 +187,12 @@ def test_a_failed_download_over_a_data_set_says_how_to_train_on_it(tmp_path, dat
 
 def test_the_float_bundle_gives_the_training_model_s_scores(tmp_path, data_dir, capsys):
     import tensorflow as tf
-    from kwsd_tools.training.models import build_model
 
     from kwsd.audio import read_wav
     from kwsd.bundle import read_bundle
     from kwsd.classifier import TfliteClassifier
     from kwsd.frontend import compute_features
+    from kwsd_tools.training.models import build_model
 
     code, err = train(tmp_path, data_dir, capsys=capsys)
     assert code == 0, err
@@ -266,9 +266,8 @@ def test_bad_flags_are_one_line_naming_the_flag(tmp_path, data_dir, capsys, flag
 
 
 def test_export_makes_the_same_bundles_from_a_checkpoint_alone(tmp_path, data_dir, capsys):
-    from kwsd_tools.export import main as export_main
-
     from kwsd.bundle import read_bundle
+    from kwsd_tools.export import main as export_main
 
     code, err = train(tmp_path, data_dir, capsys=capsys)
     assert code == 0, err
