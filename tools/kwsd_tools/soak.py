@@ -93,7 +93,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kwsd.audio import read_wav
 from kwsd.bundle import Bundle, demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.config import default_config
-from kwsd.detection import resolve_detection
+from kwsd.detection import DetectionSettings, resolve_detection
 from kwsd.frontend import FrontendSpec
 from kwsd.listener import Listener
 from kwsd.mqtt import MqttPublisher
@@ -656,12 +656,10 @@ def run_soak(args: argparse.Namespace) -> int:
         printer.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         root.addHandler(printer)
 
-    bundle = read_bundle(demo_bundle_path())
+    bundle, settings, wav = demo_run()
     spec = bundle.frontend
     rate = spec.sample_rate_hz
-    settings = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
     clip_stride_ms = settings.clip_stride_ms
-    wav = read_wav(demo_wav_path(), rate)
     words = demo_words(wav, spec)
     clips = [wav[w.start_sample : w.start_sample + spec.clip_samples].copy() for w in words]
     clip_labels = np.array([bundle.labels.index(w.label) for w in words], np.int64)
@@ -1109,6 +1107,15 @@ class TimedFifoWriter:
             raise RuntimeError(f"FIFO writer failed: {self.error!r}")
 
 
+def demo_run() -> tuple[Bundle, DetectionSettings, Int16Array]:
+    """The demo bundle, the detection settings ``kwsd run`` resolves for it with no config, and
+    demo.wav at its rate."""
+    bundle = read_bundle(demo_bundle_path())
+    spec = bundle.frontend
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
+    return bundle, settings, read_wav(demo_wav_path(), spec.sample_rate_hz)
+
+
 def reference_detections(bundle: Bundle, samples: Int16Array) -> list[tuple[int, int]]:
     """(label index, time_ms) of what ``kwsd run``'s pipeline detects in ``samples``, in this process."""
     pipeline = build_pipeline(bundle)  # the bundle's own settings, as `kwsd run` without a config
@@ -1126,12 +1133,10 @@ def run_latency(args: argparse.Namespace) -> int:
         raise SystemExit("latency: mosquitto is not installed (Debian: mosquitto)")
     if not alsa.portaudio_available():
         raise SystemExit("latency: PortAudio is not installed (Debian: libportaudio2)")
-    bundle = read_bundle(demo_bundle_path())
+    bundle, settings, wav = demo_run()
     spec = bundle.frontend
     rate = spec.sample_rate_hz
-    settings = resolve_detection(bundle.detection, {}, window_stride_ms=spec.window_stride_ms)
     clip_stride_ms = settings.clip_stride_ms
-    wav = read_wav(demo_wav_path(), rate)
     one_pass = demo_words(wav, spec)
     payload = np.tile(wav, args.passes)
     words = [
