@@ -571,6 +571,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from kwsd import record
+    from kwsd.dataset_layout import BACKGROUND_NOISE_DIR
     from kwsd.sources import MicrophoneSource
 
     for flag in ("sample_rate", "channels", "takes", "clip_ms", "take_ms", "chunk_seconds", "seconds"):
@@ -613,7 +614,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
             elif args.mode == "background":
                 path = record.background(capture, out_dir, names["name"][0], args.seconds)
                 print(f"saved {path}" if path else "nothing recorded", file=sys.stderr)
-                saved[record.BACKGROUND_NOISE_DIR] += 1 if path else 0
+                saved[BACKGROUND_NOISE_DIR] += 1 if path else 0
             else:
                 label = names["label"][0]
                 paths = record.continuous(

@@ -43,6 +43,7 @@ from typing import TextIO
 import numpy as np
 import numpy.typing as npt
 
+from kwsd.dataset_layout import BACKGROUND_NOISE_DIR, NOHASH, claim_name, next_number
 from kwsd.errors import KwsdError, OutputError
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 
 Int16Array = npt.NDArray[np.int16]
 
-BACKGROUND_NOISE_DIR = "_background_noise_"
 #: Analysis frame for finding a word by energy.
 FRAME_MS = 10
 #: A frame is part of the word when it is this far above the take's noise floor...
@@ -82,9 +82,9 @@ def check_name(what: str, value: str, *, allow_reserved: bool = False) -> str:
             f"{what} {value!r}: expected letters, digits, '.', '_' or '-', starting with a letter or "
             "digit (it becomes a folder or file name)"
         )
-    if "_nohash_" in value:
+    if NOHASH in value:
         raise RecordError(
-            f"{what} {value!r}: must not contain '_nohash_' (the split reads the name up to it)"
+            f"{what} {value!r}: must not contain {NOHASH!r} (the split reads the name up to it)"
         )
     return value
 
@@ -147,13 +147,6 @@ def cut_word(samples: Int16Array, sample_rate_hz: int, clip_samples: int) -> Tak
 # --- writing without overwriting -------------------------------------------------------------
 
 
-def next_index(folder: Path, stem: str) -> int:
-    """One past the highest ``<stem>_nohash_<n>.wav`` in ``folder`` (0 if none)."""
-    pattern = re.compile(rf"^{re.escape(stem)}_nohash_(\d+)\.wav$")
-    found = [int(m.group(1)) for p in folder.glob(f"{stem}_nohash_*.wav") if (m := pattern.match(p.name))]
-    return max(found) + 1 if found else 0
-
-
 def save_new(folder: Path, stem: str, samples: Int16Array, sample_rate_hz: int) -> Path:
     """Write ``samples`` as ``<stem>_nohash_<n>.wav`` with the first free n; never replaces a file."""
     try:
@@ -176,14 +169,8 @@ def save_new(folder: Path, stem: str, samples: Int16Array, sample_rate_hz: int) 
 
 
 def _link_free(tmp: Path, folder: Path, stem: str) -> Path:
-    index = next_index(folder, stem)
-    while True:
-        final = folder / f"{stem}_nohash_{index}.wav"
-        try:
-            os.link(tmp, final)  # fails if the name exists: never overwrites
-            return final
-        except FileExistsError:
-            index += 1
+    path, _ = claim_name(tmp, folder, stem, next_number(folder, stem))
+    return path
 
 
 class StreamingWav:

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from kwsd.audio import write_wav
+from kwsd.dataset_layout import speaker_of
 from kwsd.errors import AudioFormatError, InputNotFoundError
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd_tools.training import dataset as ds
@@ -120,7 +121,7 @@ def test_which_set_ignores_folder_and_repetition_number() -> None:
     assert which_set("yes/heidi_nohash_0.wav", 10, 10) == "testing"
     assert which_set("/data/no/heidi_nohash_7.wav", 10, 10) == "testing"
     assert ds.hash_percentage("heidi_nohash_3.wav") == ds.hash_percentage("heidi")
-    assert ds.speaker_of("yes/heidi_nohash_3.wav") == "heidi"
+    assert speaker_of("yes/heidi_nohash_3.wav") == "heidi"
 
 
 def test_which_set_hashes_a_name_without_nohash_whole() -> None:
@@ -598,10 +599,10 @@ def test_a_synthetic_set_from_tools_synth_loads(tmp_path: Path) -> None:
     assert data.report.converted == {} and data.report.cropped == {} and data.report.padded == {}
     assert data.report.checked == 8 * 3 + 4
     for partition in PARTITIONS:
-        voices = {ds.speaker_of(i.path) for i in data.items[partition] if i.path}
+        voices = {speaker_of(i.path) for i in data.items[partition] if i.path}
         for other in PARTITIONS:
             if other != partition:
-                assert not voices & {ds.speaker_of(i.path) for i in data.items[other] if i.path}
+                assert not voices & {speaker_of(i.path) for i in data.items[other] if i.path}
 
 
 # --------------------------------------------------------------------------------------

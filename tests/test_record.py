@@ -4,6 +4,7 @@ Each test writes known audio into the FIFO and checks the files kwsd saved again
 for sample.
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 
 from kwsd.audio import read_wav
-from kwsd.record import cut_word, next_index, save_new
+from kwsd.dataset_layout import next_number
+from kwsd.record import cut_word, save_new
 from kwsd_tools.harness import alsa
 
 pytestmark = pytest.mark.skipif(not alsa.portaudio_available(), reason="libportaudio2 is not installed")
@@ -274,4 +276,21 @@ def test_saving_never_replaces_a_file(tmp_path):
     (tmp_path / "x_nohash_0.wav").write_bytes(b"mine")
     path = save_new(tmp_path, "x", np.zeros(10, np.int16), RATE)
     assert path.name == "x_nohash_1.wav" and (tmp_path / "x_nohash_0.wav").read_bytes() == b"mine"
-    assert next_index(tmp_path, "x") == 2
+    assert next_number(tmp_path, "x") == 2
+
+
+def test_saving_numbers_past_names_differing_in_case_and_needs_no_hard_links(tmp_path, monkeypatch):
+    # One numbering for every writer of clips (kwsd record, the slicer, the synthesiser): a
+    # case-insensitive SD card must not see X_nohash_0.wav and x_nohash_0.wav as two files.
+    (tmp_path / "X_NOHASH_4.wav").write_bytes(b"mine")
+    assert next_number(tmp_path, "x") == 5
+    # FAT and some network mounts have no hard links: the name is then claimed exclusively.
+    import os
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = save_new(tmp_path, "x", np.ones(10, np.int16), RATE)
+    assert path.name == "x_nohash_5.wav" and path.stat().st_size > 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X_NOHASH_4.wav", "x_nohash_5.wav"]

@@ -26,6 +26,7 @@ import pytest
 import wavgen
 
 from kwsd.audio import read_wav
+from kwsd.dataset_layout import speaker_of
 from kwsd.errors import StreamError
 from kwsd_tools import slice as slice_tool
 from kwsd_tools.slice import (
@@ -44,7 +45,6 @@ from kwsd_tools.slice import (
     max_gain_db,
     speaker_from_stem,
 )
-from kwsd_tools.training.dataset import speaker_of
 
 REPO = Path(__file__).resolve().parent.parent
 RATE = 16000

@@ -343,8 +343,9 @@ def clip_accuracy(bundle: Bundle, real_wav: Path) -> dict[str, Any]:
 def real_noise(real_wav: Path) -> dict[str, npt.NDArray[np.float64]]:
     """The real set's background noise files, name -> float samples at 16 kHz (DatasetError
     when there are none: the no-keyword speech needs noise under it)."""
+    from kwsd.dataset_layout import BACKGROUND_NOISE_DIR
     from kwsd.frontend import INT16_FULL_SCALE
-    from kwsd_tools.training.dataset import BACKGROUND_NOISE_DIR, DatasetError, read_samples, scan_data_dir
+    from kwsd_tools.training.dataset import DatasetError, read_samples, scan_data_dir
 
     noise = {}
     for name in scan_data_dir(real_wav).noise or []:

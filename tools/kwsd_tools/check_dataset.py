@@ -93,9 +93,9 @@ import numpy.typing as npt
 
 from kwsd.audio import AudioInfo, Encoding, write_wav
 from kwsd.blas import use_one_blas_thread
+from kwsd.dataset_layout import BACKGROUND_NOISE_DIR, NOHASH, speaker_of
 from kwsd.errors import KwsdError
 from kwsd_tools.training.dataset import (
-    BACKGROUND_NOISE_DIR,
     PARTITIONS,
     DatasetError,
     DatasetSettings,
@@ -104,7 +104,6 @@ from kwsd_tools.training.dataset import (
     read_error_reason,
     read_samples,
     scan_data_dir,
-    speaker_of,
     split_files,
     which_set,
 )
@@ -118,7 +117,6 @@ EXIT_USAGE = 2
 
 #: Suffix of the originals ``--fix`` keeps next to the converted files.
 ORIGINAL_SUFFIX = ".orig"
-NOHASH = "_nohash_"
 #: In the int16 samples training sees: |sample| at or above this is at full scale.
 FULL_SCALE_INT16 = 32767
 INT16_REFERENCE = 32768.0  # 0 dBFS

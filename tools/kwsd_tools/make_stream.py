@@ -51,12 +51,12 @@ import numpy.typing as npt
 
 from kwsd.audio import float_to_int16, write_wav
 from kwsd.blas import use_one_blas_thread
+from kwsd.dataset_layout import BACKGROUND_NOISE_DIR
 from kwsd.errors import KwsdError
 from kwsd.evaluate import format_truth
 from kwsd.frontend import INT16_FULL_SCALE
 from kwsd.labels import UNKNOWN_LABEL
 from kwsd_tools.training.dataset import (
-    BACKGROUND_NOISE_DIR,
     DatasetError,
     DatasetSettings,
     read_clip,

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from kwsd_tools.training.dataset import speaker_of
+from kwsd.dataset_layout import clip_name, speaker_of
 
 WANTED = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 LABELS = ["_silence_", "_unknown_", *WANTED]
@@ -90,7 +90,7 @@ def silence_clips(data_dir: Path, out_dir: Path, count: int, seed: int) -> list[
     for i in range(count):
         start = int(rng.integers(0, len(noise) - CLIP_SAMPLES))
         clip = np.round(noise[start : start + CLIP_SAMPLES] * rng.uniform(0, 1)).astype(np.int16)
-        path = out_dir / f"silence{i:04d}_nohash_0.wav"
+        path = out_dir / clip_name(f"silence{i:04d}", 0)
         with wave.open(str(path), "wb") as wav:
             wav.setnchannels(1)
             wav.setsampwidth(2)

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import errno
 import logging
 import math
 import os
@@ -63,6 +62,7 @@ import numpy.typing as npt
 
 from kwsd.audio import open_audio, read_wav, write_wav
 from kwsd.blas import use_one_blas_thread
+from kwsd.dataset_layout import BACKGROUND_NOISE_DIR, NOHASH, claim_name, clip_name, next_number, why
 from kwsd.errors import InputNotFoundError, KwsdError, OutputError
 from kwsd.frontend import INT16_FULL_SCALE
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
@@ -73,8 +73,6 @@ Int16Array = npt.NDArray[np.int16]
 FloatArray = npt.NDArray[np.float64]
 
 TOOL: Final = "slice"
-BACKGROUND_NOISE_DIR: Final = "_background_noise_"  # as tools/kwsd_tools/training/dataset.py names it
-NOHASH: Final = "_nohash_"
 
 EXIT_OK: Final = 0
 EXIT_BAD_SETTING: Final = 64  # a flag value, label or speaker name that is not accepted
@@ -468,27 +466,6 @@ def speaker_from_stem(path: Path) -> str:
     return name
 
 
-def clip_name(speaker: str, number: int) -> str:
-    return f"{speaker}{NOHASH}{number}.wav"
-
-
-def next_number(folder: Path, speaker: str) -> int:
-    """One more than the highest ``<n>`` of ``<speaker>_nohash_<n>.wav`` in ``folder`` (0 if none)."""
-    pattern = re.compile(re.escape(speaker + NOHASH) + r"(\d+)\.wav", re.IGNORECASE)
-    highest = -1
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return 0
-    except OSError as err:
-        raise OutputError(f"{folder}: cannot list the folder ({err.strerror or err})") from None
-    for name in names:
-        match = pattern.fullmatch(name)
-        if match:
-            highest = max(highest, int(match.group(1)))
-    return highest + 1
-
-
 # --------------------------------------------------------------------------------------
 # Writing: never over an existing file, never a half-written one under a clip's name.
 
@@ -516,7 +493,7 @@ class ClipWriter:
             os.close(fd)
             os.unlink(probe)
         except OSError as err:
-            raise OutputError(f"{self.folder}: cannot write there ({_why(err)})") from None
+            raise OutputError(f"{self.folder}: cannot write there ({why(err)})") from None
 
     def write(self, speaker: str, samples: Int16Array, rate_hz: int) -> Path:
         """Write one clip as ``<speaker>_nohash_<n>.wav`` with the next free ``n``; returns its path."""
@@ -530,7 +507,7 @@ class ClipWriter:
             fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix=".slice-", suffix=".tmp")
             os.close(fd)
         except OSError as err:
-            raise OutputError(f"{self.folder}: cannot create a file ({_why(err)})") from None
+            raise OutputError(f"{self.folder}: cannot create a file ({why(err)})") from None
         tmp = Path(tmp_name)
         try:
             try:
@@ -539,7 +516,7 @@ class ClipWriter:
                 with open(tmp, "rb") as written:
                     os.fsync(written.fileno())
             except OSError as err:
-                raise OutputError(f"{self.folder}: cannot write a clip ({_why(err)})") from None
+                raise OutputError(f"{self.folder}: cannot write a clip ({why(err)})") from None
             path = self._claim(tmp, speaker)
         finally:
             tmp.unlink(missing_ok=True)
@@ -548,32 +525,8 @@ class ClipWriter:
 
     def _claim(self, tmp: Path, speaker: str) -> Path:
         """Give the finished temporary file the next free name; an existing name is skipped."""
-        while True:
-            number = self._next[speaker]
-            self._next[speaker] += 1
-            path = self.folder / clip_name(speaker, number)
-            try:
-                os.link(tmp, path)
-                return path
-            except FileExistsError:
-                continue  # written meanwhile by someone else: take the next number
-            except OSError as err:
-                if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
-                    raise OutputError(f"{path}: cannot create it ({_why(err)})") from None
-            # No hard links here (FAT, some network mounts): claim the name exclusively, then
-            # rename the finished data onto the empty file that is ours.
-            try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            except FileExistsError:
-                continue
-            except OSError as err:
-                raise OutputError(f"{path}: cannot create it ({_why(err)})") from None
-            try:
-                os.replace(tmp, path)
-            except OSError as err:
-                path.unlink(missing_ok=True)
-                raise OutputError(f"{path}: cannot create it ({_why(err)})") from None
-            return path
+        path, self._next[speaker] = claim_name(tmp, self.folder, speaker, self._next[speaker])
+        return path
 
     def sync_folder(self) -> None:
         """fsync the folder so the new names survive a power cut (SD cards on a Pi)."""
@@ -586,20 +539,12 @@ class ClipWriter:
         try:
             os.fsync(fd)
         except OSError as err:
-            log.warning("%s: fsync of the folder failed (%s)", self.folder, _why(err))
+            log.warning("%s: fsync of the folder failed (%s)", self.folder, why(err))
         finally:
             os.close(fd)
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.data_dir))
-
-
-def _why(err: OSError) -> str:
-    if err.errno == errno.ENOSPC:
-        return "no space left on the device"
-    if err.errno == errno.EROFS:
-        return "read-only file system"
-    return err.strerror or str(err)
 
 
 # --------------------------------------------------------------------------------------

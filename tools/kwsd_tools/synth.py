@@ -82,6 +82,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.audio import float_to_int16, write_wav
+from kwsd.dataset_layout import clip_name
 from kwsd.frontend import INT16_FULL_SCALE
 
 log = logging.getLogger("synth")
@@ -1007,7 +1008,7 @@ def synthesise(
     all_words = list(dict.fromkeys([*words, *unknown_words]))
 
     def write(tag: str, word: str, rep: int, clip: npt.NDArray[np.int16]) -> None:
-        write_wav(out / word / f"{tag}_nohash_{rep}.wav", clip, SAMPLE_RATE_HZ)
+        write_wav(out / word / clip_name(tag, rep), clip, SAMPLE_RATE_HZ)
 
     def espeak_job(voice: Voice, word: str, rep: int) -> _Job:
         return _Job(lambda: write(voice.tag, word, rep, render_clip(voice, word, rep, seed)), 1)

@@ -60,7 +60,6 @@ import logging
 import math
 import os
 import posixpath
-import re
 import stat
 import sys
 import tarfile
@@ -80,6 +79,7 @@ import numpy.typing as npt
 
 from kwsd import __version__
 from kwsd.audio import AudioInfo, Encoding, open_audio
+from kwsd.dataset_layout import BACKGROUND_NOISE_DIR, speaker_of
 from kwsd.errors import KwsdError, UnreadableFileError
 from kwsd.frontend import INT16_FULL_SCALE
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
@@ -90,14 +90,12 @@ Int16Array = npt.NDArray[np.int16]
 FloatArray = npt.NDArray[np.float64]
 
 PARTITIONS = ("training", "validation", "testing")
-BACKGROUND_NOISE_DIR = "_background_noise_"
 VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
 #: In data_dir: the URLs :func:`download_and_extract` has extracted there, one a line.
 EXTRACTED_MARKER = ".kwsd_extracted"
 #: train.py's MAX_NUM_WAVS_PER_CLASS: the hash is taken modulo this + 1.
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1
-_NOHASH = re.compile(r"_nohash_.*$")
 #: Folders that are never words: macOS archive debris.
 _IGNORED_DIRS = frozenset({"__MACOSX"})
 #: Samples per read: a whole clip (and most noise files) in one block.
@@ -146,9 +144,6 @@ def hash_percentage(filename: str) -> float:
     return (digest % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
 
 
-def speaker_of(filename: str) -> str:
-    """The part of the name the split hashes (the speaker, or a synthetic voice)."""
-    return _NOHASH.sub("", os.path.basename(filename))
 
 
 # --------------------------------------------------------------------------------------

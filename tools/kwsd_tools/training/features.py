@@ -45,11 +45,11 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.audio import float_to_int16
+from kwsd.dataset_layout import BACKGROUND_NOISE_DIR
 from kwsd.frontend import FrontendSpec, compute_features
 from kwsd.labels import SILENCE_LABEL
 from kwsd_tools.training import augment
 from kwsd_tools.training.augment import AugmentAssets
-from kwsd_tools.training.dataset import BACKGROUND_NOISE_DIR
 
 if TYPE_CHECKING:
     from kwsd_tools.training.dataset import Dataset, DatasetSettings, Item
