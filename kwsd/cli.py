@@ -1066,7 +1066,7 @@ def _yaml_scalar(text: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------
-# Streaming accuracy and calibration (kwsd/evaluate.py).
+# Streaming accuracy and calibration (kwsd/evaluate/).
 
 
 def _add_evaluate_parsers(sub: Any) -> None:

@@ -862,6 +862,12 @@ def wheel(tmp_path_factory):
 def test_package_data_ships_the_demo(wheel):
     """`pip install .` (not editable) must carry the demo model and WAV: the README's first command."""
     names = set(zipfile.ZipFile(wheel).namelist())
+    # Every package of the checkout, so a new subpackage cannot be left out of what users get.
+    root = Path(__file__).resolve().parents[1]
+    packages = [*(root / "kwsd").rglob("__init__.py"), *(root / "tools" / "kwsd_tools").rglob("__init__.py")]
+    for init in packages:
+        installed = init.relative_to(root / "tools" if "kwsd_tools" in init.parts else root).as_posix()
+        assert installed in names, installed
     assert {
         "kwsd/demo/demo.kwsd",
         "kwsd/demo/demo-float.kwsd",

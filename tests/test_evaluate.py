@@ -1,4 +1,4 @@
-"""Streaming accuracy and calibration (kwsd/evaluate.py, kwsd evaluate, kwsd calibrate)."""
+"""Streaming accuracy and calibration (kwsd/evaluate/, kwsd evaluate, kwsd calibrate)."""
 
 from __future__ import annotations
 
