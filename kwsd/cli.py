@@ -1376,36 +1376,29 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if len(usable) < len(windows):
         log.warning("averaging windows %s hold too few windows; left out", sorted(set(windows) - set(usable)))
 
-    started = time.perf_counter()
-    measured: list[Any] = []
-    current_figures = None
-    for path, words in [(args.audio, truth.words)] + [(p, ()) for p in args.background_audio]:
-        detections, recorded, audio = _run_stream(path, bundle, classifier, current)
-        if words:
-            ev.check_truth(truth, labels, audio.audio_ms)
-        measured.append(ev.Measured(audio, recorded, tuple(words)))
-        scored = ev.score_detections(
-            detections, words, window_ms=recorded.window_ms, tolerance_ms=args.tolerance_ms
+    from kwsd.pipeline import PipelineError
+    from kwsd.smoother import SmootherError
+
+    try:
+        calibration = ev.calibrate(
+            args.audio,
+            truth,
+            args.background_audio,
+            spec=bundle.frontend,
+            classifier=classifier,
+            labels=labels,
+            current=current,
+            thresholds=thresholds,
+            average_windows_ms=usable,
+            suppressions_ms=suppressions,
+            target_fa_per_hour=target,
+            per_label=args.per_label,
+            tolerance_ms=args.tolerance_ms,
         )
-        one = ev.figures(scored, words, labels, audio.audio_ms)
-        current_figures = one if current_figures is None else current_figures + one
-    assert current_figures is not None
-    streamed_s = time.perf_counter() - started
-    sweeper = ev.Sweeper(
-        measured, minimum_count=current.minimum_count, rule=current.rule, tolerance_ms=args.tolerance_ms
-    )
-    points = ev.sweep(sweeper, thresholds=thresholds, average_windows_ms=usable, suppressions_ms=suppressions)
-    choice = ev.choose(points, target)
-    if args.per_label and choice.reachable:
-        choice = ev.Choice(ev.refine_per_label(sweeper, choice.point, thresholds, target), True, target)
-    sweeper.check_replay(choice.point.setting)
-    log.info(
-        "streamed %.2f h in %.1f s; %d settings replayed in %.1f s",
-        sum(m.audio.hours for m in measured),
-        streamed_s,
-        len(points),
-        time.perf_counter() - started - streamed_s,
-    )
+    except (SmootherError, PipelineError) as err:
+        raise _SettingError(str(err)) from None
+    measured, points, choice = calibration.measured, calibration.points, calibration.choice
+    current_figures = calibration.current_figures
 
     hours = sum(m.audio.hours for m in measured)
     sources = [

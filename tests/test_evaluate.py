@@ -598,3 +598,27 @@ def test_the_edited_config_and_its_backup_keep_the_configs_permissions(tmp_path:
             path, VALUES, parse=lambda text, source: parse_config(text, source, base_dir=tmp_path)
         )
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_calibrate_as_a_library_function_replays_what_the_pipeline_does() -> None:
+    # What `kwsd calibrate` runs, without the command line: the demo over its own words. A grid
+    # of one point, the bundle's own settings, must give back exactly the pipeline's figures
+    # (the replay is RecognizeCommands' arithmetic, not an approximation of it).
+    bundle = read_bundle(demo_bundle_path())
+    current = resolve_detection(bundle.detection, {}, window_stride_ms=bundle.frontend.window_stride_ms)
+    result = ev.calibrate(
+        str(DEMO_WAV),
+        ev.read_truth(DEMO_TRUTH),
+        [],
+        spec=bundle.frontend,
+        classifier=TfliteClassifier(bundle),
+        labels=bundle.labels,
+        current=current,
+        thresholds=[current.threshold],
+        average_windows_ms=[current.average_window_ms],
+        suppressions_ms=[current.suppression_ms],
+        target_fa_per_hour=1e9,
+    )
+    assert len(result.points) == 1 and result.choice.reachable
+    assert result.choice.point.figures == result.current_figures
+    assert result.current_figures.words == 12 and result.hours == pytest.approx(36 / 3600, abs=1e-4)

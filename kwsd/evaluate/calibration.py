@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -10,13 +12,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kwsd.classifier import Classifier
+from kwsd.detection import DetectionSettings
 from kwsd.errors import EvaluationError
 from kwsd.evaluate.scoring import DEFAULT_TOLERANCE_MS, StreamFigures, figures, is_keyword, score_detections
-from kwsd.evaluate.streams import AudioFacts, RecordedScores, smooth
-from kwsd.evaluate.truth import TruthWord
+from kwsd.evaluate.streams import AudioFacts, RecordedScores, run_stream, smooth
+from kwsd.evaluate.truth import GroundTruth, TruthWord, check_truth
+from kwsd.frontend import FrontendSpec
 from kwsd.labels import SILENCE_LABEL
 from kwsd.pipeline import Detection
 from kwsd.smoother import FiringRule, RecognizeCommands, SmootherSettings
+
+log = logging.getLogger(__name__)
 
 #: The calibration grid's defaults.
 DEFAULT_THRESHOLDS = (*(round(0.30 + 0.05 * i, 2) for i in range(14)), 0.99)  # 0.30 .. 0.95, 0.99
@@ -363,3 +370,80 @@ def detection_values(
         "minimum_count": minimum_count,
         "rule": rule.value,
     }
+
+
+# --------------------------------------------------------------------------------------
+# kwsd calibrate: stream the files once, sweep, choose.
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``kwsd calibrate`` measured and chose (the command prints it and writes the config)."""
+
+    measured: tuple[Measured, ...]
+    #: Every setting tried, and the one chosen (``choice.reachable``: it meets the target).
+    points: list[Point]
+    choice: Choice
+    #: The figures of the settings calibrated from, as the pipeline itself made them.
+    current_figures: StreamFigures
+    streamed_s: float  # wall time spent running the model over the audio
+
+    @property
+    def hours(self) -> float:
+        return sum(m.audio.hours for m in self.measured)
+
+
+def calibrate(
+    words_audio: str,
+    truth: GroundTruth,
+    background_audio: Sequence[str],
+    *,
+    spec: FrontendSpec,
+    classifier: Classifier,
+    labels: Sequence[str],
+    current: DetectionSettings,
+    thresholds: Sequence[float],
+    average_windows_ms: Sequence[int],
+    suppressions_ms: Sequence[int],
+    target_fa_per_hour: float,
+    per_label: bool = False,
+    tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+) -> Calibration:
+    """Run the model once over the words (with their truth) and each background file with the
+    ``current`` settings, then replay the grid of thresholds, averaging windows and
+    suppressions on the recorded scores (``current``'s clip stride, minimum count and rule),
+    and choose the setting that misses fewest words within ``target_fa_per_hour`` (per label
+    after that with ``per_label``). The choice is replayed through RecognizeCommands in full
+    and must give the same detections."""
+    started = time.perf_counter()
+    measured: list[Measured] = []
+    current_figures: StreamFigures | None = None
+    for path, words in [(words_audio, truth.words), *((p, ()) for p in background_audio)]:
+        detections, recorded, audio = run_stream(path, spec, classifier, labels, settings=current)
+        if words:
+            check_truth(truth, labels, audio.audio_ms)
+        measured.append(Measured(audio, recorded, tuple(words)))
+        scored = score_detections(detections, words, window_ms=recorded.window_ms, tolerance_ms=tolerance_ms)
+        one = figures(scored, words, labels, audio.audio_ms)
+        current_figures = one if current_figures is None else current_figures + one
+    assert current_figures is not None
+    streamed_s = time.perf_counter() - started
+    sweeper = Sweeper(
+        measured, minimum_count=current.minimum_count, rule=current.rule, tolerance_ms=tolerance_ms
+    )
+    points = sweep(
+        sweeper, thresholds=thresholds, average_windows_ms=average_windows_ms, suppressions_ms=suppressions_ms
+    )
+    choice = choose(points, target_fa_per_hour)
+    if per_label and choice.reachable:
+        point = refine_per_label(sweeper, choice.point, thresholds, target_fa_per_hour)
+        choice = Choice(point, True, target_fa_per_hour)
+    sweeper.check_replay(choice.point.setting)
+    log.info(
+        "streamed %.2f h in %.1f s; %d settings replayed in %.1f s",
+        sum(m.audio.hours for m in measured),
+        streamed_s,
+        len(points),
+        time.perf_counter() - started - streamed_s,
+    )
+    return Calibration(tuple(measured), points, choice, current_figures, streamed_s)
