@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import logging
@@ -23,8 +22,8 @@ from kwsd.errors import (
     ModelError,
     OutputError,
     RuntimeDependencyError,
+    SettingError,
     StreamError,
-    read_limited,
 )
 from kwsd.sources import AudioDeviceError
 
@@ -102,8 +101,8 @@ def run() -> None:
     sys.exit(main())
 
 
-class _SettingError(Exception):
-    pass
+#: The command line's own name for it (exit 64).
+_SettingError = SettingError
 
 
 def _names_print_as_given() -> None:
@@ -742,317 +741,44 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_import(args: argparse.Namespace) -> int:
-    from kwsd.bundle import MAX_MODEL_BYTES, TFLITE_IDENTIFIER
+    from kwsd.modelimport import ImportRequest, import_model
 
-    path = Path(args.tflite)
-    if os.path.isdir(path):  # os.path's: False, not an error, for a name too long
-        raise InputNotFoundError(f"{path}: is a directory, expected a .pb or .tflite file")
-    try:
-        model_bytes = read_limited(path, MAX_MODEL_BYTES)  # bounded; a FIFO or /dev/zero refused
-    except FileNotFoundError:
-        raise InputNotFoundError(f"{path}: no such file") from None
-    except OSError as err:
-        raise InputNotFoundError(f"{path}: cannot read ({err.strerror or err})") from None
-    start = model_bytes[:8]
-    labels, renames = _import_labels(args)
-    if path.suffix.lower() == ".pb" and start[4:8] != TFLITE_IDENTIFIER:
-        return _import_frozen_graph(args, path, labels, renames)
-    if args.representative_dir is not None:
-        raise _SettingError(
-            "--representative-dir: given for a .tflite (it calibrates the conversion of a .pb; "
-            "a .tflite is already converted)"
-        )
-    if args.frontend is None:
-        raise _SettingError(
-            "--frontend: required for a .tflite, which does not say how its features were computed "
-            "(a frozen graph .pb states its own)"
-        )
-    tflite = model_bytes
-    spec = _import_frontend_spec(args)
-    try:
-        _write_imported(args, path, tflite, labels=labels, renames=renames, spec=spec, notes=[])
-    except ModelError as err:
-        hint = _stride_hint(tflite, spec)
-        if hint is None:
-            raise
-        raise ModelError(f"{err}; {hint}") from None
-    return EXIT_OK
-
-
-def _stride_hint(tflite: bytes, spec: Any) -> str | None:
-    """For a .tflite whose input size the facts given do not make: the stride that would, if any."""
-    import math
-
-    from kwsd.classifier import model_input_shape
-    from kwsd.frontend import SpecError
-
-    shape = model_input_shape(tflite)
-    if shape is None or len(shape) < 2:
-        return None
-    values = math.prod(shape[1:])
-    frames, features = spec.feature_shape
-    if values == frames * features:
-        return None  # the input fits: the refusal is about something else
-    if values % features:
-        return (
-            f"{values} input values are no whole number of frames of {features} features: "
-            "check --frontend and --feature-bin-count"
-        )
-    wanted = values // features
-    fitting = []
-    for stride_ms in range(1, spec.clip_duration_ms + 1):
-        try:
-            candidate = dataclasses.replace(spec, window_stride_ms=stride_ms)
-        except SpecError:
-            continue
-        if candidate.frame_count == wanted:
-            fitting.append(stride_ms)
-    if not fitting:
-        return (
-            f"no --window-stride-ms makes {wanted} frames of a {spec.clip_duration_ms} ms clip with a "
-            f"{spec.window_size_ms} ms window: check --clip-duration-ms, --window-size-ms and --sample-rate"
-        )
-    strides = f"{fitting[0]}" if len(fitting) == 1 else f"{fitting[0]} to {fitting[-1]}"
-    return f"--window-stride-ms {strides} would make {wanted} frames of {features} ({values} values)"
-
-
-#: A labels file is one short line per output (this allows a few thousand outputs).
-_MAX_LABELS_FILE_BYTES = 1 << 20
-
-
-def _import_labels(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The labels given, renamed as train.py names them, and the renames made (to be said)."""
-    if args.labels is not None:
-        labels = [label.strip() for label in args.labels.split(",")]
-    else:
-        labels_path = Path(args.labels_file)
-        try:
-            text = read_limited(labels_path, _MAX_LABELS_FILE_BYTES).decode("utf-8")
-        except FileNotFoundError:
-            raise InputNotFoundError(f"{labels_path}: no such labels file") from None
-        except OSError as err:
-            raise InputNotFoundError(f"{labels_path}: cannot read ({err.strerror or err})") from None
-        except UnicodeDecodeError:
-            raise _SettingError(
-                f"--labels-file {labels_path}: not UTF-8 text, expected one label per line"
-            ) from None
-        labels = [line.strip() for line in text.splitlines() if line.strip()]
-    # micro_speech's C++ names its first two labels silence and unknown; train.py and kwsd's
-    # smoother call them _silence_ and _unknown_. Said in the output line, not done silently.
-    renamed = [_REFERENCE_LABELS.get(label, label) for label in labels]
-    renames = [f"{a} -> {b}" for a, b in zip(labels, renamed, strict=True) if a != b]
-    return renamed, renames
-
-
-def _import_frontend_spec(args: argparse.Namespace) -> Any:
-    """A .tflite's front end, from the flags (train.py's defaults where one is not given)."""
-    from kwsd.frontend import (
-        FrontendKind,
-        FrontendSpec,
-        MfccParams,
-        MicroParams,
-        MicroState,
-        SpecError,
-        TfAverageParams,
-        TfMfccParams,
-    )
-
-    kind = FrontendKind(args.frontend)
-    mfcc_fields: dict[str, Any] = {}
+    mfcc: dict[str, Any] = {}
     for item in args.mfcc:
         key, sep, value = item.partition("=")
         if not sep:
             raise _SettingError(f"--mfcc: expected KEY=VALUE, got {item!r}")
-        mfcc_fields[key] = _yaml_scalar(value)
-    if mfcc_fields and kind is not FrontendKind.MFCC:
-        raise _SettingError(f"--mfcc: given for a {kind.value} front end (it is for --frontend mfcc)")
-    if args.feature_bin_count is not None and not kind.truncates_samples:
-        raise _SettingError(
-            f"--feature-bin-count: given for a {kind.value} front end "
-            "(it is for --frontend tf_mfcc or tf_average)"
-        )
-    if args.micro_state is not None and kind is not FrontendKind.MICRO:
-        raise _SettingError(f"--micro-state: given for a {kind.value} front end (it is for --frontend micro)")
-    stride_ms = args.window_stride_ms
-    if stride_ms is None:
-        stride_ms = TF_DEFAULT_STRIDE_MS if kind.truncates_samples else MICRO_DEFAULT_STRIDE_MS
-    bin_count = TF_DEFAULT_FEATURE_BIN_COUNT if args.feature_bin_count is None else args.feature_bin_count
-    try:
-        frontend_dict: dict[str, Any] = {
-            "kind": kind.value,
-            "sample_rate_hz": DEFAULT_SAMPLE_RATE_HZ if args.sample_rate is None else args.sample_rate,
-            "clip_duration_ms": DEFAULT_CLIP_MS if args.clip_duration_ms is None else args.clip_duration_ms,
-            "window_size_ms": DEFAULT_WINDOW_MS if args.window_size_ms is None else args.window_size_ms,
-            "window_stride_ms": stride_ms,
-        }
-        if kind is FrontendKind.MFCC:
-            base = FrontendSpec(FrontendKind.MFCC, mfcc=MfccParams()).to_dict()["mfcc"]
-            unknown = sorted(set(mfcc_fields) - set(base))
-            if unknown:
-                raise _SettingError(
-                    f"--mfcc {unknown[0]}: unknown parameter (expected one of {sorted(base)})"
-                )
-            frontend_dict["mfcc"] = {**base, **mfcc_fields}
-        elif kind is FrontendKind.MICRO:
-            # Every micro parameter is the op's default (train.py passes no others); the state is chosen.
-            micro = MicroParams(state=MicroState(args.micro_state or MicroState.PER_CLIP.value))
-            frontend_dict["micro"] = FrontendSpec(FrontendKind.MICRO, micro=micro).to_dict()["micro"]
-        elif kind is FrontendKind.TF_MFCC:
-            # train.py sets only the coefficient count; the Mfcc op's defaults are recorded.
-            frontend_dict["tf_mfcc"] = dataclasses.asdict(TfMfccParams(dct_coefficient_count=bin_count))
-        else:
-            frontend_dict["tf_average"] = dataclasses.asdict(TfAverageParams(feature_bin_count=bin_count))
-        return FrontendSpec.from_dict(frontend_dict, where="front end")
-    except SpecError as err:
-        raise _SettingError(str(err)) from None
-
-
-def _import_frozen_graph(args: argparse.Namespace, path: Path, labels: list[str], renames: list[str]) -> int:
-    """freeze.py's .pb: front end read from its ops, model part converted with TensorFlow."""
-    from kwsd import frozengraph
-
-    if args.mfcc:
-        raise _SettingError("--mfcc: given for a frozen graph (its front end is read from its ops)")
-    where = str(path)
-    graph_def = frozengraph.read_graph(path)
-    facts = frozengraph.read_graph_facts(graph_def, where)
-    given = frozengraph.Given(
+        mfcc[key] = _yaml_scalar(value)
+    request = ImportRequest(
+        model=Path(args.tflite),
+        output=args.output,
+        labels=args.labels.split(",") if args.labels is not None else None,
+        labels_file=Path(args.labels_file) if args.labels_file is not None else None,
+        name=args.name,
         frontend=args.frontend,
-        sample_rate_hz=args.sample_rate,
+        sample_rate=args.sample_rate,
         clip_duration_ms=args.clip_duration_ms,
         window_size_ms=args.window_size_ms,
         window_stride_ms=args.window_stride_ms,
         feature_bin_count=args.feature_bin_count,
         micro_state=args.micro_state,
+        mfcc=mfcc,
+        detection=_detection_overrides(args),
+        representative_dir=Path(args.representative_dir) if args.representative_dir is not None else None,
     )
-    if args.micro_state is not None and facts.preprocess is not frozengraph.Preprocess.MICRO:
-        raise _SettingError(
-            f"--micro-state: given for a graph whose front end is {facts.preprocess.value} (it is for micro)"
-        )
-    spec, notes = frozengraph.frontend_spec(facts, given, where)
-    model_def = frozengraph.model_part(graph_def, facts, where)
-    count = frozengraph.output_count(model_def, where)
-    if count is not None and count != len(labels):
-        source = f"--labels-file {args.labels_file}" if args.labels_file else "--labels"
-        raise ModelError(
-            f"{where}: {frozengraph.OUTPUT_NODE} gives {count} scores, but {source} has "
-            f"{len(labels)} labels ({', '.join(labels)}); expected one label per score"
-        )
-    print(f"read from {path.name}: {', '.join(frozengraph.describe_facts(facts))}")
-    tflite = frozengraph.convert(model_def, facts, None, where)
-    metrics: dict[str, Any] = {"quantization": "float32"}
-    if args.representative_dir is None:
-        notes.append("converted to float32: no --representative-dir given (int8 needs audio to calibrate on)")
-    else:
-        windows, files, found = frozengraph.representative_features(
-            Path(args.representative_dir), spec, "--representative-dir"
-        )
-        float_tflite, tflite = tflite, frozengraph.convert(model_def, facts, windows, where)
-        spread = f" (of {found}, evenly spaced)" if found > len(files) else ""
-        notes.append(
-            f"converted to int8, calibrated on kwsd's features of {len(files)} WAVs "
-            f"in {args.representative_dir}{spread}"
-        )
-        # Said, not hidden: how much the 8 bits cost on the user's own audio; kept in the bundle too.
-        agreement = frozengraph.agreement(float_tflite, tflite, spec, labels, windows)
-        notes.append(agreement.describe())
-        metrics = {
-            "quantization": "int8",
-            "calibration_clips": len(files),
-            "int8_vs_float32_top1_same": agreement.top1_agree,
-            "int8_vs_float32_max_score_difference": round(agreement.max_score_difference, 5),
-        }
-    _write_imported(
-        args, path, tflite, labels=labels, renames=renames, spec=spec, notes=notes, metrics=metrics
-    )
-    return EXIT_OK
-
-
-def _write_imported(
-    args: argparse.Namespace,
-    path: Path,
-    tflite: bytes,
-    *,
-    labels: list[str],
-    renames: list[str],
-    spec: Any,
-    notes: list[str],
-    metrics: dict[str, Any] | None = None,
-) -> None:
-    from kwsd.bundle import make_bundle, write_bundle
-    from kwsd.classifier import TfliteClassifier
-    from kwsd.detection import DetectionError, check_detection, resolve_detection
-
-    try:
-        given = check_detection({k: v for k, v in _detection_overrides(args).items() if v is not None})
-        detection, source = _import_detection(spec, given)
-        settings = resolve_detection(detection, {}, window_stride_ms=spec.window_stride_ms)
-    except DetectionError as err:
-        raise _SettingError(str(err)) from None
-    bundle = make_bundle(
-        tflite,
-        labels,
-        spec,
-        name=args.name or path.stem,
-        tool="kwsd model import",
-        dataset={"imported_from": path.name},
-        metrics=metrics,
-        detection=detection,
-    )
-    bundle = dataclasses.replace(bundle, source=str(path))
-    classifier = TfliteClassifier(bundle)  # refuses a model that disagrees with the facts
-    out = write_bundle(bundle, args.output)
-    for note in notes:
+    imported = import_model(request)
+    if imported.read:
+        print(imported.read)
+    for note in imported.notes:
         print(f"note: {note}")
-    print(
-        f"wrote {out}: {bundle.name}, labels {', '.join(labels)}, {spec.describe()}, "
-        f"input {classifier.input_description}, output {classifier.output_description}"
-        + (f" (labels renamed as train.py names them: {', '.join(renames)})" if renames else "")
-    )
-    if source:
+    print(imported.wrote)
+    if imported.detection_source:
+        settings = imported.detection
         print(
             f"detection: clip stride {settings.clip_stride_ms} ms, {_setting_text(settings)}, minimum count "
-            f"{settings.minimum_count}, rule {settings.rule.value} ({source})"
+            f"{settings.minimum_count}, rule {settings.rule.value} ({imported.detection_source})"
         )
-
-
-def _import_detection(spec: Any, given: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The detection settings an import records, and where they came from ("" when none are).
-
-    A micro front end gets kwsd's measured settings for imported micro models wherever a flag
-    does not give one; other front ends record only the flags given (kwsd then uses
-    TensorFlow's defaults for the rest, as for any bundle).
-    """
-    from kwsd.detection import MICRO_IMPORT_DETECTION
-    from kwsd.frontend import FrontendKind
-
-    if spec.kind is not FrontendKind.MICRO:
-        return given, ("from the flags given" if given else "")
-    defaults = dict(MICRO_IMPORT_DETECTION)
-    if defaults["clip_stride_ms"] % spec.window_stride_ms:
-        # Measured at micro_speech's 20 ms; a front end that cannot step 20 ms runs every frame.
-        defaults["clip_stride_ms"] = spec.window_stride_ms
-    measured = "kwsd's settings measured for imported micro models, see the README's import section"
-    if not given:
-        return defaults, measured
-    if set(defaults) <= set(given):
-        return given, "from the flags given"
-    flags = ", ".join(f"--{key.replace('_', '-')}" for key in given)
-    return {**defaults, **given}, f"{flags} as given, the rest {measured}"
-
-
-#: ``model import``'s default stride: micro_speech's 20 ms, or train.py's 10 ms for its front ends.
-MICRO_DEFAULT_STRIDE_MS = 20
-TF_DEFAULT_STRIDE_MS = 10
-#: train.py's --feature_bin_count default.
-TF_DEFAULT_FEATURE_BIN_COUNT = 40
-#: ``model import``'s defaults for a .tflite: train.py's --sample_rate, --clip_duration_ms, --window_size_ms.
-DEFAULT_SAMPLE_RATE_HZ = 16000
-DEFAULT_CLIP_MS = 1000
-DEFAULT_WINDOW_MS = 30
-
-#: micro_speech's C++ label names -> the names train.py writes and the smoother knows.
-_REFERENCE_LABELS = {"silence": "_silence_", "unknown": "_unknown_"}
+    return EXIT_OK
 
 
 def _yaml_scalar(text: str) -> Any:

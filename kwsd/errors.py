@@ -35,6 +35,10 @@ class OutputError(KwsdError):
     """An output file that cannot be written (missing folder, a directory in the way, no space)."""
 
 
+class SettingError(KwsdError):
+    """A flag or setting whose value the command cannot use (names it and what was expected)."""
+
+
 class EvaluationError(KwsdError):
     """A ground-truth file or a calibration request that cannot be used (names the thing).
 
