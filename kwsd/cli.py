@@ -741,6 +741,7 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_import(args: argparse.Namespace) -> int:
+    from kwsd.frozengraph import Given
     from kwsd.modelimport import ImportRequest, import_model
 
     mfcc: dict[str, Any] = {}
@@ -755,13 +756,15 @@ def _cmd_model_import(args: argparse.Namespace) -> int:
         labels=args.labels.split(",") if args.labels is not None else None,
         labels_file=Path(args.labels_file) if args.labels_file is not None else None,
         name=args.name,
-        frontend=args.frontend,
-        sample_rate=args.sample_rate,
-        clip_duration_ms=args.clip_duration_ms,
-        window_size_ms=args.window_size_ms,
-        window_stride_ms=args.window_stride_ms,
-        feature_bin_count=args.feature_bin_count,
-        micro_state=args.micro_state,
+        given=Given(
+            frontend=args.frontend,
+            sample_rate_hz=args.sample_rate,
+            clip_duration_ms=args.clip_duration_ms,
+            window_size_ms=args.window_size_ms,
+            window_stride_ms=args.window_stride_ms,
+            feature_bin_count=args.feature_bin_count,
+            micro_state=args.micro_state,
+        ),
         mfcc=mfcc,
         detection=_detection_overrides(args),
         representative_dir=Path(args.representative_dir) if args.representative_dir is not None else None,

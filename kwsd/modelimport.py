@@ -20,6 +20,7 @@ from typing import Any
 from kwsd.bundle import Bundle
 from kwsd.detection import DetectionSettings
 from kwsd.errors import InputNotFoundError, ModelError, SettingError, read_limited
+from kwsd.frozengraph import Given
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,9 @@ class ImportRequest:
     labels: Sequence[str] | None = None
     labels_file: Path | None = None
     name: str | None = None
-    frontend: str | None = None
-    sample_rate: int | None = None
-    clip_duration_ms: int | None = None
-    window_size_ms: int | None = None
-    window_stride_ms: int | None = None
-    feature_bin_count: int | None = None
-    micro_state: str | None = None
+    #: The front-end facts given: required (the kind) for a .tflite, checked against the
+    #: graph's own for a .pb.
+    given: Given = field(default_factory=Given)
     #: MfccParams fields for ``frontend: mfcc`` (name -> value).
     mfcc: Mapping[str, Any] = field(default_factory=dict)
     #: Detection settings to record (the ``kwsd stream`` flags' names; None: not given).
@@ -85,7 +82,7 @@ def import_model(request: ImportRequest) -> Imported:
             "--representative-dir: given for a .tflite (it calibrates the conversion of a .pb; "
             "a .tflite is already converted)"
         )
-    if request.frontend is None:
+    if request.given.frontend is None:
         raise SettingError(
             "--frontend: required for a .tflite, which does not say how its features were computed "
             "(a frozen graph .pb states its own)"
@@ -180,31 +177,28 @@ def _import_frontend_spec(request: ImportRequest) -> Any:
         TfMfccParams,
     )
 
-    kind = FrontendKind(request.frontend)
+    given = request.given
+    kind = FrontendKind(given.frontend)
     mfcc_fields = dict(request.mfcc)
     if mfcc_fields and kind is not FrontendKind.MFCC:
         raise SettingError(f"--mfcc: given for a {kind.value} front end (it is for --frontend mfcc)")
-    if request.feature_bin_count is not None and not kind.truncates_samples:
+    if given.feature_bin_count is not None and not kind.truncates_samples:
         raise SettingError(
             f"--feature-bin-count: given for a {kind.value} front end "
             "(it is for --frontend tf_mfcc or tf_average)"
         )
-    if request.micro_state is not None and kind is not FrontendKind.MICRO:
+    if given.micro_state is not None and kind is not FrontendKind.MICRO:
         raise SettingError(f"--micro-state: given for a {kind.value} front end (it is for --frontend micro)")
-    stride_ms = request.window_stride_ms
+    stride_ms = given.window_stride_ms
     if stride_ms is None:
         stride_ms = TF_DEFAULT_STRIDE_MS if kind.truncates_samples else MICRO_DEFAULT_STRIDE_MS
-    bin_count = (
-        TF_DEFAULT_FEATURE_BIN_COUNT if request.feature_bin_count is None else request.feature_bin_count
-    )
+    bin_count = TF_DEFAULT_FEATURE_BIN_COUNT if given.feature_bin_count is None else given.feature_bin_count
     try:
         frontend_dict: dict[str, Any] = {
             "kind": kind.value,
-            "sample_rate_hz": DEFAULT_SAMPLE_RATE_HZ if request.sample_rate is None else request.sample_rate,
-            "clip_duration_ms": DEFAULT_CLIP_MS
-            if request.clip_duration_ms is None
-            else request.clip_duration_ms,
-            "window_size_ms": DEFAULT_WINDOW_MS if request.window_size_ms is None else request.window_size_ms,
+            "sample_rate_hz": DEFAULT_RATE_HZ if given.sample_rate_hz is None else given.sample_rate_hz,
+            "clip_duration_ms": DEFAULT_CLIP_MS if given.clip_duration_ms is None else given.clip_duration_ms,
+            "window_size_ms": DEFAULT_WINDOW_MS if given.window_size_ms is None else given.window_size_ms,
             "window_stride_ms": stride_ms,
         }
         if kind is FrontendKind.MFCC:
@@ -215,7 +209,7 @@ def _import_frontend_spec(request: ImportRequest) -> Any:
             frontend_dict["mfcc"] = {**base, **mfcc_fields}
         elif kind is FrontendKind.MICRO:
             # Every micro parameter is the op's default (train.py passes no others); the state is chosen.
-            micro = MicroParams(state=MicroState(request.micro_state or MicroState.PER_CLIP.value))
+            micro = MicroParams(state=MicroState(given.micro_state or MicroState.PER_CLIP.value))
             frontend_dict["micro"] = FrontendSpec(FrontendKind.MICRO, micro=micro).to_dict()["micro"]
         elif kind is FrontendKind.TF_MFCC:
             # train.py sets only the coefficient count; the Mfcc op's defaults are recorded.
@@ -238,16 +232,8 @@ def _import_frozen_graph(
     where = str(path)
     graph_def = frozengraph.read_graph(path)
     facts = frozengraph.read_graph_facts(graph_def, where)
-    given = frozengraph.Given(
-        frontend=request.frontend,
-        sample_rate_hz=request.sample_rate,
-        clip_duration_ms=request.clip_duration_ms,
-        window_size_ms=request.window_size_ms,
-        window_stride_ms=request.window_stride_ms,
-        feature_bin_count=request.feature_bin_count,
-        micro_state=request.micro_state,
-    )
-    if request.micro_state is not None and facts.preprocess is not frozengraph.Preprocess.MICRO:
+    given = request.given
+    if given.micro_state is not None and facts.preprocess is not frozengraph.Preprocess.MICRO:
         raise SettingError(
             f"--micro-state: given for a graph whose front end is {facts.preprocess.value} (it is for micro)"
         )
@@ -370,7 +356,7 @@ TF_DEFAULT_STRIDE_MS = 10
 #: train.py's --feature_bin_count default.
 TF_DEFAULT_FEATURE_BIN_COUNT = 40
 #: ``model import``'s defaults for a .tflite: train.py's --sample_rate, --clip_duration_ms, --window_size_ms.
-DEFAULT_SAMPLE_RATE_HZ = 16000
+DEFAULT_RATE_HZ = 16000
 DEFAULT_CLIP_MS = 1000
 DEFAULT_WINDOW_MS = 30
 
