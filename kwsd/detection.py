@@ -107,16 +107,8 @@ class DetectionSettings:
         """From a complete set of settings under their keys (:func:`check_detection`'s form)."""
         if "clip_stride_ms" not in values:
             raise DetectionError("clip_stride_ms: missing (the resolved settings need a clip stride)")
-        checked = check_detection(values)
-        return DetectionSettings(
-            clip_stride_ms=checked["clip_stride_ms"],
-            average_window_ms=checked.get("average_window_ms", _DEFAULTS.average_window_ms),
-            threshold=checked.get("threshold", _DEFAULTS.threshold),
-            suppression_ms=checked.get("suppression_ms", _DEFAULTS.suppression_ms),
-            minimum_count=checked.get("minimum_count", _DEFAULTS.minimum_count),
-            rule=FiringRule(checked.get("rule", _DEFAULTS.rule.value)),
-            label_thresholds=MappingProxyType(dict(checked.get("label_thresholds") or {})),
-        )
+        # check_detection refuses unknown keys; the constructor normalises the rest.
+        return DetectionSettings(**check_detection(values))
 
 
 def check_detection(data: Any) -> dict[str, Any]:
