@@ -294,7 +294,7 @@ def _reload(running: _Running, path: str, bundle: Bundle, *, verbose: bool) -> R
 
 def _check_mqtt(config: Config, path: str) -> None:
     """What the new publisher would fail on, found before the old one is closed."""
-    from kwsd.mqtt import MqttSetupError, check_tls
+    from kwsd.tls import MqttSetupError, check_tls
 
     mqtt = config.mqtt
     problems = []
