@@ -144,8 +144,6 @@ def hash_percentage(filename: str) -> float:
     return (digest % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
 
 
-
-
 # --------------------------------------------------------------------------------------
 # Settings and items.
 
