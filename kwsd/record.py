@@ -36,7 +36,7 @@ import time
 import wave
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -46,18 +46,12 @@ import numpy.typing as npt
 from kwsd.dataset_layout import BACKGROUND_NOISE_DIR, NOHASH, claim_name, next_number
 from kwsd.errors import KwsdError, OutputError
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
+from kwsd.wordfinder import DropReason, WordSettings, find_words
 
 log = logging.getLogger(__name__)
 
 Int16Array = npt.NDArray[np.int16]
 
-#: Analysis frame for finding a word by energy.
-FRAME_MS = 10
-#: A frame is part of the word when it is this far above the take's noise floor...
-WORD_ABOVE_FLOOR_DB = 12.0
-#: ... and no more than this below the take's loudest frame (digital silence around a word
-#: would otherwise make its faint tails count).
-WORD_BELOW_PEAK_DB = 35.0
 #: A take whose loudest frame is below this is too quiet to be a word.
 QUIET_PEAK_DBFS = -40.0
 #: This many samples at (or within one step of) full scale make a take clipped.
@@ -102,46 +96,38 @@ class Take:
     word_ms: tuple[int, int] | None = None  # start and end of the sound, in the take
 
 
-def frame_levels_db(samples: Int16Array, sample_rate_hz: int) -> npt.NDArray[np.float64]:
-    """RMS level of each FRAME_MS frame in dBFS (silence: -120)."""
-    frame = sample_rate_hz * FRAME_MS // 1000
-    count = len(samples) // frame
-    frames = samples[: count * frame].astype(np.float64).reshape(count, frame) / 32768.0
-    rms = np.sqrt(np.mean(frames**2, axis=1))
-    return np.asarray(20 * np.log10(np.maximum(rms, 1e-6)), np.float64)
+def cut_word(
+    samples: Int16Array, sample_rate_hz: int, clip_samples: int, settings: WordSettings | None = None
+) -> Take:
+    """The clip of ``clip_samples`` centred on the energy of the word in ``samples``.
 
-
-def cut_word(samples: Int16Array, sample_rate_hz: int, clip_samples: int) -> Take:
-    """The clip of ``clip_samples`` centred on the energy of the one word in ``samples``."""
+    The word is found by :func:`kwsd.wordfinder.find_words`, the slicer's finder (``settings``;
+    their ``max_word_ms`` is the clip's); where it finds several sounds, the loudest is the word.
+    """
     peak = int(np.max(np.abs(samples.astype(np.int32)))) if len(samples) else 0
     peak_dbfs = 20 * math.log10(max(peak, 1) / 32768.0)
     if np.count_nonzero(np.abs(samples.astype(np.int32)) >= _FULL_SCALE) >= CLIPPED_SAMPLES:
         return Take(
             None, f"clipped (peak {peak_dbfs:.1f} dBFS): speak softer or turn the gain down", peak_dbfs
         )
-    levels = frame_levels_db(samples, sample_rate_hz)
-    if len(levels) == 0 or peak_dbfs < QUIET_PEAK_DBFS:
+    if len(samples) == 0 or peak_dbfs < QUIET_PEAK_DBFS:
         return Take(None, f"too quiet (peak {peak_dbfs:.1f} dBFS): speak up or move closer", peak_dbfs)
-    floor = float(np.percentile(levels, 10))
-    loud = np.flatnonzero(levels > max(floor + WORD_ABOVE_FLOOR_DB, float(levels.max()) - WORD_BELOW_PEAK_DB))
-    if len(loud) == 0:
-        return Take(None, f"no word found above the room noise ({floor:.1f} dBFS)", peak_dbfs)
-    frame = sample_rate_hz * FRAME_MS // 1000
-    first, last = int(loud[0]), int(loud[-1])
-    word = (first * FRAME_MS, (last + 1) * FRAME_MS)
-    if first == 0 or last == len(levels) - 1:
-        return Take(None, "cut off: the word touches the start or end of the take", peak_dbfs, word)
-    if (last + 1 - first) * frame > clip_samples:
-        clip_ms = clip_samples * 1000 // sample_rate_hz
-        return Take(
-            None, f"too long: {word[1] - word[0]} ms of sound for a {clip_ms} ms clip", peak_dbfs, word
-        )
-    energy = 10 ** (levels[first : last + 1] / 10)
-    centre = int((np.sum((np.arange(first, last + 1) + 0.5) * energy) / np.sum(energy)) * frame)
-    start = min(max(0, centre - clip_samples // 2), len(samples) - clip_samples)
-    start = min(start, first * frame)  # the whole word in the clip, however lopsided its energy
-    start = max(start, (last + 1) * frame - clip_samples)
-    return Take(samples[start : start + clip_samples].copy(), None, peak_dbfs, word)
+    clip_ms = clip_samples * 1000 // sample_rate_hz
+    found = find_words(samples, sample_rate_hz, replace(settings or WordSettings(), max_word_ms=clip_ms))
+    candidates = found.words or tuple(s for s, why in found.dropped if why is DropReason.TOO_LONG)
+    if not candidates:
+        return Take(None, f"no word found above the room noise ({found.noise_floor_db:.1f} dBFS)", peak_dbfs)
+    word = max(candidates, key=lambda segment: segment.peak_db)
+    word_ms = (word.start_sample * 1000 // sample_rate_hz, word.end_sample * 1000 // sample_rate_hz)
+    if word.start_sample == 0 or word.end_sample == len(samples):
+        return Take(None, "cut off: the word touches the start or end of the take", peak_dbfs, word_ms)
+    if word.length_samples > clip_samples:
+        too_long = f"too long: {word_ms[1] - word_ms[0]} ms of sound for a {clip_ms} ms clip"
+        return Take(None, too_long, peak_dbfs, word_ms)
+    start = min(max(0, word.centre_sample - clip_samples // 2), len(samples) - clip_samples)
+    start = min(start, word.start_sample)  # the whole word in the clip, however lopsided its energy
+    start = max(start, word.end_sample - clip_samples)
+    return Take(samples[start : start + clip_samples].copy(), None, peak_dbfs, word_ms)
 
 
 # --- writing without overwriting -------------------------------------------------------------

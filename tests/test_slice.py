@@ -28,20 +28,23 @@ import wavgen
 from kwsd.audio import read_wav
 from kwsd.dataset_layout import speaker_of
 from kwsd.errors import StreamError
+from kwsd.wordfinder import (
+    MIN_LEVEL_DB,
+    DropReason,
+    WordSettings,
+    energy_centroid,
+    find_words,
+    frame_levels_db,
+)
 from kwsd_tools import slice as slice_tool
 from kwsd_tools.slice import (
-    DropReason,
     SettingError,
-    WordSettings,
     apply_gain,
     centre_clip,
     check_label,
     check_speaker,
     clip_at,
-    energy_centroid,
-    find_words,
     fixed_plan,
-    frame_levels_db,
     max_gain_db,
     speaker_from_stem,
 )
@@ -127,7 +130,7 @@ def test_frame_levels_are_rms_in_dbfs() -> None:
     assert levels[:-1] == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.01)
     assert levels[-1] == pytest.approx(levels[0] - 3.01, abs=0.05)  # the last frame is half past the end
     silence = frame_levels_db(np.zeros(1000, np.int16), 320, 160)
-    assert list(silence) == [slice_tool.MIN_LEVEL_DB] * 7
+    assert list(silence) == [MIN_LEVEL_DB] * 7
     assert len(frame_levels_db(np.zeros(5, np.int16), 320, 160)) == 1
     with pytest.raises(ValueError, match="multiple"):
         frame_levels_db(half_scale_sine, 300, 160)
