@@ -193,6 +193,7 @@ def _build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--stats", action="store_true", help="print a summary (audio time, windows, CPU) on stderr at the end"
     )
+    _add_scores_argument(stream)
     stream.set_defaults(handler=_cmd_stream)
 
     label = sub.add_parser(
@@ -220,6 +221,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "system's default input device, events on stdout.",
     )
     run.add_argument("-c", "--config", metavar="FILE", help="a config.yaml (default: built-in defaults)")
+    _add_scores_argument(run)
     run.set_defaults(handler=_cmd_run)
 
     check = sub.add_parser(
@@ -362,6 +364,16 @@ def _add_detection_arguments(parser: argparse.ArgumentParser, title: str) -> Non
     )
 
 
+def _add_scores_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scores",
+        action="store_true",
+        help="also print each window's smoothed score per label on stdout, to set thresholds by: a "
+        "meter redrawn in place on a terminal, else one JSON line per window "
+        '({"audio_time_ms", "scores": {LABEL: P}})',
+    )
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return EXIT_USAGE
@@ -412,23 +424,30 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         source, bundle.frontend.sample_rate_hz, raw_rate_hz=args.raw_rate, raw_channels=args.raw_channels
     )
     log.info("model %s (%s); audio %s", bundle.name, bundle.frontend.describe(), reader.info.describe())
-    out: TextIO = sys.stdout
+    display = _score_display(pipeline) if args.scores else None
     first_window_s: float | None = None
     detections = 0
-    # Blocks of one clip stride keep live latency low; a file is read in bigger blocks.
+    # Blocks of one clip stride keep live latency low (and put each score line in order with
+    # the detections); a file is otherwise read in bigger blocks.
     block = (
         bundle.frontend.sample_rate_hz * FILE_BLOCK_MS // 1000
-        if source != "-"
+        if source != "-" and display is None
         else bundle.frontend.sample_rate_hz * settings.clip_stride_ms // 1000
     )
     with reader:
         for samples in reader.blocks(block):
             for detection in pipeline.feed(samples):
-                out.write(json.dumps(detection.to_dict()) + "\n")
-                out.flush()
+                line = json.dumps(detection.to_dict())
+                if display is not None:
+                    display.line(line)
+                else:
+                    sys.stdout.write(line + "\n")
+                    sys.stdout.flush()
                 detections += 1
             if first_window_s is None and pipeline.stats.windows:
                 first_window_s = time.perf_counter() - started
+    if display is not None:
+        display.close()
     if not pipeline.stats.windows:
         spec = bundle.frontend
         heard_ms = pipeline.samples_seen * 1000 // spec.sample_rate_hz
@@ -439,6 +458,15 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     if args.stats:
         _print_stats(pipeline, detections, first_window_s)
     return EXIT_OK
+
+
+def _score_display(pipeline: Any) -> Any:
+    """``--scores``: each window's smoothed scores on stdout, from the pipeline's own hook."""
+    from kwsd.scores import ScoreDisplay
+
+    display = ScoreDisplay(sys.stdout, pipeline.smoother.labels, lambda: pipeline.settings)
+    pipeline.on_smoothed = display.window
+    return display
 
 
 def _detection_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -497,7 +525,7 @@ def _print_stats(pipeline: Any, detections: int, first_window_s: float | None) -
 def _cmd_run(args: argparse.Namespace) -> int:
     from kwsd.daemon import run_daemon
 
-    run_daemon(args.config, verbose=bool(args.verbose))
+    run_daemon(args.config, verbose=bool(args.verbose), scores=args.scores)
     return EXIT_OK
 
 

@@ -53,6 +53,8 @@ QUEUE_BLOCKS_RANGE: tuple[int, int | None] = (2, None)
 STALL_TIMEOUT_MS_RANGE: tuple[int, int | None] = (100, None)
 STATS_INTERVAL_S_RANGE: tuple[int, int | None] = (0, None)
 QUEUE_RANGE: tuple[int, int | None] = (1, None)
+#: mqtt.scores_interval_ms: 0 (off) or at least this (a dashboard needs no more).
+MIN_SCORES_INTERVAL_MS = 100
 #: A stall is declared only after this many blocks' worth of silence from the device,
 #: so that a USB device delivering in bursts is not mistaken for a stalled one.
 STALL_TIMEOUT_MIN_BLOCKS = 2
@@ -175,6 +177,8 @@ class MqttConfig:
     spool_max: int = 1000
     home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     hermes: HermesConfig = field(default_factory=HermesConfig)
+    #: Each label's highest smoothed score over this much audio, to ``.../scores``; 0 = none.
+    scores_interval_ms: int = 0
 
     def __repr__(self) -> str:
         parts = []
@@ -714,7 +718,19 @@ class _Reader:
             spool_max=self.integer("mqtt.spool_max", values, defaults.spool_max, QUEUE_RANGE, "detections"),
             home_assistant=home_assistant,
             hermes=hermes,
+            scores_interval_ms=self.scores_interval_ms(values, defaults.scores_interval_ms),
         )
+
+    def scores_interval_ms(self, values: Mapping[str, Any], default: int) -> int:
+        value = values.get("scores_interval_ms", default)
+        if _is_int(value) and (value == 0 or value >= MIN_SCORES_INTERVAL_MS):
+            return int(value)
+        self.problems.expected(
+            "mqtt.scores_interval_ms",
+            f"0 (none) or a whole number of ms >= {MIN_SCORES_INTERVAL_MS}",
+            value,
+        )
+        return default
 
     def password(self, values: Mapping[str, Any]) -> tuple[str | None, Path | None, str | None]:
         """(resolved password, the file it came from, the variable it came from)."""

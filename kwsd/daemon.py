@@ -27,10 +27,11 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from kwsd.bundle import Bundle, demo_bundle_path, read_bundle
 from kwsd.classifier import TfliteClassifier
@@ -86,10 +87,15 @@ class _Running:
 
     config: Config
     source: str  # the config file, for messages ("<defaults>" without one)
+    #: Where a StdoutPublisher writes events (``--scores``: through the score display).
+    stdout: TextIO | None = None
 
 
-def run_daemon(config_path: str | None, *, verbose: bool) -> None:
-    """Run until SIGTERM/SIGINT. Raises ConfigError (and model errors) before any device opens."""
+def run_daemon(config_path: str | None, *, verbose: bool, scores: bool = False) -> None:
+    """Run until SIGTERM/SIGINT. Raises ConfigError (and model errors) before any device opens.
+
+    ``scores``: each window's smoothed scores on stdout too (:mod:`kwsd.scores`).
+    """
     prepared = prepare(config_path)
     if not verbose:
         logging.getLogger().setLevel(prepared.config.log_level.logging_level)
@@ -97,7 +103,7 @@ def run_daemon(config_path: str | None, *, verbose: bool) -> None:
     # Before the first worker starts (paho's thread connects at once).
     died = _stop_when_a_thread_dies(stop)
     try:
-        _listen(prepared, config_path, stop, verbose=verbose)
+        _listen(prepared, config_path, stop, verbose=verbose, scores=scores)
     finally:
         threading.excepthook = threading.__excepthook__
     if died:
@@ -106,12 +112,21 @@ def run_daemon(config_path: str | None, *, verbose: bool) -> None:
         raise WorkerDied(f"{name} died; kwsd stopped rather than go on without it") from died[0].exc_value
 
 
-def _listen(prepared: Prepared, config_path: str | None, stop: threading.Event, *, verbose: bool) -> None:
+def _listen(
+    prepared: Prepared, config_path: str | None, stop: threading.Event, *, verbose: bool, scores: bool
+) -> None:
     config, source, bundle = prepared.config, prepared.source, prepared.bundle
     spec = bundle.frontend
     pipeline = build_pipeline(bundle, prepared.detection, classifier=prepared.classifier)
-    publisher = _publisher(config, source, bundle, prepared.detection)
-    running = _Running(config, source)
+    stdout: TextIO | None = None
+    if scores:
+        from kwsd.scores import ScoreDisplay
+
+        display = ScoreDisplay(sys.stdout, bundle.labels, lambda: pipeline.settings)
+        pipeline.on_smoothed = display.window
+        stdout = cast(TextIO, display)  # events on stdout go above the meter
+    publisher = _publisher(config, source, bundle, prepared.detection, stdout=stdout)
+    running = _Running(config, source, stdout)
     audio = config.audio
 
     def open_source() -> MicrophoneSource:
@@ -203,15 +218,17 @@ def _publisher(
     bundle: Bundle,
     settings: DetectionSettings,
     carry_over: list[dict[str, Any]] | None = None,
+    *,
+    stdout: TextIO | None = None,
 ) -> Publisher:
-    """MQTT when a broker is configured, else JSON lines on stdout (the built-in default)."""
+    """MQTT when a broker is configured, else JSON lines on ``stdout`` (the built-in default)."""
     if config.mqtt.host is None:
         if carry_over:
             log.warning("reload: %d undelivered MQTT detections written to stdout", len(carry_over))
-        stdout = StdoutPublisher()
+        stdout_publisher = StdoutPublisher(stdout)
         for data in carry_over or []:
-            stdout.write(data)
-        return stdout
+            stdout_publisher.write(data)
+        return stdout_publisher
     from kwsd.mqtt import MqttPublisher, MqttSetupError
     from kwsd.spool import SpoolError
 
@@ -280,7 +297,9 @@ def _reload(running: _Running, path: str, bundle: Bundle, *, verbose: bool) -> R
     if new.mqtt == old.mqtt:
         reload = Reload(settings, new.stats_interval_s, keep_publisher=_update_model(bundle, settings))
     else:
-        replace = _replace_publisher(old=old, new=new, path=path, bundle=bundle, settings=settings)
+        replace = _replace_publisher(
+            old=old, new=new, path=path, bundle=bundle, settings=settings, stdout=running.stdout
+        )
         reload = Reload(settings, new.stats_interval_s, new_publisher=replace)
     running.config = new
     log.info(
@@ -317,7 +336,13 @@ def _check_mqtt(config: Config, path: str) -> None:
 
 
 def _replace_publisher(
-    *, old: Config, new: Config, path: str, bundle: Bundle, settings: DetectionSettings
+    *,
+    old: Config,
+    new: Config,
+    path: str,
+    bundle: Bundle,
+    settings: DetectionSettings,
+    stdout: TextIO | None,
 ) -> Callable[[Publisher], Publisher]:
     """What replaces the publisher, off the listener thread: closing the old one waits for the
     broker (at most :data:`RELOAD_CLOSE_TIMEOUT_S`, and longer if paho's thread is in a connect),
@@ -341,12 +366,12 @@ def _replace_publisher(
         else:
             previous.close()
         try:
-            replacement = _publisher(new, path, bundle, settings, carry_over)
+            replacement = _publisher(new, path, bundle, settings, carry_over, stdout=stdout)
         except ConfigError as err:
             # Checked beforehand, so only a race (a file changed meanwhile) gets here: go on
             # with the old settings rather than with no publisher at all.
             log.error("reload: %s; reconnecting with the previous MQTT settings", err)
-            replacement = _publisher(old, path, bundle, settings, carry_over)
+            replacement = _publisher(old, path, bundle, settings, carry_over, stdout=stdout)
         log.info("reload: MQTT settings applied")
         return replacement
 

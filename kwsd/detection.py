@@ -86,6 +86,10 @@ class DetectionSettings:
         """What :class:`kwsd.smoother.RecognizeCommands` takes (everything but the clip stride)."""
         return _smoother_settings(self.to_dict())
 
+    def threshold_of(self, label: str) -> float:
+        """The threshold ``label``'s smoothed score must pass: its own, else ``threshold``."""
+        return float(self.label_thresholds.get(label, self.threshold))
+
     def to_dict(self) -> dict[str, Any]:
         """Every setting under its key (the form of a bundle's ``detection`` and of reports)."""
         return {

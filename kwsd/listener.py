@@ -29,6 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from kwsd.detection import DetectionSettings
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Pipeline
@@ -115,6 +118,9 @@ class Listener:
         self._started = time.monotonic()
         self._stats_due = 0.0
         self._stats_mark = (0.0, 0)  # (listener thread CPU s, samples seen) at the last stats
+        #: What already took the pipeline's smoothed scores (``kwsd run --scores``' display).
+        self._shown_scores = pipeline.on_smoothed
+        self._wire_scores()
 
     @property
     def publisher(self) -> Publisher:
@@ -223,6 +229,7 @@ class Listener:
                 # is now), and so does the stats message (it then covers the whole interval).
                 return
             self._publisher = settled
+            self._wire_scores()
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self._reload()
@@ -246,9 +253,24 @@ class Listener:
         if reload.new_publisher is not None:
             previous, build = self._publisher, reload.new_publisher
             self._publisher = HandoverPublisher(lambda: build(previous)).start()
+            self._wire_scores()
         elif reload.keep_publisher is not None:
             reload.keep_publisher(self._publisher)
         self.reloads += 1
+
+    def _wire_scores(self) -> None:
+        """Hand the pipeline's smoothed scores to whoever takes them now: the display (if
+        any) and the publisher (if it sends them); no hook at all when neither does."""
+        shown, sink = self._shown_scores, self._publisher.score_sink()
+        if shown is not None and sink is not None:
+
+            def both(time_ms: int, scores: npt.NDArray[np.float64]) -> None:
+                shown(time_ms, scores)
+                sink(time_ms, scores)
+
+            self.pipeline.on_smoothed = both
+        else:
+            self.pipeline.on_smoothed = shown or sink
 
     def stats(self) -> dict[str, Any]:
         """The stats message: since start, and the real-time factor since the last message."""

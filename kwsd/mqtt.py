@@ -10,6 +10,9 @@ Topics, with ``P`` = ``mqtt.topic_prefix`` and ``D`` = the device id:
 * ``P/D/stats``: the listener's periodic stats (:meth:`MqttPublisher.publish_stats`), QoS 0,
   retained (a dashboard that subscribes later sees the latest at once); not sent while the
   broker is away.
+* ``P/D/scores`` (``mqtt.scores_interval_ms`` > 0): every that many ms of audio, each label's
+  highest smoothed score over it (:class:`kwsd.scores.ScorePeaks`), QoS 0, not retained; not
+  sent while the broker is away.
 * Home Assistant discovery and Rhasspy Hermes hotwords when enabled: see
   :mod:`kwsd.integrations`.
 
@@ -63,6 +66,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
@@ -71,7 +76,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from kwsd import integrations
 from kwsd.config import MqttConfig, QoS
 from kwsd.delivery import DeliveryQueue, Handed, Outgoing
-from kwsd.publisher import DetectionEvent
+from kwsd.publisher import DetectionEvent, ScoreSink
+from kwsd.scores import ScorePeaks
 from kwsd.spool import DetectionSpool
 from kwsd.tls import MqttSetupError, check_tls, configure_tls
 
@@ -124,8 +130,9 @@ class MqttPublisher:
     ) -> None:
         if config.host is None:
             raise ValueError("MqttPublisher needs mqtt.host; with no broker use StdoutPublisher")
-        if model is None and (config.home_assistant.enabled or config.hermes.enabled):
-            raise ValueError("MqttPublisher needs the model's facts for Home Assistant or Hermes")
+        needs_model = config.home_assistant.enabled or config.hermes.enabled or config.scores_interval_ms
+        if model is None and needs_model:
+            raise ValueError("MqttPublisher needs the model's facts for Home Assistant, Hermes or scores")
         self.config = config
         self.device_id = device_id
         self._model = model
@@ -135,6 +142,7 @@ class MqttPublisher:
         self.detection_topic = f"{base}/detection"
         self.status_topic = f"{base}/status"
         self.stats_topic = f"{base}/stats"
+        self.scores_topic = f"{base}/scores"
         self._ha = config.home_assistant
         self._ha_status_topic = f"{self._ha.discovery_prefix}/status"
         self._hermes = config.hermes
@@ -161,6 +169,11 @@ class MqttPublisher:
         self._attempt_refused = False
         self._broker = f"{config.host}:{config.port}"
         self._tls = config.tls.enabled
+        self._score_peaks = (
+            ScorePeaks(model.labels, config.scores_interval_ms)
+            if model is not None and config.scores_interval_ms
+            else None
+        )
 
         client_id = config.client_id or f"kwsd-{device_id}"
         self._client = mqtt.Client(
@@ -256,6 +269,18 @@ class MqttPublisher:
         """Send one stats message (QoS 0, retained) if connected; else it is skipped."""
         if self._publish_other(self.stats_topic, json.dumps(stats), qos=0, retain=True) is None:
             log.debug("MQTT: stats not sent: not connected")
+
+    def score_sink(self) -> ScoreSink | None:
+        """With ``mqtt.scores_interval_ms``: each label's highest smoothed score over each
+        interval of audio to the ``scores`` topic (QoS 0, not retained; skipped while the broker
+        is away)."""
+        return self._window_scores if self._score_peaks is not None else None
+
+    def _window_scores(self, time_ms: int, scores: npt.NDArray[np.float64]) -> None:
+        assert self._score_peaks is not None
+        message = self._score_peaks.window(time_ms, scores)
+        if message is not None:
+            self._publish_other(self.scores_topic, json.dumps(message), qos=0, retain=False)
 
     def undelivered(self) -> list[dict[str, Any]]:
         """The payloads of the detections not acknowledged, oldest first (after :meth:`close`)."""

@@ -155,6 +155,8 @@ class Pipeline:
         self.stats = PipelineStats()
         #: Called with every (time_ms, scores) the classifier produces, when set.
         self.on_scores: Callable[[int, npt.NDArray[np.float32]], None] | None = None
+        #: Called after every window with (time_ms, each label's smoothed score), when set.
+        self.on_smoothed: Callable[[int, npt.NDArray[np.float64]], None] | None = None
 
     def set_detection(self, settings: DetectionSettings) -> None:
         """Use new detection settings from the next window on (a config reload).
@@ -240,6 +242,10 @@ class Pipeline:
             result = self.smoother.update(scores, time_ms)
             if result.is_new_command and result.label != SILENCE_LABEL:
                 detections.append(Detection(result.label, result.score, time_ms))
+            if self.on_smoothed is not None:
+                averages = self.smoother.average_scores()
+                if averages is not None:
+                    self.on_smoothed(time_ms, averages)
             if clock:
                 t4 = clock()
                 self.stats.classifier_ns += t3 - t2

@@ -19,7 +19,11 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +79,21 @@ class EventStamper:
         )
 
 
+#: Takes each window's smoothed scores: (audio time in ms, one score per label).
+ScoreSink = Callable[[int, "npt.NDArray[np.float64]"], None]
+
+
 class Publisher(Protocol):
     """Delivers detection events and stats; called from the listener thread only."""
 
     def publish(self, event: DetectionEvent) -> None: ...
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None: ...
+
+    def score_sink(self) -> ScoreSink | None:
+        """What takes every window's smoothed scores, or None when this publisher sends none
+        (the listener then skips them: 50 windows a second)."""
+        ...
 
     def counters(self) -> dict[str, Any]:
         """The publisher's own part of a stats message ({} when it has none)."""
@@ -106,6 +119,9 @@ class StdoutPublisher:
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         # Not on stdout, which carries detections only: to the log (the journal under systemd).
         log.info("stats %s", json.dumps(stats))
+
+    def score_sink(self) -> ScoreSink | None:
+        return None  # stdout carries detections only (``--scores`` prints scores itself)
 
     def counters(self) -> dict[str, Any]:
         return {}
@@ -176,6 +192,9 @@ class HandoverPublisher:
     def counters(self) -> dict[str, Any]:
         publisher = self.settled()
         return publisher.counters() if publisher is not None else {}
+
+    def score_sink(self) -> ScoreSink | None:
+        return None  # none while replacing; the listener asks the new publisher once settled
 
     def close(self) -> None:
         """Wait for ``build`` (bounded by its own close), then close the new publisher."""

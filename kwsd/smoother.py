@@ -120,6 +120,14 @@ class RecognizeCommands:
         self.previous_top_label = previous.previous_top_label
         self.previous_top_label_time_ms = previous.previous_top_label_time_ms
 
+    def average_scores(self) -> npt.NDArray[np.float64] | None:
+        """Each label's score averaged over the current window (what the threshold is compared
+        with), in label order; None before the first update."""
+        if not self._times:
+            return None
+        averages: npt.NDArray[np.float64] = self._sum / len(self._times)
+        return averages
+
     def update(self, scores: npt.NDArray[np.float32], time_ms: int) -> SmootherResult:
         """Feed one window's scores at audio time ``time_ms``; returns the smoothed decision."""
         if len(scores) != len(self.labels):

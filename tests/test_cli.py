@@ -56,6 +56,54 @@ def ground_truth():
     return rows
 
 
+def test_stream_scores_prints_every_windows_smoothed_scores_in_order_with_the_detections():
+    lines = detections(kwsd("stream", "--demo", "--scores", check=0))
+    scores = [line for line in lines if "scores" in line]
+    found = [line for line in lines if "label" in line]
+    assert found == detections(kwsd("stream", "--demo", check=0))  # the same detections
+    labels = read_bundle(demo_bundle_path()).labels
+    assert all(list(line["scores"]) == list(labels) for line in scores)
+    times = [line["audio_time_ms"] for line in lines]
+    assert times == sorted(times)  # one stream, in audio time
+    assert [line["audio_time_ms"] for line in scores] == list(
+        range(scores[0]["audio_time_ms"], times[-1] + 1, 20)
+    )
+    # Each word fires in the window whose smoothed score first passes the threshold (0.9).
+    by_time = {line["audio_time_ms"]: line["scores"] for line in scores}
+    for detection in found:
+        now = by_time[detection["audio_time_ms"]][detection["label"]]
+        before = by_time[detection["audio_time_ms"] - 20][detection["label"]]
+        assert now == pytest.approx(detection["score"], abs=1e-4) and before <= 0.9 < now
+
+
+def test_stream_scores_on_a_terminal_draws_a_meter_with_the_detections_above_it():
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: kwsd with a terminal for stdout
+        os.environ["COLUMNS"] = "120"
+        os.execv(sys.executable, [sys.executable, "-m", "kwsd", "stream", "--demo", "--scores"])
+    out = bytearray()
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out.decode()[-2000:]
+    text = out.decode().replace("\r\n", "\n")
+    assert '"scores"' not in text  # no JSON score lines: a meter, redrawn in place
+    meters = [m for m in text.replace("\n", "\r").split("\r") if m.strip().endswith("\x1b[K")]
+    assert len(meters) > 100 and all(len(m) <= 123 for m in meters)
+    assert any("YES [" in m for m in meters) and any("yes [" in m for m in meters)
+    # Each detection on a line of its own, the meter redrawn after it.
+    found = [json.loads(line[line.index('{"label"') :]) for line in text.split("\n") if '{"label"' in line]
+    assert found == detections(kwsd("stream", "--demo", check=0))
+
+
 def test_stream_demo_reports_real_people_s_words_where_they_were_spoken():
     found = detections(kwsd("stream", "--demo", check=0))
     truth = ground_truth()

@@ -149,6 +149,7 @@ mqtt:
   hermes:
     enabled: true
     site_id: kitchen
+  scores_interval_ms: 250
 stats_interval_s: 0
 log_level: debug
 """
@@ -197,6 +198,7 @@ def test_a_full_valid_config(tmp_path: Path) -> None:
             spool_max=10,
             home_assistant=HomeAssistantConfig(True, "ha"),
             hermes=HermesConfig(True, "kitchen"),
+            scores_interval_ms=250,
         ),
         stats_interval_s=0,
         log_level=LogLevel.DEBUG,
@@ -330,6 +332,14 @@ TLS_OFF = (
             ["mqtt.keepalive_s: expected a whole number of seconds 1..65535, got 0"],
         ),
         ("mqtt:\n  queue_max: 0\n", ["mqtt.queue_max: expected a whole number of detections >= 1, got 0"]),
+        (
+            "mqtt:\n  scores_interval_ms: 50\n",
+            ["mqtt.scores_interval_ms: expected 0 (none) or a whole number of ms >= 100, got 50"],
+        ),
+        (
+            "mqtt:\n  scores_interval_ms: true\n",
+            ["mqtt.scores_interval_ms: expected 0 (none) or a whole number of ms >= 100, got True"],
+        ),
         ("mqtt:\n  spool_max: -5\n", ["mqtt.spool_max: expected a whole number of detections >= 1, got -5"]),
         ("mqtt:\n  spool_dir: 5\n", ["mqtt.spool_dir: expected a folder path or null (no spool), got 5"]),
         (

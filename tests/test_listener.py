@@ -69,6 +69,9 @@ class RecordingPublisher:
     def counters(self):
         return {"delivered": len(self.events)}
 
+    def score_sink(self):
+        return None
+
     def close(self):
         pass
 

@@ -1,5 +1,6 @@
 """`kwsd run` as a user runs it: a real PortAudio capture from an ALSA device fed in real time."""
 
+import itertools
 import json
 import os
 import signal
@@ -58,11 +59,11 @@ def kwsd(*args, env=None, timeout=60):
     )
 
 
-def start_daemon(tmp_path, config_text, env):
+def start_daemon(tmp_path, config_text, env, run_args=()):
     config = tmp_path / "config.yaml"
     config.write_text(config_text)
     return subprocess.Popen(
-        [sys.executable, "-m", "kwsd", "-v", "run", "-c", str(config)],
+        [sys.executable, "-m", "kwsd", "-v", "run", "-c", str(config), *run_args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -147,7 +148,7 @@ def heard(log_lines, count):
     return sum(" heard " in line for line in log_lines) >= count
 
 
-def run_daemon_on_demo_words(tmp_path, extra_config="", settled=None):
+def run_daemon_on_demo_words(tmp_path, extra_config="", settled=None, run_args=()):
     """The demo's opening (its first three words) paced in real time through an ALSA FIFO
     device into `kwsd run`, then SIGTERM once the three words are heard (and ``settled()``
     holds, if given). Returns (expected, exit code, stdout, stderr)."""
@@ -161,6 +162,7 @@ def run_daemon_on_demo_words(tmp_path, extra_config="", settled=None):
         tmp_path,
         f"audio:\n  device: kwsdtest\n  block_ms: {BLOCK_MS}\n{extra_config}",
         alsa.capture_env(conf),
+        run_args,
     )
     stdout: list[str] = []
     stderr: list[str] = []
@@ -276,6 +278,54 @@ def test_run_publishes_detections_availability_stats_and_integrations_over_mqtt(
     assert last["listening"] and last["detections"] == 3 and last["mqtt"]["delivered"] == 3
     assert (last["audio_overflows"], last["audio_dropped_blocks"], last["mqtt"]["dropped"]) == (0, 0, 0)
     assert 0 < last["realtime_factor"] < 0.5
+
+
+@needs_mosquitto
+def test_run_scores_prints_each_windows_scores_and_mqtt_sends_their_peaks(tmp_path):
+    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
+    mosquitto.start()
+    subscriber = broker.Subscriber(
+        mosquitto.port, "kwsd/pi1/#", client_id="scores", clean=True
+    ).wait_subscribed()
+    try:
+        expected, code, stdout, log = run_daemon_on_demo_words(
+            tmp_path,
+            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
+            "  scores_interval_ms: 500\n",
+            run_args=["--scores"],
+        )
+        assert code == 0, log
+        messages = subscriber.wait_for(
+            lambda ms: [m.payload for m in ms if m.topic.endswith("/status")][-1:] == ["offline"],
+            timeout_s=PATIENCE_S,
+        )
+    finally:
+        subscriber.close()
+        mosquitto.stop()
+    labels = read_bundle(demo_bundle_path()).labels
+    # stdout (not a terminal, and events go to the broker): one JSON line per window.
+    lines = [json.loads(line) for line in stdout]
+    assert lines and all(set(line) == {"audio_time_ms", "scores"} for line in lines)
+    assert all(list(line["scores"]) == list(labels) for line in lines)
+    times = [line["audio_time_ms"] for line in lines]
+    assert all(b - a == 20 for a, b in itertools.pairwise(times))  # every window, in order
+    detections = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/detection"]
+    check_events(detections, expected)
+    # Where each word fired, its smoothed score passed the threshold in that window's line.
+    by_time = {line["audio_time_ms"]: line["scores"] for line in lines}
+    for event in detections:
+        assert by_time[event["audio_time_ms"]][event["label"]] == pytest.approx(event["score"], abs=1e-4)
+    # MQTT: every 500 ms of audio, each label's highest smoothed score over it.
+    peaks = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/scores"]
+    assert len(peaks) >= 3 and not any(m.retain for m in messages if m.topic == "kwsd/pi1/scores")
+    assert all(p["interval_ms"] >= 500 and list(p["peak_scores"]) == list(labels) for p in peaks)
+    for event in detections:
+        covering = [
+            p
+            for p in peaks
+            if p["audio_time_ms"] - p["interval_ms"] < event["audio_time_ms"] <= p["audio_time_ms"]
+        ]
+        assert covering and covering[0]["peak_scores"][event["label"]] >= event["score"] - 1e-4
 
 
 def tear_down(daemon, writer, subscriber, mosquitto):

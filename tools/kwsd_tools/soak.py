@@ -98,7 +98,7 @@ from kwsd.frontend import FrontendSpec
 from kwsd.listener import Listener
 from kwsd.mqtt import MqttPublisher
 from kwsd.pipeline import build_pipeline
-from kwsd.publisher import DetectionEvent, EventStamper
+from kwsd.publisher import DetectionEvent, EventStamper, ScoreSink
 from kwsd.spool import DetectionSpool
 from kwsd_tools.harness import alsa
 from kwsd_tools.harness.broker import HOST, MosquittoBroker, mosquitto_available
@@ -416,6 +416,9 @@ class RecordingPublisher:
 
     def counters(self) -> dict[str, Any]:
         return self.inner.counters()
+
+    def score_sink(self) -> ScoreSink | None:
+        return self.inner.score_sink()
 
     def close(self) -> None:
         self.inner.close()
