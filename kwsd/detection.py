@@ -17,11 +17,12 @@ from types import MappingProxyType
 from typing import Any
 
 from kwsd.smoother import FiringRule, SmootherError, SmootherSettings
+from kwsd.state import StateError, StateSettings, check_states
 
 log = logging.getLogger(__name__)
 
 _INT_KEYS = ("clip_stride_ms", "average_window_ms", "suppression_ms", "minimum_count")
-KEYS = (*_INT_KEYS, "threshold", "rule", "label_thresholds")
+KEYS = (*_INT_KEYS, "threshold", "rule", "label_thresholds", "states")
 
 
 #: What ``kwsd model import`` records for a model with the micro front end (micro_speech and
@@ -67,12 +68,15 @@ class DetectionSettings:
     rule: FiringRule = _DEFAULTS.rule
     #: Per-label overrides of ``threshold`` (read-only).
     label_thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    #: The labels reported as a state, on and off (:mod:`kwsd.state`); the rest are events.
+    states: Mapping[str, StateSettings] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         values = check_detection({**self.to_dict(), "label_thresholds": dict(self.label_thresholds)})
         object.__setattr__(self, "threshold", values["threshold"])
         object.__setattr__(self, "rule", FiringRule(values["rule"]))
         object.__setattr__(self, "label_thresholds", MappingProxyType(values["label_thresholds"]))
+        object.__setattr__(self, "states", MappingProxyType(check_states(values.get("states", {}))))
         windows = self.average_window_ms // self.clip_stride_ms + 1
         if windows < self.minimum_count:
             raise DetectionError(
@@ -91,8 +95,9 @@ class DetectionSettings:
         return float(self.label_thresholds.get(label, self.threshold))
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting under its key (the form of a bundle's ``detection`` and of reports)."""
-        return {
+        """Every setting under its key (the form of a bundle's ``detection`` and of reports);
+        ``states`` only when there are state labels."""
+        values = {
             "clip_stride_ms": self.clip_stride_ms,
             "average_window_ms": self.average_window_ms,
             "threshold": self.threshold,
@@ -101,6 +106,12 @@ class DetectionSettings:
             "minimum_count": self.minimum_count,
             "rule": self.rule.value if isinstance(self.rule, FiringRule) else self.rule,
         }
+        if self.states:
+            values["states"] = {
+                label: state.to_dict() if isinstance(state, StateSettings) else dict(state)
+                for label, state in self.states.items()
+            }
+        return values
 
     def replace(self, **changes: Any) -> DetectionSettings:
         """A copy with some settings changed, checked as a whole."""
@@ -147,6 +158,13 @@ def check_detection(data: Any) -> dict[str, Any]:
             str(label): _probability(f"label_thresholds.{label}", value)
             for label, value in thresholds.items()
         }
+    if "states" in data:
+        try:
+            out["states"] = {label: state.to_dict() for label, state in check_states(data["states"]).items()}
+        except StateError as err:
+            raise DetectionError(
+                f"states: {err}" if str(err).startswith("expected") else f"states.{err}"
+            ) from None
     try:
         _smoother_settings(out)  # the smoother's own range checks
     except SmootherError as err:
@@ -168,8 +186,9 @@ def resolve_detection(
     """
     given = check_detection({k: v for k, v in overrides.items() if v is not None})
     merged = {**check_detection(recommended), **given}
-    if "label_thresholds" in recommended and "label_thresholds" in given:
-        merged["label_thresholds"] = {**recommended["label_thresholds"], **given["label_thresholds"]}
+    for per_label in ("label_thresholds", "states"):
+        if per_label in recommended and per_label in given:
+            merged[per_label] = {**recommended[per_label], **given[per_label]}
     merged.setdefault("clip_stride_ms", window_stride_ms)
     clip_stride_frames(merged["clip_stride_ms"], window_stride_ms)
     return DetectionSettings.from_dict(merged)

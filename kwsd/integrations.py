@@ -55,8 +55,13 @@ def ha_discovery_messages(
     detection_topic: str,
     status_topic: str,
     model_name: str,
+    state_labels: Sequence[str] = (),
+    state_topic_prefix: str = "",
 ) -> list[tuple[str, str]]:
-    """(topic, JSON payload) of one event-entity config per keyword label."""
+    """(topic, JSON payload) of one entity config per keyword label: an event entity, or for a
+    label in ``state_labels`` (``detection.states``) a ``binary_sensor`` of device class
+    ``sound`` that follows ``<state_topic_prefix>/<label>`` (``on``/``off``, retained)."""
+
     node = topic_id(f"kwsd_{device_id}")
     device = {
         "identifiers": [node],
@@ -78,6 +83,24 @@ def ha_discovery_messages(
             f"{{{{ {{'event_type': value_json.label, {attributes}}} | tojson }}}}"
             "{% endif %}"
         )
+        if label in state_labels:
+            sensor = {
+                "name": label,
+                "unique_id": f"{node}_{object_id}_state",
+                "object_id": f"{node}_{object_id}",
+                "state_topic": state_topic(state_topic_prefix, label),
+                "payload_on": "on",
+                "payload_off": "off",
+                "device_class": "sound",
+                "availability_topic": status_topic,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": device,
+                "origin": {"name": "kwsd", "sw_version": __version__},
+            }
+            topic = f"{discovery_prefix}/binary_sensor/{node}/{object_id}/config"
+            messages.append((topic, json.dumps(sensor)))
+            continue
         config = {
             "name": label,
             "unique_id": f"{node}_{object_id}",
@@ -93,6 +116,11 @@ def ha_discovery_messages(
         }
         messages.append((f"{discovery_prefix}/event/{node}/{object_id}/config", json.dumps(config)))
     return messages
+
+
+def state_topic(prefix: str, label: str) -> str:
+    """Where a state label's ``on``/``off`` goes: ``<prefix>/<label as a topic level>``."""
+    return f"{prefix}/{topic_id(label)}"
 
 
 def hermes_hotword(*, label: str, site_id: str, model_sha256: str, sensitivity: float) -> tuple[str, str]:

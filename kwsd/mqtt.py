@@ -10,6 +10,9 @@ Topics, with ``P`` = ``mqtt.topic_prefix`` and ``D`` = the device id:
 * ``P/D/stats``: the listener's periodic stats (:meth:`MqttPublisher.publish_stats`), QoS 0,
   retained (a dashboard that subscribes later sees the latest at once); not sent while the
   broker is away.
+* ``P/D/state/<label>`` for each label in ``detection.states`` (:mod:`kwsd.state`): ``on`` or
+  ``off``, retained, QoS 1, at each change (the change is also a detection event, with
+  ``state``, ``started`` and, when off, ``duration_ms``).
 * ``P/D/scores`` (``mqtt.scores_interval_ms`` > 0): every that many ms of audio, each label's
   highest smoothed score over it (:class:`kwsd.scores.ScorePeaks`), QoS 0, not retained; not
   sent while the broker is away.
@@ -105,6 +108,8 @@ class ModelFacts:
     labels: tuple[str, ...]
     #: Each label's detection threshold (Hermes' ``currentSensitivity``).
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    #: The labels reported as a state, on and off (``detection.states``).
+    state_labels: tuple[str, ...] = ()
 
 
 class MqttPublisher:
@@ -143,6 +148,7 @@ class MqttPublisher:
         self.status_topic = f"{base}/status"
         self.stats_topic = f"{base}/stats"
         self.scores_topic = f"{base}/scores"
+        self.state_topic_prefix = f"{base}/state"
         self._ha = config.home_assistant
         self._ha_status_topic = f"{self._ha.discovery_prefix}/status"
         self._hermes = config.hermes
@@ -262,7 +268,12 @@ class MqttPublisher:
             if self._closed:
                 raise RuntimeError("MqttPublisher.publish() after close()")
         self._queue.offer(event)
-        if self._hermes.enabled:
+        if event.state is not None:
+            # The state itself, retained: a subscriber (Home Assistant's binary sensor) that
+            # comes later sees at once whether the sound is going on.
+            topic = integrations.state_topic(self.state_topic_prefix, event.label)
+            self._publish_other(topic, "on" if event.state.on else "off", qos=1, retain=True)
+        elif self._hermes.enabled:
             self._send_hermes(event)
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
@@ -435,6 +446,8 @@ class MqttPublisher:
             detection_topic=self.detection_topic,
             status_topic=self.status_topic,
             model_name=model.name,
+            state_labels=model.state_labels,
+            state_topic_prefix=self.state_topic_prefix,
         )
         for topic, payload in messages:
             self._publish_other(topic, payload, qos=1, retain=False)

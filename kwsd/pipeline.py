@@ -37,6 +37,7 @@ from kwsd.frontend import (
 from kwsd.labels import SILENCE_LABEL
 from kwsd.ringbuffer import FrameRing, SampleRing
 from kwsd.smoother import RecognizeCommands
+from kwsd.state import StateChange, StateError, StateTracker
 
 if TYPE_CHECKING:
     from kwsd.bundle import Bundle
@@ -57,15 +58,25 @@ def _hop_frames(spec: FrontendSpec, clip_stride_ms: int) -> int:
 
 @dataclass(frozen=True)
 class Detection:
-    """A new command from the smoother. ``audio_time_ms`` is the audio time at the end of the window
-    (the field name every command and the daemon's events use)."""
+    """A new command from the smoother, or a state label turning on or off (``state``).
+    ``audio_time_ms`` is the audio time at the end of the window (the field name every command
+    and the daemon's events use)."""
 
     label: str
     score: float
     audio_time_ms: int
+    #: A state label's change (:mod:`kwsd.state`); None for an event.
+    state: StateChange | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "score": round(self.score, 5), "audio_time_ms": self.audio_time_ms}
+        values: dict[str, Any] = {
+            "label": self.label,
+            "score": round(self.score, 5),
+            "audio_time_ms": self.audio_time_ms,
+        }
+        if self.state is not None:
+            values.update(self.state.fields())
+        return values
 
 
 @dataclass
@@ -133,6 +144,13 @@ class Pipeline:
         self.classifier = classifier
         self.settings = settings
         self.smoother = RecognizeCommands(labels, settings.smoother)
+        try:
+            self._states = StateTracker(labels, settings.states) if settings.states else None
+        except StateError as err:
+            raise PipelineError(f"states.{err}") from None
+        #: Offs of labels a reload took out of state mode while on, reported at the next window.
+        self._pending_off: list[StateChange] = []
+        self._last_window_ms = 0
         self.clip_stride_ms = clip_stride_ms
         self._hop_frames = hop_frames
         self._frontend = StreamingFrontend(spec)
@@ -171,6 +189,14 @@ class Pipeline:
         smoother = RecognizeCommands(self.smoother.labels, settings.smoother)
         smoother.continue_from(self.smoother)
         self.smoother = smoother
+        if dict(settings.states) != dict(self.settings.states):
+            previous = self._states
+            self._states = StateTracker(smoother.labels, settings.states) if settings.states else None
+            if previous is not None:
+                if self._states is not None:
+                    self._states.continue_from(previous)  # a sound still going stays on
+                # A label on that is no longer a state label ends now: its off is not lost.
+                self._pending_off += previous.ended_by(settings.states, self._last_window_ms)
         self.settings = settings
         self.clip_stride_ms = clip_stride_ms
         self._hop_frames = hop_frames
@@ -191,6 +217,8 @@ class Pipeline:
         if self._per_clip is not None:
             self._per_clip.schedule(self._next_window_end, self._hop_frames)
         self.smoother = RecognizeCommands(self.smoother.labels, self.smoother.settings)
+        if self._states is not None:
+            self._states.reset()
 
     @property
     def samples_seen(self) -> int:
@@ -237,15 +265,24 @@ class Pipeline:
             scores = self.classifier.classify(window)
             t3 = clock() if clock else 0
             time_ms = spec.frame_end_ms(end - 1)
+            self._last_window_ms = time_ms
             if self.on_scores is not None:
                 self.on_scores(time_ms, scores)
             result = self.smoother.update(scores, time_ms)
-            if result.is_new_command and result.label != SILENCE_LABEL:
+            fired = result.is_new_command and result.label != SILENCE_LABEL
+            if fired and result.label not in self.settings.states:  # a state label reports on/off
                 detections.append(Detection(result.label, result.score, time_ms))
-            if self.on_smoothed is not None:
+            if self._pending_off:
+                detections += [Detection(c.label, c.score, time_ms, c) for c in self._pending_off]
+                self._pending_off = []
+            if self.on_smoothed is not None or self._states is not None:
                 averages = self.smoother.average_scores()
                 if averages is not None:
-                    self.on_smoothed(time_ms, averages)
+                    if self._states is not None:
+                        changes = self._states.update(time_ms, averages)
+                        detections += [Detection(c.label, c.score, time_ms, c) for c in changes]
+                    if self.on_smoothed is not None:
+                        self.on_smoothed(time_ms, averages)
             if clock:
                 t4 = clock()
                 self.stats.classifier_ns += t3 - t2

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from kwsd.state import StateChange
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -43,9 +45,13 @@ class DetectionEvent:
     model_sha256: str
     sequence: int
     boot_id: str
+    #: A state label turning on or off (:mod:`kwsd.state`); None for an event.
+    state: StateChange | None = None
+    #: The wall clock when that sound started (the same in its on and its off).
+    started_utc: dt.datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        values = {
             "label": self.label,
             "score": round(self.score, 5),
             "time": rfc3339(self.time_utc),
@@ -54,6 +60,11 @@ class DetectionEvent:
             "sequence": self.sequence,
             "boot_id": self.boot_id,
         }
+        if self.state is not None:
+            values.update(self.state.fields())
+            if self.started_utc is not None:
+                values["started"] = rfc3339(self.started_utc)
+        return values
 
 
 class EventStamper:
@@ -64,9 +75,27 @@ class EventStamper:
         self.model_sha256 = model_sha256
         self.boot_id = boot_id or uuid.uuid4().hex
         self._sequence = 0
+        #: label -> wall clock its sound started, while on.
+        self._started_utc: dict[str, dt.datetime] = {}
 
-    def stamp(self, label: str, score: float, audio_time_ms: int, now_utc: dt.datetime) -> DetectionEvent:
+    def stamp(
+        self,
+        label: str,
+        score: float,
+        audio_time_ms: int,
+        now_utc: dt.datetime,
+        state: StateChange | None = None,
+    ) -> DetectionEvent:
         self._sequence += 1
+        started_utc = None
+        if state is not None:
+            # The wall clock of the sound's start: this event's less the audio time since, taken
+            # once at on, so that its off says the same.
+            started_utc = self._started_utc.pop(label, None) or now_utc - dt.timedelta(
+                milliseconds=audio_time_ms - state.started_ms
+            )
+            if state.on:
+                self._started_utc[label] = started_utc
         return DetectionEvent(
             label,
             score,
@@ -76,6 +105,8 @@ class EventStamper:
             self.model_sha256,
             self._sequence,
             self.boot_id,
+            state,
+            started_utc,
         )
 
 
