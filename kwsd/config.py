@@ -53,6 +53,8 @@ QUEUE_BLOCKS_RANGE: tuple[int, int | None] = (2, None)
 STALL_TIMEOUT_MS_RANGE: tuple[int, int | None] = (100, None)
 STATS_INTERVAL_S_RANGE: tuple[int, int | None] = (0, None)
 QUEUE_RANGE: tuple[int, int | None] = (1, None)
+#: capture.pre_ms and post_ms: a minute either side at most (the ring holds it in memory).
+CAPTURE_MS_RANGE: tuple[int, int | None] = (0, 60000)
 #: mqtt.scores_interval_ms: 0 (off) or at least this (a dashboard needs no more).
 MIN_SCORES_INTERVAL_MS = 100
 #: A stall is declared only after this many blocks' worth of silence from the device,
@@ -146,6 +148,25 @@ class HermesConfig:
 
 
 @dataclass(frozen=True)
+class CaptureConfig:
+    """Keeping the audio of each detection and near-miss (:mod:`kwsd.capture`); off by default."""
+
+    enabled: bool = False
+    #: Captures go to ``<directory>/pending/<label>/`` until reviewed.
+    directory: Path = Path("/var/lib/kwsd/captures")
+    #: Audio kept before the decision (the word is in the clip that ends there) ...
+    pre_ms: int = 1500
+    #: ... and after it.
+    post_ms: int = 500
+    #: A keyword label whose smoothed score passes this but not its threshold is kept as a
+    #: near-miss; None = detections only.
+    near_miss_threshold: float | None = None
+    #: Captures kept, and megabytes of them, at most; past either the oldest go first.
+    max_files: int = 1000
+    max_mb: int = 500
+
+
+@dataclass(frozen=True)
 class MqttConfig:
     """Broker connection and topics. ``host`` None = no broker: events go to stdout as JSON lines.
 
@@ -206,6 +227,7 @@ class Config:
     #: Read-only by contract (typed as a Mapping; a plain dict so that it copies and pickles).
     detection: Mapping[str, Any] = field(default_factory=dict)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     #: Period of the stats message; 0 = no stats messages.
     stats_interval_s: int = 60
     log_level: LogLevel = LogLevel.INFO
@@ -534,6 +556,7 @@ class _Reader:
             audio=self.audio(values.get("audio")),
             detection=self.detection(values.get("detection")),
             mqtt=self.mqtt(values.get("mqtt")),
+            capture=self.capture(values.get("capture")),
             stats_interval_s=self.integer(
                 "stats_interval_s", values, defaults.stats_interval_s, STATS_INTERVAL_S_RANGE, "seconds"
             ),
@@ -643,17 +666,18 @@ class _Reader:
         }
         ok = True
         for key, value in given.items():
-            if key == "label_thresholds" and isinstance(value, Mapping):
+            if key in ("label_thresholds", "states") and isinstance(value, Mapping):
                 # One label at a time, so that every bad label is reported.
-                for label, threshold in value.items():
-                    ok &= self.check_detection({key: {label: threshold}})
+                for label, setting in value.items():
+                    ok &= self.check_detection({key: {label: setting}})
             else:
                 ok &= self.check_detection({key: value})
         if not ok or not self.check_detection(given):  # the whole set: checks across settings
             return {}
         checked = check_detection(given)
-        if not checked.get("label_thresholds", True):  # an empty mapping overrides nothing, like none
-            del checked["label_thresholds"]
+        for per_label in ("label_thresholds", "states"):
+            if not checked.get(per_label, True):  # an empty mapping overrides nothing, like none
+                del checked[per_label]
         return checked
 
     def check_detection(self, settings: Mapping[str, Any]) -> bool:
@@ -834,6 +858,30 @@ class _Reader:
                         f"mqtt.tls.{key}", f"expected a readable file, got {path} ({err.strerror or err})"
                     )
         return TlsConfig(True, files["ca_file"], files["cert_file"], files["key_file"], insecure)
+
+    def capture(self, data: Any) -> CaptureConfig:
+        values = self.section("capture", data, CaptureConfig)
+        defaults = CaptureConfig()
+        near = values.get("near_miss_threshold")
+        if near is not None and (
+            isinstance(near, bool) or not isinstance(near, int | float) or not 0 <= near <= 1
+        ):
+            self.problems.expected(
+                "capture.near_miss_threshold", "a score 0..1 or null (detections only)", near
+            )
+            near = None
+        directory = self.path(
+            "capture.directory", values.get("directory", defaults.directory), what="a folder path"
+        )
+        return CaptureConfig(
+            enabled=self.boolean("capture.enabled", values, defaults.enabled),
+            directory=directory or defaults.directory,
+            pre_ms=self.integer("capture.pre_ms", values, defaults.pre_ms, CAPTURE_MS_RANGE, "ms"),
+            post_ms=self.integer("capture.post_ms", values, defaults.post_ms, CAPTURE_MS_RANGE, "ms"),
+            near_miss_threshold=None if near is None else float(near),
+            max_files=self.integer("capture.max_files", values, defaults.max_files, QUEUE_RANGE, "captures"),
+            max_mb=self.integer("capture.max_mb", values, defaults.max_mb, QUEUE_RANGE, "megabytes"),
+        )
 
     def home_assistant(self, data: Any) -> HomeAssistantConfig:
         values = self.section("mqtt.home_assistant", data, HomeAssistantConfig)

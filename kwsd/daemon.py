@@ -43,8 +43,10 @@ from kwsd.pipeline import build_pipeline
 from kwsd.publisher import EventStamper, Publisher, StdoutPublisher
 from kwsd.smoother import RecognizeCommands, SmootherError
 from kwsd.sources import MicrophoneSource
+from kwsd.state import StateError, StateTracker
 
 if TYPE_CHECKING:
+    from kwsd.capture import CaptureRecorder
     from kwsd.mqtt import ModelFacts
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,13 @@ def prepare(config_path: str | None) -> Prepared:
     classifier = TfliteClassifier(bundle)
     detection = _detection(bundle, config, source)
     _check_mqtt(config, source)
+    if config.capture.enabled:
+        from kwsd.capture import CaptureError, check_folder
+
+        try:
+            check_folder(config.capture.directory)
+        except CaptureError as err:
+            raise ConfigError([f"capture.directory: {err}"], source=source) from None
     return Prepared(config, source, bundle, classifier, detection)
 
 
@@ -149,6 +158,7 @@ def _listen(
         pipeline,
         publisher,
         EventStamper(bundle.name, bundle.sha256),
+        capture=_capture(config, bundle, prepared.detection),
         stall_timeout_ms=audio.stall_timeout_ms,
         notifier=SystemdNotifier(),
         stats_interval_s=config.stats_interval_s,
@@ -205,6 +215,9 @@ def _detection(bundle: Bundle, config: Config, source: str) -> DetectionSettings
             bundle.detection, config.detection, window_stride_ms=bundle.frontend.window_stride_ms
         )
         RecognizeCommands(bundle.labels, settings.smoother)  # a threshold for a label it lacks
+        StateTracker(bundle.labels, settings.states)  # a state label it lacks
+    except StateError as err:
+        raise ConfigError([f"detection.states.{err}"], source=source) from None
     except (DetectionError, SmootherError) as err:
         # Settings that do not fit this model (a threshold for a label it lacks, a stride
         # that is not a multiple of its window stride) are config errors too.
@@ -254,6 +267,7 @@ def _model_facts(bundle: Bundle, settings: DetectionSettings) -> ModelFacts:
         sha256=bundle.sha256,
         labels=tuple(bundle.labels),
         thresholds={label: float(overrides.get(label, settings.threshold)) for label in bundle.labels},
+        state_labels=tuple(settings.states),
     )
 
 
@@ -267,6 +281,39 @@ def _update_model(bundle: Bundle, settings: DetectionSettings) -> Callable[[Publ
             publisher.update_model(_model_facts(bundle, settings))
 
     return update
+
+
+def _capture(config: Config, bundle: Bundle, settings: DetectionSettings) -> CaptureRecorder | None:
+    """The recorder of detections and near-misses, with its writer thread, when enabled."""
+    if not config.capture.enabled:
+        return None
+    from kwsd.capture import CaptureRecorder, CaptureSettings, CaptureWriter
+
+    capture = config.capture
+    settings_of_capture = CaptureSettings(
+        capture.directory,
+        capture.pre_ms,
+        capture.post_ms,
+        capture.near_miss_threshold,
+        capture.max_files,
+        capture.max_mb,
+    )
+    rate = bundle.frontend.sample_rate_hz
+    writer = CaptureWriter(settings_of_capture, _device_id(config), rate).start()
+    log.info(
+        "capture: detections%s to %s",
+        " and near-misses" if capture.near_miss_threshold else "",
+        capture.directory,
+    )
+    return CaptureRecorder(
+        settings_of_capture,
+        writer,
+        bundle.labels,
+        sample_rate_hz=rate,
+        model={"name": bundle.name, "sha256": bundle.sha256},
+        detection=settings.to_dict(),
+        thresholds={label: settings.threshold_of(label) for label in bundle.labels},
+    )
 
 
 def _device_id(config: Config) -> str:
@@ -289,7 +336,7 @@ def _reload(running: _Running, path: str, bundle: Bundle, *, verbose: bool) -> R
             "; ".join(str(err).splitlines()),
         )
         return None
-    for key in ("model", "audio"):
+    for key in ("model", "audio", "capture"):
         if getattr(new, key) != getattr(old, key):
             log.warning("reload: %s changed, but takes effect only when kwsd restarts", key)
     if not verbose:

@@ -32,10 +32,11 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from kwsd.capture import CaptureRecorder
 from kwsd.detection import DetectionSettings
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Pipeline
-from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, rfc3339
+from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, ScoreSink, rfc3339
 from kwsd.sources import AudioDeviceError, AudioSource
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Listener:
         stats_interval_s: float = 0,
         reloader: Callable[[], Reload | None] | None = None,
         hang_timeout_s: float = HANG_TIMEOUT_S,
+        capture: CaptureRecorder | None = None,
     ) -> None:
         self._open_source = open_source
         self.pipeline = pipeline
@@ -106,6 +108,7 @@ class Listener:
         self.stats_interval_s = stats_interval_s
         self._reloader = reloader
         self._hang_timeout_s = hang_timeout_s
+        self._capture = capture
         self._reload_requested = threading.Event()
         self.reopens = 0
         self.detections = 0
@@ -118,8 +121,9 @@ class Listener:
         self._started = time.monotonic()
         self._stats_due = 0.0
         self._stats_mark = (0.0, 0)  # (listener thread CPU s, samples seen) at the last stats
-        #: What already took the pipeline's smoothed scores (``kwsd run --scores``' display).
-        self._shown_scores = pipeline.on_smoothed
+        #: What already took the pipeline's smoothed scores (``kwsd run --scores``' display),
+        #: and the capture's near-miss watch.
+        self._shown_scores = _both(pipeline.on_smoothed, capture.scores if capture is not None else None)
         self._wire_scores()
 
     @property
@@ -198,14 +202,26 @@ class Listener:
                     # Ready once audio really flows, not merely when the device opened.
                     self._notifier.ready("listening")
                     ready = True
+                if self._capture is not None:
+                    self._capture.feed(block)  # a copy into its ring; the writer has its own thread
                 for detection in self.pipeline.feed(block):
+                    now_utc = dt.datetime.now(dt.UTC)
+                    if self._capture is not None and detection.state is None:
+                        self._capture.detected(
+                            detection.label, detection.score, detection.audio_time_ms, now_utc
+                        )
                     event = self._stamper.stamp(
-                        detection.label, detection.score, detection.audio_time_ms, dt.datetime.now(dt.UTC)
+                        detection.label,
+                        detection.score,
+                        detection.audio_time_ms,
+                        now_utc,
+                        detection.state,
                     )
                     # In the log whatever the outputs, so `journalctl -u kwsd` shows what was heard.
                     log.info(
-                        "heard %s (score %.3f) at %d ms audio time",
+                        "heard %s%s (score %.3f) at %d ms audio time",
                         detection.label,
+                        "" if detection.state is None else f" {'on' if detection.state.on else 'off'}",
                         detection.score,
                         detection.audio_time_ms,
                     )
@@ -217,6 +233,8 @@ class Listener:
             if source is not None:
                 self._close(source)
             self._publisher.close()
+            if self._capture is not None:
+                self._capture.writer.close()
 
     # --- between blocks ---------------------------------------------------------------------
 
@@ -246,6 +264,9 @@ class Listener:
             if reload is None:
                 return
             self.pipeline.set_detection(reload.detection)
+            if self._capture is not None:
+                thresholds = {label: reload.detection.threshold_of(label) for label in self._capture.labels}
+                self._capture.update(reload.detection.to_dict(), thresholds)
         except Exception:
             log.exception("reload failed; going on with the settings as they were")
             return
@@ -261,16 +282,7 @@ class Listener:
     def _wire_scores(self) -> None:
         """Hand the pipeline's smoothed scores to whoever takes them now: the display (if
         any) and the publisher (if it sends them); no hook at all when neither does."""
-        shown, sink = self._shown_scores, self._publisher.score_sink()
-        if shown is not None and sink is not None:
-
-            def both(time_ms: int, scores: npt.NDArray[np.float64]) -> None:
-                shown(time_ms, scores)
-                sink(time_ms, scores)
-
-            self.pipeline.on_smoothed = both
-        else:
-            self.pipeline.on_smoothed = shown or sink
+        self.pipeline.on_smoothed = _both(self._shown_scores, self._publisher.score_sink())
 
     def stats(self) -> dict[str, Any]:
         """The stats message: since start, and the real-time factor since the last message."""
@@ -300,6 +312,8 @@ class Listener:
         counters = self._publisher.counters()
         if counters:
             stats["mqtt"] = counters
+        if self._capture is not None:
+            stats["captures"] = self._capture.writer.counters()
         return stats
 
     # --- the device -------------------------------------------------------------------------
@@ -346,6 +360,18 @@ class Listener:
             return action()
         finally:
             timer.cancel()
+
+
+def _both(first: ScoreSink | None, second: ScoreSink | None) -> ScoreSink | None:
+    """One hook for the pipeline's smoothed scores that calls both (None: neither wants them)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(time_ms: int, scores: npt.NDArray[np.float64]) -> None:
+        first(time_ms, scores)
+        second(time_ms, scores)
+
+    return both
 
 
 def _counter(source: AudioSource | None, name: str) -> int:

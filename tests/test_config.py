@@ -87,7 +87,7 @@ def _keys(cls: type[Any], prefix: str = "") -> list[str]:
 def _file_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for key, value in data.items():
-        if isinstance(value, dict) and key != "label_thresholds":
+        if isinstance(value, dict) and key not in ("label_thresholds", "states"):
             out += _file_keys(value, f"{prefix}{key}.")
         else:
             out.append(f"{prefix}{key}")
@@ -258,7 +258,10 @@ TLS_OFF = (
         ("modle: x.kwsd\n", ["modle: unknown key; did you mean 'model'?"]),
         (
             "zzz: 1\n",
-            ["zzz: unknown key; expected one of model, audio, detection, mqtt, stats_interval_s, log_level"],
+            [
+                "zzz: unknown key; expected one of model, audio, detection, mqtt, capture, "
+                "stats_interval_s, log_level"
+            ],
         ),
         (
             "detection:\n  treshold: 0.5\n",
@@ -332,6 +335,28 @@ TLS_OFF = (
             ["mqtt.keepalive_s: expected a whole number of seconds 1..65535, got 0"],
         ),
         ("mqtt:\n  queue_max: 0\n", ["mqtt.queue_max: expected a whole number of detections >= 1, got 0"]),
+        (
+            "detection:\n  states:\n"
+            "    crying: {on_threshold: 0.4, off_threshold: 0.8, min_on_ms: 0, min_off_ms: 0}\n",
+            [
+                "detection.states.crying.off_threshold: expected 0 <= off_threshold <= on_threshold <= 1, "
+                "got off 0.8 and on 0.4"
+            ],
+        ),
+        (
+            "detection:\n  states:\n    crying: {on_threshold: 0.8, off_threshold: 0.4, min_on_ms: 500}\n",
+            [
+                "detection.states.crying.min_off_ms: missing (a state label needs on_threshold, "
+                "off_threshold, min_on_ms, min_off_ms)"
+            ],
+        ),
+        (
+            "capture:\n  near_miss_threshold: 1.5\n  pre_ms: -1\n",
+            [
+                "capture.near_miss_threshold: expected a score 0..1 or null (detections only), got 1.5",
+                "capture.pre_ms: expected a whole number of ms 0..60000, got -1",
+            ],
+        ),
         (
             "mqtt:\n  scores_interval_ms: 50\n",
             ["mqtt.scores_interval_ms: expected 0 (none) or a whole number of ms >= 100, got 50"],

@@ -328,6 +328,59 @@ def test_run_scores_prints_each_windows_scores_and_mqtt_sends_their_peaks(tmp_pa
         assert covering and covering[0]["peak_scores"][event["label"]] >= event["score"] - 1e-4
 
 
+@needs_mosquitto
+def test_a_state_label_goes_on_and_off_retained_with_its_duration_and_a_home_assistant_sensor(tmp_path):
+    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
+    mosquitto.start()
+    subscriber = broker.Subscriber(mosquitto.port, "#", client_id="states", clean=True).wait_subscribed()
+
+    def off_published():
+        return any(m.topic == "kwsd/pi1/state/no" and m.payload == "off" for m in subscriber.messages)
+
+    try:
+        _, code, _, log = run_daemon_on_demo_words(
+            tmp_path,
+            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
+            "  home_assistant:\n    enabled: true\n"
+            "detection:\n  states:\n    no:\n      on_threshold: 0.8\n      off_threshold: 0.3\n"
+            "      min_on_ms: 100\n      min_off_ms: 200\n",
+            settled=off_published,
+        )
+        assert code == 0, log
+        messages = subscriber.wait_for(
+            lambda ms: [m.payload for m in ms if m.topic.endswith("/status")][-1:] == ["offline"],
+            timeout_s=PATIENCE_S,
+        )
+        # Retained: a subscriber that comes later is told the sound is over.
+        late = broker.Subscriber(mosquitto.port, "kwsd/pi1/state/#", client_id="late", clean=True)
+        retained = late.wait_for_count(1, "kwsd/pi1/state/no", timeout_s=5.0)
+        late.close()
+    finally:
+        subscriber.close()
+        mosquitto.stop()
+    states = [m for m in messages if m.topic == "kwsd/pi1/state/no"]
+    assert [m.payload for m in states] == ["on", "off"]
+    assert [(m.payload, m.retain) for m in retained] == [("off", True)]
+    events = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/detection"]
+    # "no" is a state now: its on and off are events (in order, numbered), the other words as before.
+    assert [(e["label"], e.get("state")) for e in events][:3] == [("yes", None), ("no", "on"), ("no", "off")]
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    on, off = events[1], events[2]
+    assert (
+        on["started_audio_time_ms"] < on["audio_time_ms"] < off["ended_audio_time_ms"] <= off["audio_time_ms"]
+    )
+    assert off["duration_ms"] == off["ended_audio_time_ms"] - off["started_audio_time_ms"] > 0
+    assert off["started_audio_time_ms"] == on["started_audio_time_ms"] and off["started"] == on["started"]
+    # Home Assistant: a binary sound sensor for "no", event entities for the other words.
+    sensors = [json.loads(m.payload) for m in messages if m.topic.startswith("homeassistant/binary_sensor/")]
+    assert [(c["name"], c["device_class"], c["state_topic"]) for c in sensors] == [
+        ("no", "sound", "kwsd/pi1/state/no")
+    ]
+    event_entities = [m for m in messages if m.topic.startswith("homeassistant/event/")]
+    assert len(event_entities) == 9 and not any("/no/" in m.topic for m in event_entities)
+    assert "heard no on" in log and "heard no off" in log
+
+
 def tear_down(daemon, writer, subscriber, mosquitto):
     """Stop what a daemon-with-broker test started, whatever happened in it."""
     daemon.kill()
@@ -607,6 +660,83 @@ def test_detection_settings_that_do_not_fit_the_model_are_config_errors(tmp_path
     # check-config loads the model and refuses the same settings, with the same words and code.
     check = kwsd("check-config", config)
     assert (check.returncode, check.stderr.decode(), check.stdout) == (78, stderr, b"")
+
+
+def test_a_state_label_the_model_lacks_or_thresholds_upside_down_are_config_errors(tmp_path):
+    state = (
+        "      on_threshold: {on}\n      off_threshold: {off}\n      min_on_ms: 500\n      min_off_ms: 2000\n"
+    )
+    for label, on, off, expected in [
+        (
+            "crying",
+            0.8,
+            0.4,
+            "detection.states.crying: not a label of this model (_silence_, _unknown_, yes,",
+        ),
+        (
+            "no",
+            0.4,
+            0.8,
+            "detection.states.no.off_threshold: expected 0 <= off_threshold <= on_threshold <= 1",
+        ),
+    ]:
+        config = tmp_path / f"{label}.yaml"
+        config.write_text(f"detection:\n  states:\n    {label}:\n" + state.format(on=on, off=off))
+        for command in ("run", "check-config"):
+            args = ("run", "-c", config) if command == "run" else ("check-config", config)
+            result = kwsd(*args)
+            stderr = result.stderr.decode()
+            assert result.returncode == 78 and "Traceback" not in stderr, stderr
+            assert stderr.startswith(f"kwsd: error: {config}: {expected}"), stderr
+
+
+def test_run_keeps_each_detection_as_a_wav_and_sidecar_in_the_data_set_layout(tmp_path):
+    captures = tmp_path / "captures"
+
+    def all_written():
+        return len(list(captures.glob("pending/*/*.json"))) == 3
+
+    expected, code, stdout, log = run_daemon_on_demo_words(
+        tmp_path,
+        f"capture:\n  enabled: true\n  directory: {captures}\n  pre_ms: 1000\n  post_ms: 300\n"
+        "mqtt:\n  device_id: pi1\n",
+        settled=all_written,
+    )
+    assert code == 0, log
+    events = [json.loads(line) for line in stdout]
+    check_events(events, expected)  # capturing changes nothing of what is published
+    samples, _ = demo_opening(3)
+    windows = np.lib.stride_tricks.sliding_window_view(samples, 64)
+    for event in events:
+        wav = captures / "pending" / event["label"] / "pi1_nohash_0.wav"
+        sidecar = json.loads(wav.with_suffix(".json").read_text())
+        assert (sidecar["kind"], sidecar["label"], sidecar["audio_time_ms"]) == (
+            "detection",
+            event["label"],
+            event["audio_time_ms"],
+        )
+        assert sidecar["score"] == event["score"] and sidecar["time"] == event["time"]
+        assert sidecar["audio_time_ms"] - sidecar["first_sample_audio_time_ms"] == 1000
+        audio = read_wav(wav, 16000)
+        assert len(audio) == 1300 * 16  # pre_ms + post_ms of what the device delivered
+        # The very samples that were fed, around the detection (found in the demo's opening).
+        at = np.flatnonzero((windows == audio[:64]).all(axis=1))
+        assert len(at) == 1 and np.array_equal(samples[at[0] : at[0] + len(audio)], audio)
+        scored = [s["audio_time_ms"] for s in sidecar["scores"]]
+        assert scored[-1] <= event["audio_time_ms"] + 300 and event["audio_time_ms"] in scored
+
+
+def test_a_capture_folder_kwsd_cannot_write_is_a_config_error_for_run_and_check_config(tmp_path):
+    (tmp_path / "not-a-folder").write_text("x")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"capture:\n  enabled: true\n  directory: {tmp_path / 'not-a-folder'}\n")
+    for args in (("run", "-c", config), ("check-config", config)):
+        result = kwsd(*args)
+        stderr = result.stderr.decode()
+        assert result.returncode == 78 and "Traceback" not in stderr, stderr
+        assert stderr.startswith(
+            f"kwsd: error: {config}: capture.directory: {tmp_path / 'not-a-folder'}: "
+        ), stderr
 
 
 def test_devices_lists_capture_devices_with_their_rates(tmp_path):
