@@ -16,7 +16,6 @@ are not reported. Pure: scores and audio time in, changes out.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,11 +33,6 @@ STATE_KEYS = ("on_threshold", "off_threshold", "min_on_ms", "min_off_ms")
 
 class StateError(ValueError):
     """A state setting that cannot be used; the message starts with its key."""
-
-
-class Mode(enum.Enum):
-    EVENT = "event"
-    STATE = "state"
 
 
 @dataclass(frozen=True)

@@ -251,10 +251,7 @@ def test_run_publishes_detections_availability_stats_and_integrations_over_mqtt(
         )
         assert code == 0, log
         assert stdout == []  # events go to the broker, not stdout
-        messages = subscriber.wait_for(
-            lambda ms: [m.payload for m in ms if m.topic.endswith("/status")][-1:] == ["offline"],
-            timeout_s=PATIENCE_S,
-        )
+        messages = until_offline(subscriber)
     finally:
         subscriber.close()
         mosquitto.stop()
@@ -295,10 +292,7 @@ def test_run_scores_prints_each_windows_scores_and_mqtt_sends_their_peaks(tmp_pa
             run_args=["--scores"],
         )
         assert code == 0, log
-        messages = subscriber.wait_for(
-            lambda ms: [m.payload for m in ms if m.topic.endswith("/status")][-1:] == ["offline"],
-            timeout_s=PATIENCE_S,
-        )
+        messages = until_offline(subscriber)
     finally:
         subscriber.close()
         mosquitto.stop()
@@ -347,10 +341,7 @@ def test_a_state_label_goes_on_and_off_retained_with_its_duration_and_a_home_ass
             settled=off_published,
         )
         assert code == 0, log
-        messages = subscriber.wait_for(
-            lambda ms: [m.payload for m in ms if m.topic.endswith("/status")][-1:] == ["offline"],
-            timeout_s=PATIENCE_S,
-        )
+        messages = until_offline(subscriber)
         # Retained: a subscriber that comes later is told the sound is over.
         late = broker.Subscriber(mosquitto.port, "kwsd/pi1/state/#", client_id="late", clean=True)
         retained = late.wait_for_count(1, "kwsd/pi1/state/no", timeout_s=5.0)
@@ -379,6 +370,14 @@ def test_a_state_label_goes_on_and_off_retained_with_its_duration_and_a_home_ass
     event_entities = [m for m in messages if m.topic.startswith("homeassistant/event/")]
     assert len(event_entities) == 9 and not any("/no/" in m.topic for m in event_entities)
     assert "heard no on" in log and "heard no off" in log
+
+
+def until_offline(subscriber):
+    """Every message the subscriber got, once the daemon's last status is offline."""
+    return subscriber.wait_for(
+        lambda ms: [m.payload for m in ms if m.topic.endswith("/status")][-1:] == ["offline"],
+        timeout_s=PATIENCE_S,
+    )
 
 
 def tear_down(daemon, writer, subscriber, mosquitto):
