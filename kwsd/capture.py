@@ -2,7 +2,7 @@
 
 ``capture.enabled`` (off by default). Privacy: this writes what the microphone heard around
 each detection and near-miss to disk, with the time; it never leaves the machine unless
-someone copies it. Review and delete with ``kwsd review`` (not yet: issue 15).
+someone copies it. Review and delete with ``kwsd review`` (:mod:`kwsd.review`).
 
 What is kept, for a detection at audio time ``T`` (the end of the window that fired): the
 audio from ``T - pre_ms`` to ``T + post_ms``. A *near-miss* is a keyword label whose smoothed
@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kwsd.dataset_layout import NOHASH, claim_name, next_number
+from kwsd.errors import KwsdError
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.publisher import rfc3339
 
@@ -138,7 +139,7 @@ class CaptureWriter:
                 return
             try:
                 path = self._write(job)
-            except OSError as err:
+            except (OSError, KwsdError) as err:  # a full disk, a folder gone: the capture only
                 with self._lock:
                     self.dropped += 1
                 log.error(

@@ -239,6 +239,7 @@ def _build_parser() -> argparse.ArgumentParser:
     devices.set_defaults(handler=_cmd_devices)
 
     _add_record_parser(sub)
+    _add_review_parser(sub)
     _add_evaluate_parsers(sub)
 
     model = sub.add_parser("model", help="inspect or create model bundles")
@@ -677,6 +678,75 @@ def _record_names(args: argparse.Namespace, stamp: str) -> dict[str, tuple[str, 
         "label": (check_name("--label", args.label, allow_reserved=True),),
         "prefix": (check_name("--prefix", args.prefix or f"rec-{stamp}"),),
     }
+
+
+def _add_review_parser(sub: Any) -> None:
+    review = sub.add_parser(
+        "review",
+        help="file the captures of kwsd run (capture.enabled) one key at a time",
+        description="Walk the pending captures in CAPTURE_DIR (capture.directory): each is shown "
+        "(kind, label, score, time, score and level sparklines), played with the system's player, "
+        "and filed with one key: c correct, w wrong (-> _unknown_), o other word, s skip, d delete, "
+        "p play again, q quit. Filed captures go to CAPTURE_DIR/reviewed/<label>/, a data set "
+        "tools/train.py reads.",
+    )
+    review.add_argument("directory", metavar="CAPTURE_DIR")
+    review.add_argument("--list", action="store_true", help="print the pending captures and exit")
+    review.add_argument(
+        "--accept-all", metavar="LABEL", help="file every pending capture of LABEL as correct"
+    )
+    review.add_argument("--no-play", action="store_true", help="never play the audio")
+    review.add_argument("-m", "--model", metavar="BUNDLE", help="skip captures made with another model")
+    review.set_defaults(handler=_cmd_review)
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from kwsd import review
+
+    directory = Path(args.directory)
+    sha = None
+    if args.model:
+        bundle, _ = _load(args.model)
+        sha = bundle.sha256
+    if args.list:
+        for item in review.pending_captures(directory, sha):
+            print(item if isinstance(item, str) else item.describe())
+        return EXIT_OK
+    if args.accept_all:
+        count = review.accept_all(directory, args.accept_all, sys.stdout, sha)
+        print(f"{count} captures of {args.accept_all} filed as correct", file=sys.stderr)
+        return EXIT_OK
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise _SettingError(
+            "kwsd review asks one key per capture: run it on a terminal, or use --list or --accept-all"
+        )
+    done = review.interactive(
+        directory,
+        sys.stdout,
+        _read_key,
+        input,
+        play=None if args.no_play else review.player(),
+        model_sha256=sha,
+    )
+    print(", ".join(f"{count} {what}" for what, count in done.items()))
+    return EXIT_OK
+
+
+def _read_key() -> str:
+    """One key from the terminal, without Enter."""
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd, termios.TCSANOW)  # not the default TCSAFLUSH: keys typed ahead count
+        key = os.read(fd, 1).decode(errors="replace")
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    if key == "\x03":
+        raise KeyboardInterrupt
+    return key
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
