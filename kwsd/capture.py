@@ -36,7 +36,6 @@ import os
 import queue
 import tempfile
 import threading
-import wave
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kwsd.dataset_layout import NOHASH, claim_name, next_number
+from kwsd.dataset_layout import NOHASH, save_new
 from kwsd.errors import KwsdError
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.publisher import rfc3339
@@ -157,17 +156,7 @@ class CaptureWriter:
     def _write(self, job: _Job) -> Path:
         folder = self.pending / job.label
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".capture-", suffix=".wav.part", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as handle, wave.open(handle, "wb") as wav:
-                wav.setnchannels(1)
-                wav.setsampwidth(2)
-                wav.setframerate(self.sample_rate_hz)
-                wav.writeframes(np.asarray(job.samples, "<i2").tobytes())
-            path, _ = claim_name(Path(tmp), folder, self.device_id, next_number(folder, self.device_id))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        path = save_new(folder, self.device_id, job.samples, self.sample_rate_hz)
         side = path.with_suffix(".json")
         side_tmp = side.with_name(f".{side.name}.part")
         side_tmp.write_text(json.dumps(job.sidecar, indent=1) + "\n", encoding="utf-8")

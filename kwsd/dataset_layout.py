@@ -9,11 +9,17 @@ replace a file: a finished clip is given the next free number with an exclusive 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import tempfile
+import wave
 from pathlib import Path
 from typing import Final
+
+import numpy as np
+import numpy.typing as npt
 
 from kwsd.errors import OutputError
 
@@ -90,3 +96,32 @@ def why(err: OSError) -> str:
     if err.errno == errno.EROFS:
         return "read-only file system"
     return err.strerror or str(err)
+
+
+def save_new(folder: Path, stem: str, samples: npt.NDArray[np.int16], sample_rate_hz: int) -> Path:
+    """Write ``samples`` as a 16-bit mono WAV ``<stem>_nohash_<n>.wav`` with the first free n,
+    through a temporary file in ``folder``: never replaces a file, never leaves half a one."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".recording-", suffix=".wav.part", dir=folder)
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot write there ({err.strerror or err})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle, wave.open(handle, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(sample_rate_hz)
+            wav.writeframes(np.asarray(samples, "<i2").tobytes())
+        return link_next(Path(tmp), folder, stem)
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot write there ({err.strerror or err})") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def link_next(finished: Path, folder: Path, stem: str) -> Path:
+    """``finished`` under the next free ``<stem>_nohash_<n>`` name of ``folder`` (see
+    :func:`claim_name`; the caller removes ``finished``)."""
+    path, _ = claim_name(finished, folder, stem, next_number(folder, stem))
+    return path

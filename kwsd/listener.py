@@ -27,17 +27,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from kwsd.capture import CaptureRecorder
 from kwsd.detection import DetectionSettings
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Pipeline
 from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, ScoreSink, rfc3339
 from kwsd.sources import AudioDeviceError, AudioSource
+
+if TYPE_CHECKING:
+    from kwsd.capture import CaptureRecorder
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from typing import TextIO
 import numpy as np
 import numpy.typing as npt
 
-from kwsd.dataset_layout import BACKGROUND_NOISE_DIR, NOHASH, claim_name, next_number
+from kwsd.dataset_layout import BACKGROUND_NOISE_DIR, NOHASH, link_next, save_new
 from kwsd.errors import KwsdError, OutputError
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.wordfinder import DropReason, WordSettings, find_words
@@ -130,33 +130,7 @@ def cut_word(
     return Take(samples[start : start + clip_samples].copy(), None, peak_dbfs, word_ms)
 
 
-# --- writing without overwriting -------------------------------------------------------------
-
-
-def save_new(folder: Path, stem: str, samples: Int16Array, sample_rate_hz: int) -> Path:
-    """Write ``samples`` as ``<stem>_nohash_<n>.wav`` with the first free n; never replaces a file."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".recording-", suffix=".wav.part", dir=folder)
-    except OSError as err:
-        raise OutputError(f"{folder}: cannot write there ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle, wave.open(handle, "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(sample_rate_hz)
-            wav.writeframes(np.asarray(samples, "<i2").tobytes())
-        return _link_free(Path(tmp), folder, stem)
-    except OSError as err:
-        raise OutputError(f"{folder}: cannot write there ({err.strerror or err})") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def _link_free(tmp: Path, folder: Path, stem: str) -> Path:
-    path, _ = claim_name(tmp, folder, stem, next_number(folder, stem))
-    return path
+# --- writing without overwriting: kwsd.dataset_layout.save_new, link_next
 
 
 class StreamingWav:
@@ -192,7 +166,7 @@ class StreamingWav:
             if not self.frames:
                 return None
             if self.numbered:
-                return _link_free(self.tmp, self.folder, self.stem)
+                return link_next(self.tmp, self.folder, self.stem)
             final = self.folder / f"{self.stem}.wav"
             os.link(self.tmp, final)
             return final
