@@ -25,6 +25,15 @@ counts it (``captures_dropped`` in stats); audio is never dropped for a capture.
 ``max_files`` captures and ``max_mb`` of WAVs in the pending area; past either the oldest
 (lowest numbers, by file time) are removed first. Numbering continues after what is there,
 so captures survive restarts and are never overwritten (:mod:`kwsd.dataset_layout`).
+
+How much was heard, for false accepts per hour (``kwsd calibrate --captures``): the folder's
+``listened.json`` ledger counts the audio listened to with capture on, across runs
+(``listened_ms``), and ``complete_from_ms``, the listened time from which on every capture is
+still there: a capture removed by the bounds, dropped or not written moves it past that
+capture, so reviewed false alarms over ``listened_ms - complete_from_ms`` are all of them (less
+any deleted in review). Each sidecar has its ``listened_ms``. The writer thread updates the
+ledger after each capture, every minute, and when kwsd stops (a ledger write is atomic; a kill
+loses at most the last minute, which only errs towards more false accepts per hour).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ import queue
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,9 @@ from kwsd.publisher import rfc3339
 log = logging.getLogger(__name__)
 
 PENDING_DIR = "pending"
+LEDGER_NAME = "listened.json"
+#: The writer thread brings the ledger up to date at least this often (seconds).
+LEDGER_EVERY_S = 60.0
 #: Captures waiting for the writer thread at most; more are dropped and counted.
 QUEUE_CAPTURES = 16
 
@@ -74,6 +86,54 @@ class CaptureSettings:
 
 
 @dataclass(frozen=True)
+class Ledger:
+    """Audio listened to with capture on, in one capture folder, over all runs (module docstring)."""
+
+    listened_ms: int = 0
+    complete_from_ms: int = 0
+
+    @property
+    def complete_ms(self) -> int:
+        """The listened time over which every capture is still there."""
+        return max(0, self.listened_ms - self.complete_from_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "listened_ms": self.listened_ms,
+            "complete_from_ms": self.complete_from_ms,
+            "updated": rfc3339(dt.datetime.now(dt.UTC)),
+        }
+
+
+def read_ledger(directory: Path) -> Ledger:
+    """The folder's ledger (a new folder has listened to nothing); CaptureError naming a ledger
+    that cannot be read or is not one."""
+    path = directory / LEDGER_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Ledger()
+    except (OSError, ValueError) as err:
+        raise CaptureError(f"{path}: cannot read it ({err}); remove it to start counting again") from None
+    fields = ("listened_ms", "complete_from_ms")
+    values = [data.get(key) if isinstance(data, dict) else None for key in fields]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise CaptureError(
+            f"{path}: not a kwsd capture ledger (expected listened_ms and complete_from_ms, whole "
+            "numbers >= 0); remove it to start counting again"
+        )
+    listened, complete_from = int(values[0] or 0), int(values[1] or 0)
+    return Ledger(listened, min(complete_from, listened))
+
+
+def write_ledger(directory: Path, ledger: Ledger) -> None:
+    path = directory / LEDGER_NAME
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(ledger.to_dict()) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
 class _Job:
     label: str
     samples: npt.NDArray[np.int16]
@@ -81,7 +141,8 @@ class _Job:
 
 
 def check_folder(directory: Path) -> None:
-    """CaptureError naming the folder when kwsd may not write its pending area."""
+    """CaptureError naming the folder when kwsd may not write its pending area, or naming its
+    ledger when that cannot be read."""
     pending = directory / PENDING_DIR
     try:
         pending.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -89,6 +150,7 @@ def check_folder(directory: Path) -> None:
             pass
     except OSError as err:
         raise CaptureError(f"{directory}: cannot write there ({err.strerror or err})") from None
+    read_ledger(directory)
 
 
 class CaptureWriter:
@@ -106,6 +168,24 @@ class CaptureWriter:
         self._queue: queue.Queue[_Job | None] = queue.Queue(QUEUE_CAPTURES)
         self._thread = threading.Thread(target=self._run, name="kwsd-capture-writer", daemon=True)
         self._lock = threading.Lock()
+        self._base = read_ledger(settings.directory)
+        self._complete_from_ms = self._base.complete_from_ms
+        #: Audio time of this run (ms), read from the writer thread; the recorder sets it.
+        self.clock: Callable[[], int] = lambda: 0
+
+    def listened_ms(self, audio_time_ms: int | None = None) -> int:
+        """Listened time in this folder at this run's ``audio_time_ms`` (default: now)."""
+        return self._base.listened_ms + (self.clock() if audio_time_ms is None else audio_time_ms)
+
+    def ledger(self) -> Ledger:
+        with self._lock:
+            return Ledger(self.listened_ms(), self._complete_from_ms)
+
+    def _incomplete_until(self, listened_ms: Any) -> None:
+        """Captures before ``listened_ms`` are no longer all there (one was removed or lost)."""
+        at = listened_ms if isinstance(listened_ms, int) else self.listened_ms()
+        with self._lock:
+            self._complete_from_ms = max(self._complete_from_ms, at)
 
     def start(self) -> CaptureWriter:
         self._thread.start()
@@ -117,6 +197,7 @@ class CaptureWriter:
         except queue.Full:
             with self._lock:
                 self.dropped += 1
+            self._incomplete_until(sidecar.get("listened_ms"))
             log.warning("capture: the writer is behind (slow disk?); a %s capture dropped", label)
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -133,14 +214,20 @@ class CaptureWriter:
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=LEDGER_EVERY_S)
+            except queue.Empty:
+                self._write_ledger()
+                continue
             if job is None:
+                self._write_ledger()
                 return
             try:
                 path = self._write(job)
             except (OSError, KwsdError) as err:  # a full disk, a folder gone: the capture only
                 with self._lock:
                     self.dropped += 1
+                self._incomplete_until(job.sidecar.get("listened_ms"))
                 log.error(
                     "capture: cannot write a %s capture in %s (%s); dropped", job.label, self.pending, err
                 )
@@ -152,6 +239,13 @@ class CaptureWriter:
                 self._enforce_bounds()
             except OSError as err:
                 log.error("capture: cannot remove old captures in %s (%s)", self.pending, err)
+            self._write_ledger()
+
+    def _write_ledger(self) -> None:
+        try:
+            write_ledger(self.settings.directory, self.ledger())
+        except OSError as err:
+            log.error("capture: cannot update %s (%s)", self.settings.directory / LEDGER_NAME, err)
 
     def _write(self, job: _Job) -> Path:
         folder = self.pending / job.label
@@ -170,6 +264,7 @@ class CaptureWriter:
         while wavs and (len(wavs) > self.settings.max_files or total > limit_bytes):
             oldest = wavs.pop(0)
             total -= oldest.stat().st_size
+            self._incomplete_until(_listened_of(oldest.with_suffix(".json")))
             oldest.unlink()
             oldest.with_suffix(".json").unlink(missing_ok=True)
             with self._lock:
@@ -198,6 +293,7 @@ class CaptureRecorder:
         self.model = dict(model)
         self.detection = dict(detection)
         self.thresholds = dict(thresholds)
+        writer.clock = self.audio_time_ms
         span_ms = settings.pre_ms + settings.post_ms
         self._ring = np.zeros(self.rate * (span_ms + 1000) // 1000, np.int16)
         self._seen = 0  # samples fed, ever
@@ -284,11 +380,21 @@ class CaptureRecorder:
             "time": rfc3339(when),
             "audio_time_ms": at_ms,
             "first_sample_audio_time_ms": first * 1000 // self.rate,
+            "listened_ms": self.writer.listened_ms(at_ms),
+            "near_miss_threshold": self.settings.near_miss_threshold,
             "sample_rate_hz": self.rate,
             "labels": list(self.labels),
             "scores": [{"audio_time_ms": t, "scores": s} for t, s in self._scores if start_ms <= t <= end_ms],
         }
         self.writer.submit(label, samples, sidecar)
+
+
+def _listened_of(sidecar: Path) -> int | None:
+    try:
+        value = json.loads(sidecar.read_text(encoding="utf-8")).get("listened_ms")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _age(path: Path) -> tuple[float, int, str]:

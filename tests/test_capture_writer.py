@@ -144,3 +144,45 @@ def test_a_folder_kwsd_cannot_write_is_refused_naming_it(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(CaptureError, match="file: cannot write there"):
         check_folder(tmp_path / "file")
+
+
+def ledger_of(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "captures" / "listened.json").read_text())
+
+
+def test_the_ledger_counts_what_was_heard_across_restarts_and_each_sidecar_says_where_it_falls(tmp_path):
+    config = settings(tmp_path, pre_ms=500, post_ms=500)
+    for run in range(2):
+        writer = CaptureWriter(config, "pi", RATE).start()
+        rec = recorder(config, writer)
+        feed(rec, np.zeros(2 * RATE, np.int16))
+        rec.detected("yes", 0.95, 1500, WHEN)
+        feed(rec, np.zeros(2 * RATE, np.int16))  # 4 s heard in each run
+        writer.close()
+        assert ledger_of(tmp_path)["listened_ms"] == 4000 * (run + 1)
+    sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "captures/pending/yes").glob("*.json"))]
+    assert [s["listened_ms"] for s in sidecars] == [1500, 5500]  # the second run continues the count
+    assert ledger_of(tmp_path)["complete_from_ms"] == 0
+
+
+def test_a_capture_removed_by_the_bounds_or_dropped_ends_the_complete_span_before_it(tmp_path):
+    config = settings(tmp_path, max_files=1)
+    writer = CaptureWriter(config, "pi", RATE).start()
+    for listened in (1000, 2000):
+        writer.submit("yes", np.zeros(RATE, np.int16), {"listened_ms": listened})
+    writer.close()
+    assert ledger_of(tmp_path)["complete_from_ms"] == 1000  # the capture heard at 1000 ms is gone
+    writer = CaptureWriter(config, "pi", RATE)  # not started: a full queue drops
+    for listened in range(3000, 3017):
+        writer.submit("yes", np.zeros(10, np.int16), {"listened_ms": listened})
+    assert writer.ledger().complete_from_ms == 3016
+
+
+def test_a_ledger_that_is_not_one_is_refused_naming_it(tmp_path):
+    (tmp_path / "captures").mkdir()
+    (tmp_path / "captures" / "listened.json").write_text('{"listened_ms": -5, "complete_from_ms": 0}')
+    with pytest.raises(CaptureError, match=r"listened\.json: not a kwsd capture ledger"):
+        check_folder(tmp_path / "captures")
+    (tmp_path / "captures" / "listened.json").write_text("{")
+    with pytest.raises(CaptureError, match=r"listened\.json: cannot read it"):
+        check_folder(tmp_path / "captures")
