@@ -933,14 +933,21 @@ def _add_evaluate_parsers(sub: Any) -> None:
         help="sweep threshold, averaging window and suppression; pick them for a false-accept target",
         description="Run the audio through the daemon's pipeline once, replay the smoother with every "
         "setting of a grid on the recorded scores, and pick the setting with the lowest miss rate "
-        "whose false accepts per hour (over all the audio: the words audio and any background "
-        "audio) are within the target. Shows the trade-off as a table (and a DET plot with "
+        "whose false accepts per hour (over all the audio: the words audio, any background "
+        "audio, and the listening that reviewed captures stand for) are within the target. "
+        "Shows the trade-off as a table (and a DET plot with "
         "--plot) and writes the values into config.yaml's detection section in place, comments "
         "kept, the old file kept as .bak (--dry-run, or no --config: print the snippet). Exit 1 "
         "when no setting reaches the target (the closest is shown, nothing is written).",
     )
-    cal.add_argument("--audio", required=True, metavar="LONG.wav", help="audio with words (a WAV file)")
-    cal.add_argument("--truth", required=True, metavar="LONG.txt", help="its ground truth")
+    cal.add_argument("--audio", metavar="LONG.wav", help="audio with words (a WAV file)")
+    cal.add_argument("--truth", metavar="LONG.txt", help="its ground truth")
+    cal.add_argument(
+        "--captures",
+        metavar="DIR",
+        help="a capture folder (capture.directory) whose captures were filed by `kwsd review`: its "
+        "false alarms count per hour of the listening they were kept from, its right ones as words",
+    )
     cal.add_argument(
         "--background-audio",
         action="append",
@@ -997,6 +1004,33 @@ def _add_evaluate_parsers(sub: Any) -> None:
     )
     _add_truth_arguments(cal, DEFAULT_TOLERANCE_MS)
     cal.set_defaults(handler=_cmd_calibrate)
+
+
+def _warn_about_captures(captures: Any, labels: Sequence[str], thresholds: Sequence[float]) -> None:
+    """What the reviewed captures cannot tell, said before the sweep."""
+    for line in captures.left_out:
+        log.warning("--captures: %s", line)
+    if captures.pending:
+        log.warning(
+            "--captures: %d capture(s) in the span counted are still pending: review them "
+            "(`kwsd review %s`); until then they count as neither false alarms nor words",
+            captures.pending,
+            captures.directory,
+        )
+    if captures.other_models:
+        log.warning(
+            "--captures: %d capture(s) were kept with another model: they hold what that model fired "
+            "on; false alarms this model makes elsewhere are not in them",
+            captures.other_models,
+        )
+    low = [t for t in thresholds if captures.kept_above is not None and t < captures.kept_above]
+    if low:
+        log.warning(
+            "--captures: only scores above %.2f were kept (near_miss_threshold, else threshold); at "
+            "thresholds %s the captures hold only some of the false alarms",
+            captures.kept_above,
+            ", ".join(f"{t:g}" for t in sorted(low)),
+        )
 
 
 def _add_truth_arguments(parser: argparse.ArgumentParser, tolerance_ms: float) -> None:
@@ -1170,13 +1204,30 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             )
         else:
             model_path = str(config.model) if config.model is not None else None
-    truth = ev.read_truth(args.truth, skip_malformed=args.skip_malformed)
+    if (args.audio is None) != (args.truth is None):
+        given, missing = ("--audio", "--truth") if args.truth is None else ("--truth", "--audio")
+        raise _SettingError(f"{given}: give {missing} with it (the words audio and its ground truth)")
+    if args.audio is None and args.captures is None:
+        raise _SettingError(
+            "give --audio and --truth (words and their ground truth), --captures DIR, or both"
+        )
+    truth = ev.read_truth(args.truth, skip_malformed=args.skip_malformed) if args.truth is not None else None
     bundle, classifier = _load(model_path)
     labels = bundle.labels
-    ev.check_truth(truth, labels)
-    if not any(ev.is_keyword(w.label) for w in truth.words):
+    captures = ev.read_reviewed(args.captures, model_sha256=bundle.sha256) if args.captures else None
+    if truth is not None:
+        ev.check_truth(truth, labels)
+    keyword_words = sum(1 for w in truth.words if ev.is_keyword(w.label)) if truth is not None else 0
+    if captures is not None:
+        _warn_about_captures(captures, labels, thresholds)
+        keyword_words += captures.counts(labels)[0]
+    if not keyword_words:
+        where = " or ".join(
+            ([truth.source] if truth is not None else [])
+            + ([f"{args.captures}'s reviewed captures"] if captures else [])
+        )
         raise EvaluationError(
-            f"{truth.source}: no keyword words (only {UNKNOWN_LABEL} or none): the miss rate cannot be "
+            f"{where}: no keyword words (only {UNKNOWN_LABEL} or none): the miss rate cannot be "
             f"measured; give audio with words of {', '.join(x for x in labels if ev.is_keyword(x))}"
         )
     overrides: dict[str, Any] = dict(config.detection) if config is not None else {}
@@ -1211,6 +1262,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             args.audio,
             truth,
             args.background_audio,
+            captures=captures,
             spec=bundle.frontend,
             classifier=classifier,
             labels=labels,
@@ -1224,16 +1276,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         )
     except (SmootherError, PipelineError) as err:
         raise _SettingError(str(err)) from None
-    measured, points, choice = calibration.measured, calibration.points, calibration.choice
+    points, choice = calibration.points, calibration.choice
     current_figures = calibration.current_figures
 
-    hours = sum(m.audio.hours for m in measured)
+    hours = calibration.hours
     sources = [
         f"{Path(m.audio.path).name} ({m.audio.hours:.3f} h, "
         + (f"{len(m.truth)} words" if m.truth else "background only")
         + ")"
-        for m in measured
+        for m in calibration.files
     ]
+    if captures is not None:
+        sources.append(captures.describe(labels))
     measured_on = f"{' + '.join(sources)}: {hours:.3f} h in all"
     if hours and 1 / hours > target:
         log.warning(
@@ -1268,8 +1322,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         "kind": "kwsd calibration",
         "model": {"name": bundle.name, "sha256": bundle.sha256},
         "audio": [
-            {**m.audio.to_dict(), "words": len(m.truth), "background_only": not m.truth} for m in measured
+            {**m.audio.to_dict(), "words": len(m.truth), "background_only": not m.truth}
+            for m in calibration.files
         ],
+        "captures": None
+        if captures is None
+        else {
+            "directory": str(captures.directory),
+            "reviewed": len(captures.captures),
+            "words": captures.counts(labels)[0],
+            "not_keywords": captures.counts(labels)[1],
+            "listened_hours": round(captures.hours, 6),
+            "pending": captures.pending,
+            "left_out": list(captures.left_out),
+        },
         "hours": round(hours, 6),
         "tolerance_ms": args.tolerance_ms,
         "target_fa_per_hour": target,

@@ -622,3 +622,109 @@ def test_calibrate_as_a_library_function_replays_what_the_pipeline_does() -> Non
     assert len(result.points) == 1 and result.choice.reachable
     assert result.choice.point.figures == result.current_figures
     assert result.current_figures.words == 12 and result.hours == pytest.approx(36 / 3600, abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------
+# Reviewed captures (kwsd.capture, kwsd review) as audio to calibrate on.
+
+
+def keep_and_review_captures(folder: Path, threshold: float) -> tuple[int, int]:
+    """The demo over demo.wav as the daemon runs it with capture on (threshold ``threshold``),
+    then every capture filed by the truth as a person would: (right, wrong)."""
+    import datetime as dt
+
+    from kwsd.audio import open_audio
+    from kwsd.capture import CaptureRecorder, CaptureSettings, CaptureWriter
+    from kwsd.pipeline import Pipeline
+    from kwsd.review import file_capture, pending_captures
+
+    bundle = read_bundle(demo_bundle_path())
+    settings = resolve_detection(
+        bundle.detection, {"threshold": threshold}, window_stride_ms=bundle.frontend.window_stride_ms
+    )
+    pipeline = Pipeline(bundle.frontend, TfliteClassifier(bundle), bundle.labels, settings)
+    capture = CaptureSettings(folder, 2500, 500, None, 1000, 100)
+    writer = CaptureWriter(capture, "pi", 16000).start()
+    recorder = CaptureRecorder(
+        capture,
+        writer,
+        bundle.labels,
+        sample_rate_hz=16000,
+        model={"name": bundle.name, "sha256": bundle.sha256},
+        detection=settings.to_dict(),
+        thresholds={label: settings.threshold_of(label) for label in bundle.labels},
+    )
+    pipeline.on_smoothed = recorder.scores
+    with open_audio(DEMO_WAV, 16000) as reader:
+        for block in reader.blocks(1600):
+            recorder.feed(block)
+            for found in pipeline.feed(block):
+                recorder.detected(found.label, found.score, found.audio_time_ms, dt.datetime.now(dt.UTC))
+    recorder.feed(np.zeros(16000, np.int16))  # the last capture's post_ms
+    writer.close()
+    truth = ev.read_truth(DEMO_TRUTH)
+    right = wrong = 0
+    for item in pending_captures(folder):
+        assert not isinstance(item, str)
+        start = item.sidecar["audio_time_ms"] - 990
+        ok = any(w.label == item.label and abs(w.start_ms - start) <= 750 for w in truth.words)
+        file_capture(folder, item, "correct" if ok else "wrong", item.label if ok else UNKNOWN_LABEL)
+        right, wrong = right + ok, wrong + (not ok)
+    return right, wrong
+
+
+def test_reviewed_false_alarms_count_per_hour_of_the_listening_they_were_kept_from(tmp_path: Path) -> None:
+    folder = tmp_path / "captures"
+    right, wrong = keep_and_review_captures(folder, threshold=0.5)
+    assert wrong >= 1 and right >= 5  # a low threshold: words heard, and false alarms kept
+    captures = ev.read_reviewed(folder)
+    assert captures.listened_ms == 37000  # demo.wav and the second after it, not the captures' 3 s each
+    bundle = read_bundle(demo_bundle_path())
+    current = resolve_detection(
+        bundle.detection, {"threshold": 0.5}, window_stride_ms=bundle.frontend.window_stride_ms
+    )
+    result = ev.calibrate(
+        None,
+        None,
+        [],
+        captures=captures,
+        spec=bundle.frontend,
+        classifier=TfliteClassifier(bundle),
+        labels=bundle.labels,
+        current=current,
+        thresholds=[0.5, 0.99],
+        average_windows_ms=[current.average_window_ms],
+        suppressions_ms=[current.suppression_ms],
+        target_fa_per_hour=1e6,
+    )
+    low, high = sorted(result.points, key=lambda p: p.setting.threshold)
+    # Each capture replayed from its own start: the false alarms fire again at the threshold
+    # they were kept at, and count over the 37 s listened.
+    assert low.figures.false_accepts >= 1
+    assert low.fa_per_hour == pytest.approx(low.figures.false_accepts / (37000 / 3_600_000))
+    assert high.figures.false_accepts < low.figures.false_accepts
+    assert result.hours == pytest.approx(37000 / 3_600_000)
+
+
+def test_calibrate_takes_reviewed_captures_beside_the_words_audio(tmp_path: Path) -> None:
+    folder = tmp_path / "captures"
+    right, wrong = keep_and_review_captures(folder, threshold=0.5)
+    (folder / "pending" / "yes").mkdir(parents=True, exist_ok=True)
+    result = kwsd("calibrate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--captures", folder, "--json")
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    assert report["captures"]["reviewed"] == right + wrong
+    assert report["captures"]["listened_hours"] == pytest.approx(37000 / 3_600_000, abs=1e-6)
+    assert report["hours"] == pytest.approx(report["audio"][0]["hours"] + 37000 / 3_600_000, abs=1e-5)
+    assert "only scores above 0.50 were kept" in result.stderr  # thresholds 0.30..0.45 are partial
+
+
+def test_calibrate_refuses_captures_it_cannot_count(tmp_path: Path) -> None:
+    missing = kwsd("calibrate", "--captures", tmp_path / "nowhere")
+    assert missing.returncode == 66 and "--captures" in missing.stderr and "no such folder" in missing.stderr
+    (tmp_path / "old" / "reviewed" / "_unknown_").mkdir(parents=True)
+    no_ledger = kwsd("calibrate", "--captures", tmp_path / "old")
+    assert no_ledger.returncode != 0 and "no listened.json" in no_ledger.stderr, no_ledger.stderr
+    half = kwsd("calibrate", "--audio", DEMO_WAV)
+    assert half.returncode == 64 and "--audio: give --truth with it" in half.stderr
+    assert "Traceback" not in missing.stderr + no_ledger.stderr + half.stderr

@@ -67,6 +67,7 @@ from kwsd.evaluate.calibration import (
     refine_per_label,
     sweep,
 )
+from kwsd.evaluate.captures import ReviewedCapture, ReviewedSet, read_reviewed
 from kwsd.evaluate.configfile import (
     detection_snippet,
     edit_detection_text,
@@ -134,6 +135,8 @@ __all__ = [
     "Measured",
     "Point",
     "RecordedScores",
+    "ReviewedCapture",
+    "ReviewedSet",
     "ScoredDetection",
     "Setting",
     "StreamFigures",
@@ -160,6 +163,7 @@ __all__ = [
     "label_threshold_list",
     "parse_truth",
     "plot_det",
+    "read_reviewed",
     "read_truth",
     "refine_per_label",
     "run_stream",

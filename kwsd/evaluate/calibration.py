@@ -14,8 +14,16 @@ import numpy.typing as npt
 
 from kwsd.classifier import Classifier
 from kwsd.detection import DetectionSettings
-from kwsd.errors import EvaluationError
-from kwsd.evaluate.scoring import DEFAULT_TOLERANCE_MS, StreamFigures, figures, is_keyword, score_detections
+from kwsd.errors import AudioFormatError, EvaluationError
+from kwsd.evaluate.captures import ReviewedSet
+from kwsd.evaluate.scoring import (
+    DEFAULT_TOLERANCE_MS,
+    MS_PER_HOUR,
+    StreamFigures,
+    figures,
+    is_keyword,
+    score_detections,
+)
 from kwsd.evaluate.streams import AudioFacts, RecordedScores, run_stream, smooth
 from kwsd.evaluate.truth import GroundTruth, TruthWord, check_truth
 from kwsd.frontend import FrontendSpec
@@ -147,11 +155,20 @@ class Setting:
 
 @dataclass(frozen=True)
 class Measured:
-    """One audio file to calibrate on: its recorded scores, its truth (empty: background only)."""
+    """One audio file to calibrate on: its recorded scores, its truth (empty: background only).
+
+    ``counted_ms``: the audio time its false accepts count over when not its own length (a
+    reviewed capture counts 0: the listening it stands for is counted once for all of them).
+    """
 
     audio: AudioFacts
     recorded: RecordedScores
     truth: tuple[TruthWord, ...] = ()
+    counted_ms: float | None = None
+
+    @property
+    def audio_ms(self) -> float:
+        return self.recorded.audio_ms if self.counted_ms is None else self.counted_ms
 
 
 @dataclass(frozen=True)
@@ -179,10 +196,13 @@ class Sweeper:
         minimum_count: int,
         rule: FiringRule,
         tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+        listened_ms: float = 0.0,
     ) -> None:
         if not measured:
             raise EvaluationError("nothing to calibrate on: no audio given")
         self.measured = list(measured)
+        #: Audio time counted beyond the files' own: the listening reviewed captures stand for.
+        self.listened_ms = listened_ms
         self.labels = measured[0].recorded.labels
         self.minimum_count = minimum_count
         self.rule = rule
@@ -205,14 +225,12 @@ class Sweeper:
 
     def evaluate(self, setting: Setting, detections: list[list[Detection]] | None = None) -> Point:
         runs = detections if detections is not None else self.detections(setting)
-        total: StreamFigures | None = None
+        total = figures([], [], self.labels, self.listened_ms)
         for m, found in zip(self.measured, runs, strict=True):
             scored = score_detections(
                 found, m.truth, window_ms=m.recorded.window_ms, tolerance_ms=self.tolerance_ms
             )
-            one = figures(scored, m.truth, self.labels, m.recorded.audio_ms)
-            total = one if total is None else total + one
-        assert total is not None
+            total += figures(scored, m.truth, self.labels, m.audio_ms)
         return Point(setting, total)
 
     def check_replay(self, setting: Setting) -> None:
@@ -381,6 +399,8 @@ class Calibration:
     """What ``kwsd calibrate`` measured and chose (the command prints it and writes the config)."""
 
     measured: tuple[Measured, ...]
+    #: The reviewed captures calibrated on (their listening counts in :attr:`hours`), if any.
+    captures: ReviewedSet | None
     #: Every setting tried, and the one chosen (``choice.reachable``: it meets the target).
     points: list[Point]
     choice: Choice
@@ -390,14 +410,22 @@ class Calibration:
 
     @property
     def hours(self) -> float:
-        return sum(m.audio.hours for m in self.measured)
+        return sum(m.audio_ms for m in self.measured) / MS_PER_HOUR + (
+            self.captures.hours if self.captures is not None else 0.0
+        )
+
+    @property
+    def files(self) -> tuple[Measured, ...]:
+        """The audio files given (the words and the background), without the captures."""
+        return tuple(m for m in self.measured if m.counted_ms is None)
 
 
 def calibrate(
-    words_audio: str,
-    truth: GroundTruth,
+    words_audio: str | None,
+    truth: GroundTruth | None,
     background_audio: Sequence[str],
     *,
+    captures: ReviewedSet | None = None,
     spec: FrontendSpec,
     classifier: Classifier,
     labels: Sequence[str],
@@ -409,27 +437,48 @@ def calibrate(
     per_label: bool = False,
     tolerance_ms: float = DEFAULT_TOLERANCE_MS,
 ) -> Calibration:
-    """Run the model once over the words (with their truth) and each background file with the
-    ``current`` settings, then replay the grid of thresholds, averaging windows and
-    suppressions on the recorded scores (``current``'s clip stride, minimum count and rule),
-    and choose the setting that misses fewest words within ``target_fa_per_hour`` (per label
-    after that with ``per_label``). The choice is replayed through RecognizeCommands in full
-    and must give the same detections."""
+    """Run the model once over the words (with their truth), each background file and each
+    reviewed capture (:mod:`kwsd.evaluate.captures`) with the ``current`` settings, then replay
+    the grid of thresholds, averaging windows and suppressions on the recorded scores
+    (``current``'s clip stride, minimum count and rule), and choose the setting that misses
+    fewest words within ``target_fa_per_hour`` (per label after that with ``per_label``). The
+    choice is replayed through RecognizeCommands in full and must give the same detections."""
     started = time.perf_counter()
     measured: list[Measured] = []
-    current_figures: StreamFigures | None = None
-    for path, words in [(words_audio, truth.words), *((p, ()) for p in background_audio)]:
+    listened_ms = float(captures.listened_ms) if captures is not None else 0.0
+    current_figures = figures([], [], labels, listened_ms)
+    files: list[tuple[str, tuple[TruthWord, ...]]] = []
+    if words_audio is not None and truth is not None:
+        files.append((words_audio, truth.words))
+    files.extend((p, ()) for p in background_audio)
+    for path, words in files:
         detections, recorded, audio = run_stream(path, spec, classifier, labels, settings=current)
-        if words:
+        if words and truth is not None:
             check_truth(truth, labels, audio.audio_ms)
         measured.append(Measured(audio, recorded, tuple(words)))
         scored = score_detections(detections, words, window_ms=recorded.window_ms, tolerance_ms=tolerance_ms)
-        one = figures(scored, words, labels, audio.audio_ms)
-        current_figures = one if current_figures is None else current_figures + one
-    assert current_figures is not None
+        current_figures += figures(scored, words, labels, audio.audio_ms)
+    for capture in captures.captures if captures is not None else ():
+        try:
+            detections, recorded, audio = run_stream(capture.wav, spec, classifier, labels, settings=current)
+        except AudioFormatError as err:
+            log.warning("%s; left out", err)
+            continue
+        word = capture.truth_label(labels)
+        start_ms = max(0.0, capture.decision_ms - recorded.window_ms)
+        one_word = (TruthWord(word, start_ms),) if word is not None else ()
+        measured.append(Measured(audio, recorded, one_word, counted_ms=0.0))
+        scored = score_detections(
+            detections, one_word, window_ms=recorded.window_ms, tolerance_ms=tolerance_ms
+        )
+        current_figures += figures(scored, one_word, labels, 0.0)
     streamed_s = time.perf_counter() - started
     sweeper = Sweeper(
-        measured, minimum_count=current.minimum_count, rule=current.rule, tolerance_ms=tolerance_ms
+        measured,
+        minimum_count=current.minimum_count,
+        rule=current.rule,
+        tolerance_ms=tolerance_ms,
+        listened_ms=listened_ms,
     )
     points = sweep(
         sweeper, thresholds=thresholds, average_windows_ms=average_windows_ms, suppressions_ms=suppressions_ms
@@ -446,4 +495,4 @@ def calibrate(
         len(points),
         time.perf_counter() - started - streamed_s,
     )
-    return Calibration(tuple(measured), points, choice, current_figures, streamed_s)
+    return Calibration(tuple(measured), captures, points, choice, current_figures, streamed_s)
