@@ -155,7 +155,7 @@ class CaptureConfig:
     #: Captures go to ``<directory>/pending/<label>/`` until reviewed.
     directory: Path = Path("/var/lib/kwsd/captures")
     #: Audio kept before the decision (the word is in the clip that ends there) ...
-    pre_ms: int = 1500
+    pre_ms: int = 2500
     #: ... and after it.
     post_ms: int = 500
     #: A keyword label whose smoothed score passes this but not its threshold is kept as a
