@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import math
 import re
 import shutil
@@ -552,6 +553,287 @@ def test_a_partition_without_wanted_clips_says_why(tmp_path: Path) -> None:
         "of a speaker (the name before _nohash_) in one partition, and too few speakers or files fall in "
         "this one at --validation_percentage 10 --testing_percentage 10: add files from more speakers or "
         "raise the percentage)"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Capture sets: a folder of reviewed kwsd captures (kwsd run's WAVs with their sidecars).
+
+#: A capture of 3 s: 1 s of one thing, then the 1 s the model heard when it fired, then 1 s after.
+CAPTURE_FIRST_MS = 41_000  # the audio time of the WAV's first sample
+CAPTURE_DECISION_MS = 43_000  # the end of the window that fired: 2 s into the WAV
+
+
+def planted(rate: int = RATE) -> np.ndarray[Any, Any]:
+    """Before the window: a constant 1000; the window: a ramp 1..rate; after it: -1000."""
+    return np.concatenate((np.full(rate, 1000), np.arange(1, rate + 1) % 30000, np.full(rate, -1000))).astype(
+        np.int16
+    )
+
+
+def make_capture(
+    root: Path,
+    folder: str,
+    name: str,
+    samples: np.ndarray[Any, Any] | None = None,
+    *,
+    rate: int = RATE,
+    decision_ms: float = CAPTURE_DECISION_MS,
+    first_ms: float = CAPTURE_FIRST_MS,
+    sidecar: dict[str, Any] | None = None,
+) -> Path:
+    """root/<folder>/<name>.wav and its sidecar, as kwsd run writes them and kwsd review files them."""
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    wav = root / folder / f"{name}.wav"
+    write_wav(wav, planted(rate) if samples is None else samples, rate)
+    verdict = "wrong" if folder == UNKNOWN_LABEL else "correct"
+    side = {
+        "kind": "detection",
+        "label": "yes",
+        "score": 0.91,
+        "audio_time_ms": decision_ms,
+        "first_sample_audio_time_ms": first_ms,
+        "sample_rate_hz": rate,
+        "model": {"name": "demo", "sha256": "ab" * 32},
+        "review": {"verdict": verdict, "label": folder, "time": "2026-01-02T03:04:05Z"},
+    }
+    if sidecar is not None:
+        side = sidecar
+    wav.with_suffix(".json").write_text(json.dumps(side), encoding="utf-8")
+    return wav
+
+
+@pytest.fixture
+def captures(tmp_path: Path) -> Path:
+    """reviewed/: 3 false alarms in _unknown_/, 2 correct yes, 1 filed as another word (hey)."""
+    root = tmp_path / "reviewed"
+    for n in range(3):
+        make_capture(root, UNKNOWN_LABEL, f"pi_nohash_{n}")
+    for n in range(2):
+        make_capture(root, "yes", f"pi_nohash_{n}")
+    make_capture(root, "hey", "pi_nohash_0")
+    return root
+
+
+def test_a_capture_set_uses_every_clip_with_its_folder_s_label_all_in_training(captures: Path) -> None:
+    data = load_dataset(captures, YES_NO, seed=1)
+    assert data.capture_set
+    assert data.labels == [SILENCE_LABEL, UNKNOWN_LABEL, "yes", "no"]
+    assert sorted((i.label, i.path) for i in data.items["training"]) == [
+        (UNKNOWN_LABEL, "_unknown_/pi_nohash_0.wav"),
+        (UNKNOWN_LABEL, "_unknown_/pi_nohash_1.wav"),
+        (UNKNOWN_LABEL, "_unknown_/pi_nohash_2.wav"),
+        (UNKNOWN_LABEL, "hey/pi_nohash_0.wav"),  # another word: a negative too
+        ("yes", "yes/pi_nohash_0.wav"),
+        ("yes", "yes/pi_nohash_1.wav"),
+    ]
+    # No silence, no sampling, no held-out part; "no" has no folder and needs none.
+    assert data.items["validation"] == [] and data.items["testing"] == []
+    assert data.counts()["training"] == {SILENCE_LABEL: 0, UNKNOWN_LABEL: 4, "yes": 2, "no": 0}
+    assert data.words["training"] == {
+        "_unknown_": ["_unknown_/pi_nohash_0.wav", "_unknown_/pi_nohash_1.wav", "_unknown_/pi_nohash_2.wav"],
+        "hey": ["hey/pi_nohash_0.wav"],
+        "yes": ["yes/pi_nohash_0.wav", "yes/pi_nohash_1.wav"],
+    }
+    assert data.report.lines() == [
+        "checked 6 file(s) with kwsd's reader",
+        "reviewed kwsd captures: 6 clip(s) (_unknown_ 4, yes 2), each cut to the 1000 ms the model heard "
+        "when it fired (a near-miss: at its peak); all training (held-out figures come from the other "
+        "sources); _unknown_ from the folders _unknown_/ 3, hey/ 1",
+        f"no background noise ({captures / '_background_noise_'} does not exist): its clips get no "
+        "background mix (they are room audio already)",
+    ]  # the sidecars are read, not listed as ignored
+    assert data.noise == {}
+
+
+def test_each_capture_is_cut_to_the_window_the_model_heard(captures: Path) -> None:
+    data = load_dataset(captures, YES_NO, seed=1)
+    window = planted()[RATE : 2 * RATE]  # the second second: the ramp, nothing before or after it
+    for item in data.items["training"]:
+        assert item.path is not None
+        np.testing.assert_array_equal(data.clip(item.path), window / 32768)
+        assert data.capture_ends[item.path] == 2 * RATE
+    assert data.report.cropped == {} and data.report.padded == {} and data.report.capture_padded == {}
+
+
+def test_a_capture_that_began_late_is_zero_padded_at_the_start(tmp_path: Path) -> None:
+    root = tmp_path / "reviewed"
+    # kwsd had heard only 600 ms when it fired: the capture starts at audio time 0.
+    make_capture(root, "yes", "pi_nohash_0", planted(), decision_ms=600, first_ms=0)
+    data = load_dataset(root, YES_NO, seed=1)
+    clip = data.clip("yes/pi_nohash_0.wav")
+    np.testing.assert_array_equal(clip[: RATE * 400 // 1000], 0)
+    np.testing.assert_array_equal(clip[RATE * 400 // 1000 :], planted()[: RATE * 600 // 1000] / 32768)
+    assert data.report.capture_padded == {"yes/pi_nohash_0.wav": 600.0}
+    assert (
+        "1 capture(s) hold less than the 1000 ms the model heard (the capture began late): the rest of the "
+        "window is zeros; the least: yes/pi_nohash_0.wav (600 ms)"
+    ) in data.report.lines()
+
+
+def test_a_capture_at_another_rate_is_resampled_and_cut_in_its_own_time(tmp_path: Path) -> None:
+    root = tmp_path / "reviewed"
+    t = np.arange(3 * 48000) / 48000
+    fired = (t >= 1.0) & (t < 2.0)  # a 1 kHz tone in the window that fired, silence around it
+    audio = np.rint(np.sin(2 * np.pi * 1000 * t) * 0.5 * 32767 * fired).astype(np.int16)
+    make_capture(root, UNKNOWN_LABEL, "pi_nohash_0", audio, rate=48000)
+    data = load_dataset(root, YES_NO, seed=1)
+    clip = data.clip("_unknown_/pi_nohash_0.wav")
+    assert clip.shape == (RATE,)
+    assert int(np.argmax(np.abs(np.fft.rfft(clip)))) == 1000  # 1 s at 16 kHz: bin = Hz
+    assert np.sqrt(np.mean(clip[200:-200] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
+    assert data.report.converted == {"_unknown_/pi_nohash_0.wav": "48000 Hz, 1 channel, pcm16"}
+
+
+def test_a_capture_set_with_list_files_is_split_by_them(captures: Path) -> None:
+    (captures / "validation_list.txt").write_text("_unknown_/pi_nohash_0.wav\n")
+    (captures / "testing_list.txt").write_text("yes/pi_nohash_1.wav\n")
+    data = load_dataset(captures, YES_NO, seed=1)
+    assert [(i.label, i.path) for i in data.items["validation"]] == [
+        (UNKNOWN_LABEL, "_unknown_/pi_nohash_0.wav")
+    ]
+    assert [(i.label, i.path) for i in data.items["testing"]] == [("yes", "yes/pi_nohash_1.wav")]
+    assert len(data.items["training"]) == 4
+    assert data.report.notes[0].endswith(
+        "; training 4, validation 1, testing 1 (by the list files); _unknown_ from the folders "
+        "_unknown_/ 3, hey/ 1"
+    )
+
+
+def test_a_wav_without_its_sidecar_in_a_capture_set_is_named(captures: Path) -> None:
+    lost = captures / "yes" / "pi_nohash_1.wav"
+    lost.with_suffix(".json").unlink()
+    with pytest.raises(DatasetError) as error:
+        load_dataset(captures, YES_NO, seed=1)
+    assert str(error.value) == (
+        f"{lost}: no capture sidecar pi_nohash_1.json beside it, while 5 of the 6 .wav files in {captures} "
+        "have one (1 have none): in a folder of kwsd captures every WAV needs its sidecar (kwsd review keeps "
+        "them), in a folder of ordinary clips none has one; restore it or move the WAV out"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "reason"),
+    [
+        (
+            "{not json",
+            "its capture sidecar pi_nohash_0.json is not valid JSON (Expecting property name "
+            "enclosed in double quotes: line 1 column 2 (char 1))",
+        ),
+        ("[1, 2]", "its capture sidecar pi_nohash_0.json is not a JSON object"),
+        (
+            '{"audio_time_ms": 43000, "sample_rate_hz": 16000}',
+            "its capture sidecar pi_nohash_0.json has none for first_sample_audio_time_ms (expected a "
+            "number of ms, as kwsd run writes it)",
+        ),
+        (
+            '{"audio_time_ms": "soon", "first_sample_audio_time_ms": 0, "sample_rate_hz": 16000}',
+            "its capture sidecar pi_nohash_0.json has 'soon' for audio_time_ms (expected a number of ms, "
+            "as kwsd run writes it)",
+        ),
+        (
+            '{"audio_time_ms": 43000, "first_sample_audio_time_ms": 41000}',
+            "its capture sidecar pi_nohash_0.json has none for sample_rate_hz (expected a positive whole "
+            "number)",
+        ),
+        (
+            '{"audio_time_ms": 43000, "first_sample_audio_time_ms": 41000, "sample_rate_hz": 48000}',
+            "its capture sidecar pi_nohash_0.json says sample_rate_hz 48000, the WAV is 16000 Hz (not the "
+            "recording the sidecar describes)",
+        ),
+        (
+            '{"audio_time_ms": 49000, "first_sample_audio_time_ms": 41000, "sample_rate_hz": 16000}',
+            "its capture sidecar pi_nohash_0.json puts the model's window at 7000..8000 ms, outside the "
+            "recording (0..3000 ms)",
+        ),
+    ],
+)
+def test_a_bad_sidecar_stops_the_load_naming_the_wav_or_is_skipped(
+    captures: Path, sidecar: str, reason: str
+) -> None:
+    bad = captures / "yes" / "pi_nohash_0.wav"
+    bad.with_suffix(".json").write_text(sidecar, encoding="utf-8")
+    with pytest.raises(DatasetError) as error:
+        load_dataset(captures, YES_NO, seed=1)
+    assert (
+        str(error.value) == f"{bad}: {reason} (fix or remove it, or leave bad files out with skip_bad_files)"
+    )
+    settings = DatasetSettings(wanted_words=("yes", "no"), skip_bad_files=True)
+    data = load_dataset(captures, settings, seed=1)
+    assert data.report.skipped == {"yes/pi_nohash_0.wav": reason}
+    assert [i.path for i in data.items["training"] if i.label == "yes"] == ["yes/pi_nohash_1.wav"]
+
+
+def test_a_capture_without_review_is_used_and_said(captures: Path) -> None:
+    make_capture(captures, "yes", "pi_nohash_7", sidecar={
+        "audio_time_ms": CAPTURE_DECISION_MS, "first_sample_audio_time_ms": CAPTURE_FIRST_MS,
+        "sample_rate_hz": RATE,
+    })  # fmt: skip
+    data = load_dataset(captures, YES_NO, seed=1)
+    assert data.counts()["training"]["yes"] == 3
+    assert data.report.notes[1] == (
+        "1 capture(s) have no review in their sidecar (not filed by kwsd review): their folder is taken "
+        "as their label, e.g. yes/pi_nohash_7.wav"
+    )
+
+
+def test_the_capture_windows_are_in_the_feature_cache_key(captures: Path) -> None:
+    from kwsd.frontend import FrontendKind, FrontendSpec
+    from kwsd_tools.training.features import Augmentation, _cache_key
+
+    spec = FrontendSpec(FrontendKind.MFCC, window_stride_ms=20)
+    key = _cache_key(load_dataset(captures, YES_NO, seed=1), spec, "training", augmentation=Augmentation(),
+                     copies=1, seed=1)  # fmt: skip
+    side = captures / "yes" / "pi_nohash_0.json"
+    moved = {**json.loads(side.read_text()), "audio_time_ms": CAPTURE_DECISION_MS - 500}
+    side.write_text(json.dumps(moved))
+    again = _cache_key(load_dataset(captures, YES_NO, seed=1), spec, "training", augmentation=Augmentation(),
+                       copies=1, seed=1)  # fmt: skip
+    assert again != key
+
+
+# Capture sets among the sources (tools/kwsd_tools/training/sources.py).
+
+
+def test_a_capture_set_beside_a_data_set_loads_with_its_held_out_parts_empty(
+    captures: Path, spread: Path
+) -> None:
+    from kwsd_tools.training.sources import DataSource, load_sources
+
+    sources = [DataSource("words", spread), DataSource("room", captures, 2.0)]
+    words, room = load_sources(sources, YES_NO, seed=1)
+    assert not words.capture_set and room.capture_set
+    assert [len(room.items[p]) for p in PARTITIONS] == [6, 0, 0]
+    assert all(words.items[p] for p in PARTITIONS)
+
+
+def test_a_capture_set_alone_is_refused_unless_lists_split_it(captures: Path) -> None:
+    from kwsd_tools.training.sources import DataSource, load_sources
+    from kwsd_tools.training.trainer import TrainingError
+
+    with pytest.raises(TrainingError) as error:
+        load_sources([DataSource("reviewed", captures)], YES_NO, seed=1)
+    assert str(error.value) == (
+        f"--data_dir reviewed={captures}:1: no source has validation clips (reviewed kwsd captures are all "
+        f"training data): give the captures beside a data set that has them, e.g. --data_dir words=DIR "
+        f"--data_dir reviewed={captures}:2, or split them with validation_list.txt and testing_list.txt"
+    )
+    (captures / "validation_list.txt").write_text("_unknown_/pi_nohash_0.wav\n")
+    (captures / "testing_list.txt").write_text("yes/pi_nohash_1.wav\n")
+    (data,) = load_sources([DataSource("reviewed", captures)], YES_NO, seed=1)
+    assert [len(data.items[p]) for p in PARTITIONS] == [4, 1, 1]
+
+
+def test_a_capture_set_for_evaluation_only_is_refused(captures: Path, spread: Path) -> None:
+    from kwsd_tools.training.sources import DataSource, load_sources
+    from kwsd_tools.training.trainer import TrainingError
+
+    with pytest.raises(TrainingError) as error:
+        load_sources([DataSource("words", spread), DataSource("room", captures, 0.0)], YES_NO, seed=1)
+    assert str(error.value) == (
+        f"--data_dir room={captures}:0: reviewed kwsd captures are all training data, so weight 0 "
+        "(evaluation only) leaves nothing of them to use: give it a weight above 0, or split it with "
+        "validation_list.txt and testing_list.txt"
     )
 
 

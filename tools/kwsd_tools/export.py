@@ -6,7 +6,9 @@
 
 Unlike freeze.py, no front-end flag has to be repeated: the checkpoint's record (the ``.json``
 beside it) holds the architecture, labels, front end and data set it was trained with, and
-the bundle carries them to the daemon. Written into ``--model_dir``:
+the bundle carries them to the daemon (with the checkpoint's path, so that ``tools/train.py
+--fine_tune_from`` can take the bundle for the weights it was made from, and, for a fine-tuned
+checkpoint, what it was fine-tuned from). Written into ``--model_dir``:
 
 * ``<name>.kwsd`` (full int8: int8 input and output, calibrated on real training features)
   and ``<name>-float.kwsd`` (float32), each with its test accuracy measured by the TFLite
@@ -112,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         tool=TOOL_NAME,
         dataset={
             "data_dir": str(data_dir),
-            "checkpoint": str(prefix),
+            # Absolute: tools/train.py --fine_tune_from finds the weights by it, from any folder.
+            "checkpoint": str(prefix.resolve()),
+            **({"fine_tuned_from": record["fine_tuned_from"]} if "fine_tuned_from" in record else {}),
             "seed": source["seed"],
             "sources": {s.name: {"data_dir": str(s.data_dir), "weight": s.weight} for s in sources},
         },

@@ -10,11 +10,17 @@ What happens, in order (each step says what it did):
 
 1. data: ``--data_url`` is downloaded and extracted into ``--data_dir`` once (empty: local data
    only); every file is checked (rate, channels, encoding, length, readability) and a report
-   says what was converted or refused and why;
+   says what was converted or refused and why. A folder of reviewed kwsd captures (``kwsd
+   review``'s ``reviewed/``) is a source of its own kind: every clip, cut to the window the
+   model heard, all training, given beside a data set with held-out clips
+   (tools/kwsd_tools/training/sources.py);
 2. features: kwsd's own front end (the daemon's code) on every clip, augmented training
    copies included (see tools/kwsd_tools/training/features.py), cached under ``--train_dir``;
 3. training: train.py's schedule, per-step line, confusion matrices with label names,
    checkpoints, ``--start_checkpoint`` resume and TensorBoard logs in ``--summaries_dir``;
+   ``--fine_tune_from`` starts from another run's weights (a checkpoint, or a bundle made by
+   tools/export.py) instead of random ones: its optimizer and step are not taken, this run's
+   schedule runs from step 1 (e.g. ``--how_many_training_steps 200 --learning_rate 0.0005``);
 4. export into ``--model_dir``: ``<arch>.kwsd`` (int8) and ``<arch>-float.kwsd`` with their
    test accuracy measured by the TFLite interpreter, the bare .tflite files, labels and a C
    array for TFLite Micro (``tools/export.py`` does this step alone from any checkpoint).
@@ -49,7 +55,16 @@ from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, M
 from kwsd_tools.training.augment import AugmentSettingError, SpecAugment
 from kwsd_tools.training.features import Augmentation, FeatureSet
 from kwsd_tools.training.sources import ATTRIBUTION_FILE
-from kwsd_tools.training.trainer import RunSettings, Schedule, TrainingError
+from kwsd_tools.training.trainer import (
+    FineTuneBase,
+    RunSettings,
+    Schedule,
+    TrainingError,
+    check_identity,
+    fine_tune_base,
+    fine_tune_conflict,
+    read_checkpoint_identity,
+)
 
 if TYPE_CHECKING:
     from kwsd_tools.training.augment import AugmentAssets
@@ -132,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     wanted = tuple(w.strip().lower() for w in args.wanted_words.split(",") if w.strip())
     if not wanted:
         raise TrainingError("--wanted_words: expected at least one word")
+    options = json.loads(args.model_options) if args.model_options else {}
+    # The base of a fine-tuning run, checked before any data is read.
+    base, fine_tuned_from = starting_point(args, run_identity(args, spec, wanted, options))
     settings = data.DatasetSettings(
         sample_rate_hz=args.sample_rate,
         clip_duration_ms=args.clip_duration_ms,
@@ -190,7 +208,6 @@ def run(args: argparse.Namespace) -> int:
     # gives the same step lines and the same weights.
     tf.keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
-    options = json.loads(args.model_options) if args.model_options else {}
     frames, features = spec.feature_shape
     model = models.build_model(
         args.model_architecture,
@@ -201,13 +218,13 @@ def run(args: argparse.Namespace) -> int:
         options=options,
     )
     print(f"model: {models.describe(model)}", file=sys.stderr)
-    identity = {
-        "architecture": args.model_architecture,
-        "labels": labels,
-        "frontend": spec.to_dict(),
-        "model_options": options,
-        "dropout": args.dropout,
-    }
+    identity = run_identity(args, spec, wanted, options)
+    if base is not None:
+        print(
+            f"fine-tune: from {base.describe()}: its weights only (a new optimizer), steps 1 to "
+            f"{schedule.total} at --learning_rate {args.learning_rate}",
+            file=sys.stderr,
+        )
     run_settings = RunSettings(
         architecture=args.model_architecture,
         labels=tuple(labels),
@@ -235,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
                 ],
                 "spec_augment": vars(spec_augment),
             },
+            **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from else {}),
         },
         spec_augment=spec_augment,
     )
@@ -249,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         train_dir=train_dir,
         summaries_dir=Path(args.summaries_dir) if args.summaries_dir else None,
         start_checkpoint=Path(args.start_checkpoint) if args.start_checkpoint else None,
+        fine_tune=base,
     )
     print(
         f"training: steps to {result.last_step} in {result.seconds:.0f} s "
@@ -279,6 +298,9 @@ def run(args: argparse.Namespace) -> int:
         dataset={
             "data_dir": str(data_dir),
             "data_url": args.data_url,
+            # Where its trainable weights are: --fine_tune_from takes this bundle for them.
+            "checkpoint": str(result.checkpoint.resolve()),
+            **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from else {}),
             "items": {p: sum(len(d.items[p]) for d in datasets) for p in data.PARTITIONS},
             "seed": args.seed,
             "split": {
@@ -292,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
                     "data_dir": str(s.data_dir),
                     "weight": s.weight,
                     "items": {p: len(d.items[p]) for p in data.PARTITIONS},
+                    **({"captures": True} if d.capture_set else {}),
                     **({"attribution": attributions[s.name]} if attributions[s.name] else {}),
                 }
                 for s, d in zip(sources, datasets, strict=True)
@@ -310,6 +333,40 @@ def run(args: argparse.Namespace) -> int:
         print(f"export: {item.summary}", file=sys.stderr)
     print(f"done in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
+
+
+def run_identity(
+    args: argparse.Namespace, spec: FrontendSpec, wanted: tuple[str, ...], options: dict[str, object]
+) -> dict[str, object]:
+    """What a resumed or fine-tuned run must agree with its checkpoint on (the labels are the
+    data set's: ``_silence_``, ``_unknown_``, then the wanted words)."""
+    from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
+
+    return {
+        "architecture": args.model_architecture,
+        "labels": [SILENCE_LABEL, UNKNOWN_LABEL, *wanted],
+        "frontend": spec.to_dict(),
+        "model_options": options,
+        "dropout": args.dropout,
+    }
+
+
+def starting_point(
+    args: argparse.Namespace, identity: dict[str, object]
+) -> tuple[FineTuneBase | None, dict[str, object] | None]:
+    """``--fine_tune_from``'s base, found and checked against this run (TrainingError naming
+    the flag and the file), and the ``fine_tuned_from`` this run records: the base's, or, for
+    a resumed run, the one its checkpoint recorded."""
+    if args.fine_tune_from and args.start_checkpoint:
+        raise TrainingError(fine_tune_conflict(Path(args.start_checkpoint), Path(args.fine_tune_from)))
+    if args.fine_tune_from:
+        base = fine_tune_base(Path(args.fine_tune_from))
+        check_identity(base.checkpoint, base.record, identity, where=base.where)
+        return base, base.provenance()
+    if args.start_checkpoint:
+        carried = read_checkpoint_identity(Path(args.start_checkpoint)).get("fine_tuned_from")
+        return None, carried if isinstance(carried, dict) else None
+    return None, None
 
 
 def _label_folders(data_dir: Path) -> list[str]:
@@ -351,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data_dir sc=/tmp/speech_dataset: each is split by the hash rule on its own, WEIGHT "
         "(default 1) scales how often its training clips are drawn, and accuracy is reported per "
         "source and word; a folder's ATTRIBUTION.txt (its licence and credit) is recorded in the "
-        "bundles",
+        "bundles. A folder of reviewed kwsd captures (kwsd review's reviewed/) is all training "
+        "data, each clip cut to the window the model heard, other folders than the wanted words "
+        "as _unknown_: give it beside a data set, e.g. --data_dir sc=DIR --data_dir room=DIR:2",
     )
     add(
         "--background_volume",
@@ -409,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--save_step_interval", type=int, default=100, help="save a checkpoint every this many steps")
     add("--start_checkpoint", default="", help="resume from this checkpoint (<train_dir>/<arch>.ckpt-<step>)")
+    add(
+        "--fine_tune_from",
+        default="",
+        metavar="PATH",
+        help="start from the weights of this checkpoint (<train_dir>/<arch>.ckpt-<step>) or of the "
+        "checkpoint a bundle was exported from (a .kwsd made by tools/export.py); not its optimizer "
+        "or step: this run's schedule runs from step 1, e.g. --how_many_training_steps 200 "
+        "--learning_rate 0.0005. The architecture, labels and front end must match",
+    )
     add(
         "--model_architecture",
         default="ds_cnn",

@@ -42,10 +42,33 @@ outcome is in :class:`CheckReport`. Decisions:
   shorter than one clip, is a :class:`DatasetError` (someone meant to give noise and it is not
   usable).
 
+**A folder of reviewed kwsd captures** (``kwsd review``'s ``reviewed/``: every WAV saved by
+``kwsd run`` with a JSON sidecar of the same stem beside it, :mod:`kwsd.capture`) is loaded as
+a *capture set*, by other rules. It is recognised by its sidecars: when any ``.wav`` in a word
+folder has a ``<stem>.json`` beside it, every one must (a folder where only some do is a
+:class:`DatasetError` naming one without: a sidecar lost or a stray file, either way the user
+should look). Then:
+
+* every clip is used with its folder's label: a wanted word's folder gives that word, any other
+  folder (``_unknown_``, where ``kwsd review`` files false alarms, or another word) gives
+  ``_unknown_``. No ``--unknown_percentage`` sampling, no silence items, no wanted-word folder
+  required (a set of false alarms alone is fine), ``_background_noise_`` optional;
+* each clip is cut to the model window the sidecar says was scored, in the WAV's own time:
+  ``end = audio_time_ms - first_sample_audio_time_ms``, the window ``[end - clip_duration_ms,
+  end]`` (the word is at the end of the window that fired, not at the start of the capture),
+  zero-padded where the capture holds less (it began late);
+* every clip is training data (a capture set is the room to learn from; held-out evaluation is
+  another source's), unless the folder has ``validation_list.txt`` and ``testing_list.txt``,
+  which then split it as they split any folder;
+* a sidecar that cannot be read, is not a kwsd capture's (no ``audio_time_ms``,
+  ``first_sample_audio_time_ms`` or ``sample_rate_hz``), gives another rate than its WAV's, or
+  puts the window outside the recording makes the WAV a file that cannot be used: an error
+  naming it, or skipped and listed with ``skip_bad_files``, as any unreadable file.
+
 Hidden files and folders (``.*``, ``__MACOSX``) are ignored, and so are non-WAV files in the
-word folders; the report counts them. kwsd's reader's per-file INFO lines ("resampling from ...")
-are held back while loading (the report lists those files); its warnings pass through and are
-kept in the report too.
+word folders (a capture set's sidecars are read, not ignored); the report counts them. kwsd's
+reader's per-file INFO lines ("resampling from ...") are held back while loading (the report
+lists those files); its warnings pass through and are kept in the report too.
 
 :func:`download_and_extract` fetches and unpacks an archive given as ``--data_url``.
 
@@ -56,6 +79,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import math
 import os
@@ -102,6 +126,10 @@ _IGNORED_DIRS = frozenset({"__MACOSX"})
 _READ_BLOCK_SAMPLES = 1 << 20
 #: How many files a report line or an error message names before "and N more".
 _NAMED_FILES = 10
+#: Beside a capture's WAV, same stem: its sidecar (kwsd.capture), which makes a capture set.
+SIDECAR_SUFFIX = ".json"
+#: The sidecar's times a capture set needs (and sample_rate_hz): the decision's, the WAV's first sample's.
+_SIDECAR_TIMES = ("audio_time_ms", "first_sample_audio_time_ms")
 
 
 class DatasetError(KwsdError):
@@ -267,6 +295,8 @@ class CheckReport:
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why (only with skip_bad_files)
     cropped: dict[str, float] = field(default_factory=dict)  # file -> its length in ms (> the clip)
     padded: dict[str, float] = field(default_factory=dict)  # file -> its length in ms (< the clip)
+    #: Capture sets: file -> ms of the model's window the capture holds (< the clip: it began late).
+    capture_padded: dict[str, float] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)  # not read: hidden, not .wav, nested folders
     notes: list[str] = field(default_factory=list)  # facts about the set (split, noise, empty pools)
     reader_warnings: list[str] = field(default_factory=list)  # kwsd's reader's warnings, in full
@@ -310,6 +340,13 @@ class CheckReport:
             out.append(
                 f"{len(self.padded)} clip(s) shorter than {self.clip_duration_ms} ms are padded with "
                 f"zeros at the end (train.py's rule); the shortest: {shortest[0]} ({shortest[1]:.0f} ms)"
+            )
+        if self.capture_padded:
+            least = min(self.capture_padded.items(), key=lambda kv: (kv[1], kv[0]))
+            out.append(
+                f"{len(self.capture_padded)} capture(s) hold less than the {self.clip_duration_ms} ms "
+                f"the model heard (the capture began late): the rest of the window is zeros; the least: "
+                f"{least[0]} ({least[1]:.0f} ms)"
             )
         if self.reader_warnings:
             out.append(
@@ -433,7 +470,16 @@ class _FileChecker:
         Once the load is doomed, a usable file is only checked and an empty array returned."""
         return self._open(rel, decode=True, fit=fit)
 
-    def _open(self, rel: str, *, decode: bool, fit: bool = True) -> Int16Array | None:
+    def decode_capture(self, rel: str, window: CaptureWindow) -> Int16Array | None:
+        """Check and read the capture ``rel`` and cut it to the model's ``window`` (from its
+        sidecar): ``clip_samples`` at the target rate, zero-padded where the capture holds less
+        (recorded). None when it cannot be used (see :attr:`problems`); an empty array once
+        the load is doomed."""
+        return self._open(rel, decode=True, capture=window)
+
+    def _open(
+        self, rel: str, *, decode: bool, fit: bool = True, capture: CaptureWindow | None = None
+    ) -> Int16Array | None:
         settings = self.settings
         rate = settings.sample_rate_hz
         path = self.data_dir / rel
@@ -446,6 +492,13 @@ class _FileChecker:
                         f"{info.sample_rate_hz} Hz, expected {rate} Hz (--sample_rate; resampling is off)"
                     )
                     return None
+                if capture is not None and capture.sample_rate_hz != info.sample_rate_hz:
+                    self.problems[rel] = (
+                        f"its capture sidecar {capture.sidecar_name} says sample_rate_hz "
+                        f"{capture.sample_rate_hz}, the WAV is {info.sample_rate_hz} Hz (not the "
+                        f"recording the sidecar describes)"
+                    )
+                    return None
                 if decode and not self.doomed:
                     samples = _samples_of(reader.blocks(_READ_BLOCK_SAMPLES))
         except (KwsdError, OSError) as err:
@@ -456,6 +509,8 @@ class _FileChecker:
             self.report.converted[rel] = info.describe()
             self.report.resampled += info.sample_rate_hz != rate
             self.report.downmixed += info.channels > 1
+        if capture is not None:
+            return samples if self.doomed else self._cut(rel, samples, info, capture)
         if not samples.size or not fit:
             return samples
         clip_ms = settings.clip_duration_ms
@@ -466,6 +521,25 @@ class _FileChecker:
         elif frames * 1000 < clip_ms * info.sample_rate_hz:
             self.report.padded[rel] = frames * 1000 / info.sample_rate_hz
         return _fit(samples, settings.clip_samples)
+
+    def _cut(
+        self, rel: str, samples: Int16Array, info: AudioInfo, window: CaptureWindow
+    ) -> Int16Array | None:
+        settings = self.settings
+        end_sample = window.end_sample(settings.sample_rate_hz)
+        clip = cut_window(samples, end_sample, settings.clip_samples)
+        held = min(end_sample, len(samples)) - max(end_sample - settings.clip_samples, 0)
+        if held <= 0:
+            frames = info.frames if info.frames is not None else len(samples)
+            self.problems[rel] = (
+                f"its capture sidecar {window.sidecar_name} puts the model's window at "
+                f"{window.end_ms - settings.clip_duration_ms:g}..{window.end_ms:g} ms, outside the "
+                f"recording (0..{frames * 1000 / info.sample_rate_hz:.0f} ms)"
+            )
+            return None
+        if held < settings.clip_samples:
+            self.report.capture_padded[rel] = held * 1000 / settings.sample_rate_hz
+        return clip
 
 
 def read_error_reason(err: KwsdError | OSError, path: Path) -> str:
@@ -503,6 +577,203 @@ def hold_reader_log(warnings: list[str], *, pass_warnings: bool = True) -> Itera
 
 
 # --------------------------------------------------------------------------------------
+# Captures (kwsd run's, filed by kwsd review).
+
+
+def capture_sidecar(wav: Path) -> Path:
+    """The sidecar beside a capture's WAV: the same stem, ``.json``."""
+    return wav.with_suffix(SIDECAR_SUFFIX)
+
+
+@dataclass(frozen=True)
+class CaptureWindow:
+    """Where the model's window lies in one capture, from its sidecar.
+
+    ``end_ms``: the end of the window that fired (a near-miss: that peaked), in the WAV's own
+    time: ``audio_time_ms - first_sample_audio_time_ms``. ``sample_rate_hz``: the rate the
+    sidecar says the WAV was written at (it must be the WAV's). ``reviewed``: the sidecar has
+    the ``review`` that ``kwsd review`` adds when it files a capture.
+    """
+
+    end_ms: float
+    sample_rate_hz: int
+    sidecar_name: str
+    reviewed: bool = True
+
+    def end_sample(self, sample_rate_hz: int) -> int:
+        """The window's end at ``sample_rate_hz``, in samples from the WAV's first (rounded)."""
+        return round(self.end_ms * sample_rate_hz / 1000)
+
+
+class _BadSidecar(Exception):
+    """Why a sidecar cannot be used (the reason only: the caller names the WAV)."""
+
+
+def _read_capture_window(wav: Path) -> CaptureWindow:
+    """The model window of the capture ``wav``, from its sidecar; :class:`_BadSidecar` saying
+    why when the sidecar is missing, unreadable or not a kwsd capture's."""
+    side = capture_sidecar(wav)
+    name = side.name
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _BadSidecar(f"no capture sidecar {name} beside it") from None
+    except OSError as err:
+        raise _BadSidecar(f"its capture sidecar {name} cannot be read ({err.strerror or err})") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+        raise _BadSidecar(f"its capture sidecar {name} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise _BadSidecar(f"its capture sidecar {name} is not a JSON object")
+    times: list[float] = []
+    for key in _SIDECAR_TIMES:
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            got = "has none" if value is None else f"has {value!r}"
+            raise _BadSidecar(
+                f"its capture sidecar {name} {got} for {key} (expected a number of ms, as kwsd run writes it)"
+            )
+        times.append(float(value))
+    rate = data.get("sample_rate_hz")
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        got = "has none" if rate is None else f"has {rate!r}"
+        raise _BadSidecar(
+            f"its capture sidecar {name} {got} for sample_rate_hz (expected a positive whole number)"
+        )
+    decision_ms, first_ms = times
+    return CaptureWindow(decision_ms - first_ms, rate, name, reviewed=isinstance(data.get("review"), dict))
+
+
+def cut_window(samples: Int16Array, end_sample: int, clip_samples: int) -> Int16Array:
+    """``samples[end_sample - clip_samples : end_sample]``, exactly ``clip_samples`` long: where
+    the window reaches before the first sample or past the last, zeros."""
+    start = end_sample - clip_samples
+    out = np.zeros(clip_samples, np.int16)
+    low, high = max(start, 0), min(end_sample, len(samples))
+    if high > low:
+        out[low - start : high - start] = samples[low:high]
+    return out
+
+
+def _capture_set(data_dir: Path, scan: DataScan) -> bool:
+    """True when the word folders' WAVs carry capture sidecars (see the module docstring).
+    Decided from the listing (the sidecars are among the scan's non-WAV files): no file opened."""
+    listed = set(scan.ignored)
+    without = [rel for _, rel in scan.files if capture_sidecar(Path(rel)).as_posix() not in listed]
+    if len(without) == len(scan.files):
+        return False
+    if without:
+        having = len(scan.files) - len(without)
+        raise DatasetError(
+            f"{data_dir / without[0]}: no capture sidecar {capture_sidecar(Path(without[0])).name} beside "
+            f"it, while {having} of the {len(scan.files)} .wav files in {data_dir} have one "
+            f"({len(without)} have none): in a folder of kwsd captures every WAV needs its sidecar "
+            f"(kwsd review keeps them), in a folder of ordinary clips none has one; restore it or move "
+            f"the WAV out"
+        )
+    return True
+
+
+def _load_captures(
+    data_dir: Path, settings: DatasetSettings, scan: DataScan, report: CheckReport, started: float
+) -> Dataset:
+    """A capture set (see the module docstring): every clip, cut to its fired window."""
+    wanted = settings.wanted_words
+    labels = [SILENCE_LABEL, UNKNOWN_LABEL, *wanted]
+    sidecars = {capture_sidecar(Path(rel)).as_posix() for _, rel in scan.files}
+    report.ignored[:] = [entry for entry in report.ignored if entry not in sidecars]
+    rels = {rel for _, rel in scan.files}
+    by_lists = any((data_dir / name).is_file() for name in (VALIDATION_LIST, TESTING_LIST))
+    if by_lists:
+        partition_of, _ = _partition_rule(data_dir, settings, rels, report)
+    else:
+        partition_of = dict.fromkeys(rels, "training")
+    checker = _FileChecker(data_dir, settings, report)
+    clips: dict[str, Int16Array] = {}
+    ends: dict[str, int] = {}
+    items: dict[str, list[Item]] = {p: [] for p in PARTITIONS}
+    words: dict[str, dict[str, list[str]]] = {p: {} for p in PARTITIONS}
+    unreviewed: list[str] = []
+    with _reader_log_held(report):
+        noise = _load_noise(data_dir, settings, scan.noise, checker, report)
+        for folder_label, rel in scan.files:
+            _progress(report.checked + len(checker.problems), len(scan.files), started)
+            try:
+                window = _read_capture_window(data_dir / rel)
+            except _BadSidecar as err:
+                checker.problems[rel] = str(err)
+                continue
+            samples = checker.decode_capture(rel, window)
+            if samples is None:
+                continue
+            clips[rel] = samples
+            ends[rel] = window.end_sample(settings.sample_rate_hz)
+            partition = partition_of[rel]
+            label = folder_label if folder_label in wanted else UNKNOWN_LABEL
+            items[partition].append(Item(label, rel))
+            words[partition].setdefault(folder_label, []).append(rel)
+            if not window.reviewed:
+                unreviewed.append(rel)
+    _raise_problems(data_dir, checker, report)
+    report.notes.insert(0, _captures_note(settings, labels, items, words, by_lists=by_lists))
+    if unreviewed:
+        report.notes.insert(
+            1,
+            f"{len(unreviewed)} capture(s) have no review in their sidecar (not filed by kwsd review): "
+            f"their folder is taken as their label, e.g. {unreviewed[0]}",
+        )
+    if not noise and scan.noise is None:
+        report.notes.append(
+            f"no background noise ({data_dir / BACKGROUND_NOISE_DIR} does not exist): its clips get no "
+            f"background mix (they are room audio already)"
+        )
+    dataset = Dataset(
+        data_dir, settings, labels, items, noise, report, words, clips, capture_ends=ends, capture_set=True
+    )
+    log.info(
+        "%s: reviewed kwsd captures, %d files checked, %d clips in memory (%.0f MB) in %.1f s",
+        data_dir,
+        report.checked,
+        len(clips),
+        dataset.memory_bytes / 1e6,
+        time.monotonic() - started,
+    )
+    return dataset
+
+
+def _captures_note(
+    settings: DatasetSettings,
+    labels: list[str],
+    items: dict[str, list[Item]],
+    words: dict[str, dict[str, list[str]]],
+    *,
+    by_lists: bool,
+) -> str:
+    """``reviewed kwsd captures: 37 clips (_unknown_ 30, yes 7), each cut to ...; all training``."""
+    every = [item for p in PARTITIONS for item in items[p]]
+    counts = [(label, sum(1 for it in every if it.label == label)) for label in labels]
+    shown = ", ".join(f"{label} {n}" for label, n in counts if n)
+    note = (
+        f"reviewed kwsd captures: {len(every)} clip(s)"
+        + (f" ({shown})" if shown else "")
+        + f", each cut to the {settings.clip_duration_ms} ms the model heard when it fired (a near-miss: "
+        f"at its peak)"
+    )
+    if by_lists:
+        note += "; " + ", ".join(f"{p} {len(items[p])}" for p in PARTITIONS) + " (by the list files)"
+    else:
+        note += "; all training (held-out figures come from the other sources)"
+    folders: dict[str, int] = {}
+    for partition in PARTITIONS:
+        for folder, rels in words[partition].items():
+            folders[folder] = folders.get(folder, 0) + len(rels)
+    wanted = settings.wanted_words
+    others = [f"{folder}/ {n}" for folder, n in sorted(folders.items()) if folder not in wanted]
+    if any(not other.startswith(f"{UNKNOWN_LABEL}/ ") for other in others):
+        note += f"; {UNKNOWN_LABEL} from the folders " + ", ".join(others)
+    return note
+
+
+# --------------------------------------------------------------------------------------
 # The data set.
 
 
@@ -510,10 +781,13 @@ def hold_reader_log(warnings: list[str], *, pass_warnings: bool = True) -> Itera
 class Dataset:
     """A checked, split data set with its clips in memory.
 
-    ``items``: partition -> wanted, silence and chosen unknown items, shuffled by the seed.
+    ``items``: partition -> wanted, silence and chosen unknown items, shuffled by the seed
+    (a capture set: every usable clip, in folder and name order, no silence).
     ``words``: partition -> word folder (lower-cased) -> every usable file of it there, unknown
     words included (for building streams). ``noise``: background file name -> float64 samples in
-    [-1, 1) at ``sample_rate_hz``, each at least one clip long.
+    [-1, 1) at ``sample_rate_hz``, each at least one clip long. ``capture_ends``: a capture
+    set's usable files -> the end of the model's window in the WAV, in samples at ``sample_rate_hz``
+    (its clip is the ``clip_samples`` before it); empty for any other set.
     """
 
     data_dir: Path
@@ -524,6 +798,9 @@ class Dataset:
     report: CheckReport
     words: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     _clips: dict[str, Int16Array] = field(default_factory=dict, repr=False)
+    capture_ends: dict[str, int] = field(default_factory=dict)
+    #: A folder of reviewed kwsd captures, loaded by their rules (see the module docstring).
+    capture_set: bool = False
 
     def label_index(self, label: str) -> int:
         """Index of ``label`` in :attr:`labels` (ValueError for a label that is not there)."""
@@ -536,7 +813,8 @@ class Dataset:
     def clip(self, rel: str) -> FloatArray:
         """The clip ``rel`` (relative to data_dir) as float64 in [-1, 1), exactly ``clip_samples``
         long: padded with zeros or cut at the end. A new array each call (the int16 samples are
-        cached; a file not read at load, an unchosen unknown one, is read now and cached)."""
+        cached; a file not read at load, an unchosen unknown one, is read now and cached; a
+        capture set's clips, cut to their windows, are all read at load)."""
         samples = self._clips.get(rel)
         if samples is None:
             checker = _FileChecker(self.data_dir, self.settings, self.report, count=False)
@@ -717,7 +995,8 @@ def load_dataset(
 
     ``seed``: an int seeds a fresh ``numpy.random.Generator``; a Generator is used as it is
     (and advanced: one shuffle of the unknown files and one permutation of the items per
-    partition, in PARTITIONS order). Raises :class:`DatasetError` (see the module docstring).
+    partition, in PARTITIONS order; a capture set uses none of it). Raises
+    :class:`DatasetError` (see the module docstring).
     """
     started = time.monotonic()
     data_dir = Path(data_dir)
@@ -737,6 +1016,8 @@ def load_dataset(
             f"{data_dir}: no .wav files found (expected one folder per word: {data_dir}/<word>/*.wav"
             f"{_layout_hint(data_dir)})"
         )
+    if _capture_set(data_dir, scan):
+        return _load_captures(data_dir, settings, scan, report, started)
     _check_wanted_folders(data_dir, wanted, scan)
     for folder in scan.folders:
         if folder.lower() in (SILENCE_LABEL, UNKNOWN_LABEL):

@@ -24,8 +24,10 @@ and gain. SpecAugment masks are not in the pool: the trainer draws them per batc
 
 Everything is computed with a seeded generator, in parallel over processes, and cached on disk
 (``<cache_dir>/<key>.npz``, the key a hash of the front end, the data set's files, sizes and
-modification times, the augmentation settings and its impulse responses and noise, the seed and
-the number of copies): a second run, a resumed run and the export reuse it.
+modification times (and a capture's window, from its sidecar), the augmentation settings and
+its impulse responses and noise, the seed and the number of copies): a second run, a resumed
+run and the export reuse it. A partition with no items (a capture set's validation and testing)
+gives an empty set.
 """
 
 from __future__ import annotations
@@ -408,6 +410,8 @@ def _cache_key(
         if item.path is not None:
             stat = (dataset.data_dir / item.path).stat()
             digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+            if item.path in dataset.capture_ends:  # a capture: where its sidecar puts the window
+                digest.update(f"window end\0{dataset.capture_ends[item.path]}\0".encode())
     for name in sorted(dataset.noise):
         digest.update(f"noise\0{name}\0{len(dataset.noise[name])}\0".encode())
     for fact in assets.fingerprint() if assets is not None else ():

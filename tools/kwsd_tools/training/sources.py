@@ -10,6 +10,20 @@ Commands and a synthetic set::
   :func:`tools.training.dataset.load_dataset`, split by train.py's rule on its own (the hash of
   the name, or its own list files), with its own ``_silence_`` and ``_unknown_`` items and its
   own ``_background_noise_``. Every source must have a folder for every wanted word.
+* A folder of reviewed kwsd captures (``kwsd review``'s ``reviewed/``, recognised by the
+  capture sidecars beside its WAVs) is a source too, loaded by its own rules
+  (:mod:`tools.training.dataset`): every clip, cut to the window the model heard when it
+  fired, with its folder's label (a wanted word, else ``_unknown_``: false alarms are hard
+  negatives), and all of it training data. Such a source has no validation or test clips, so
+  it is given *beside* a data set that has them, usually with a weight::
+
+      --data_dir sc=/tmp/speech_dataset --data_dir room=/var/lib/kwsd/captures/reviewed:2
+
+  A run whose sources hold no validation or no test clip at all (a capture set alone) is
+  refused: it could report nothing, and training on a room's false alarms alone teaches a
+  model to answer ``_unknown_`` to everything. A capture set with ``validation_list.txt`` and
+  ``testing_list.txt`` is split by them and may stand alone. Weight 0 (evaluation only) is
+  refused for a capture set without lists: it would have nothing to evaluate.
 * ``WEIGHT`` (default 1) scales how often each of the source's training inputs is drawn into a
   batch: weight 2 is as if each of its clips were there twice. With every weight equal the
   batches are drawn exactly as from one folder. Weight 0 makes a source evaluation-only: it is
@@ -126,11 +140,38 @@ def _split_name(entry: str) -> tuple[str | None, str]:
 
 def load_sources(sources: Sequence[DataSource], settings: DatasetSettings, *, seed: int) -> list[Dataset]:
     """Each source loaded and checked; the first with ``seed`` itself (a single folder loads
-    exactly as before sources existed), source k with the generator ``[seed, k]``."""
-    return [
+    exactly as before sources existed), source k with the generator ``[seed, k]``.
+    :class:`TrainingError` naming the flag when the sources hold no validation or no test clip
+    (a capture set alone), or a capture set is evaluation-only with nothing to evaluate."""
+    datasets = [
         load_dataset(source.data_dir, settings, seed=seed if k == 0 else np.random.default_rng([seed, k]))
         for k, source in enumerate(sources)
     ]
+    check_held_out(sources, datasets)
+    return datasets
+
+
+def check_held_out(sources: Sequence[DataSource], datasets: Sequence[Dataset]) -> None:
+    """The rules for capture sets among the sources (see the module docstring)."""
+    for source, dataset in zip(sources, datasets, strict=True):
+        held_out = len(dataset.items["validation"]) + len(dataset.items["testing"])
+        if source.weight == 0 and dataset.capture_set and not held_out:
+            raise TrainingError(
+                f"--data_dir {source.describe()}: reviewed kwsd captures are all training data, so "
+                "weight 0 (evaluation only) leaves nothing of them to use: give it a weight above 0, "
+                "or split it with validation_list.txt and testing_list.txt"
+            )
+    for partition in ("validation", "testing"):
+        if any(dataset.items[partition] for dataset in datasets):
+            continue
+        captures = [s for s, d in zip(sources, datasets, strict=True) if d.capture_set]
+        named = captures[0] if captures else sources[0]
+        raise TrainingError(
+            f"--data_dir {named.describe()}: no source has {partition} clips (reviewed kwsd captures are "
+            f"all training data): give the captures beside a data set that has them, e.g. "
+            f"--data_dir words=DIR --data_dir {named.name}={named.data_dir}:2, or split them with "
+            f"validation_list.txt and testing_list.txt"
+        )
 
 
 def pooled_features(

@@ -19,6 +19,12 @@
   feature images once.
 * ``check_nans``: a step whose loss or gradients are not finite stops the run, naming the
   first layer whose output (or weights) went non-finite.
+* Fine-tuning (``--fine_tune_from``, :class:`FineTuneBase`): the model's weights (batch-norm
+  statistics included) come from another run's checkpoint, given as its prefix or as a bundle
+  whose provenance records the checkpoint it was exported from; the optimizer and the step do
+  not. The checkpoint must agree with this run as a resumed one must (architecture, labels,
+  front end, model options, dropout); then this run's schedule runs from step 1, and every
+  checkpoint record says what it was fine-tuned from.
 """
 
 from __future__ import annotations
@@ -173,10 +179,13 @@ def accuracy_breakdown(
 
 def breakdown_text(breakdown: Breakdown, labels: Sequence[str], title: str) -> str:
     """``title`` then one row per source: accuracy over all its inputs, then per word
-    (percent, count in brackets; ``-`` where the source has none of that word)."""
+    (percent, count in brackets; ``-`` where the source has none of that word; ``no clips``
+    and nothing else for a source with none in this partition, a capture set's validation)."""
     columns = [ALL, *labels]
     cells = {
         name: [f"{100 * c / n:.1f} ({n})" if n else "-" for c, n in (row[col] for col in columns)]
+        if row[ALL][1]
+        else ["no clips", *[""] * len(labels)]
         for name, row in breakdown.items()
     }
     width = max(11, *(len(c) for c in columns), *(len(v) for row in cells.values() for v in row)) + 1
@@ -184,7 +193,7 @@ def breakdown_text(breakdown: Breakdown, labels: Sequence[str], title: str) -> s
     lines = [f"{title} by source and word (%, count):"]
     lines.append(f"{'source':>{name_width}}" + "".join(f"{c:>{width}}" for c in columns))
     for name, row in cells.items():
-        lines.append(f"{name:>{name_width}}" + "".join(f"{v:>{width}}" for v in row))
+        lines.append((f"{name:>{name_width}}" + "".join(f"{v:>{width}}" for v in row)).rstrip())
     return "\n".join(lines)
 
 
@@ -289,34 +298,154 @@ def checkpoint_prefix(train_dir: Path, architecture: str, step: int) -> Path:
     return train_dir / f"{architecture}.ckpt-{step}"
 
 
-def read_checkpoint_identity(prefix: Path) -> dict[str, Any]:
-    """The .json beside a checkpoint; TrainingError naming the file when it is missing or bad."""
+def read_checkpoint_identity(prefix: Path, *, where: str | None = None) -> dict[str, Any]:
+    """The .json beside a checkpoint; TrainingError naming the file when it is missing or bad.
+    ``where`` starts the messages (default ``--start_checkpoint <prefix>``)."""
+    where = where or f"--start_checkpoint {prefix}"
     info_path = Path(f"{prefix}.json")
     index_path = Path(f"{prefix}.index")
     if not index_path.exists():
-        raise TrainingError(f"--start_checkpoint {prefix}: no such checkpoint (no {index_path.name})")
+        raise TrainingError(f"{where}: no such checkpoint (no {index_path.name})")
     try:
         data = json.loads(info_path.read_text())
     except FileNotFoundError:
         raise TrainingError(
-            f"--start_checkpoint {prefix}: {info_path.name} is missing "
-            "(not written by kwsd's tools/train.py?)"
+            f"{where}: {info_path.name} is missing (not written by kwsd's tools/train.py?)"
         ) from None
     except (OSError, ValueError) as err:
-        raise TrainingError(f"--start_checkpoint {prefix}: cannot read {info_path.name}: {err}") from None
-    if not isinstance(data, dict) or "step" not in data:
-        raise TrainingError(f"--start_checkpoint {prefix}: {info_path.name} is not a kwsd checkpoint record")
+        raise TrainingError(f"{where}: cannot read {info_path.name}: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("step"), int):
+        raise TrainingError(f"{where}: {info_path.name} is not a kwsd checkpoint record")
     return data
 
 
-def check_identity(prefix: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
-    """A checkpoint from another architecture, label set or front end is refused, naming what differs."""
+def check_identity(
+    prefix: Path, saved: dict[str, Any], wanted: dict[str, Any], *, where: str | None = None
+) -> None:
+    """A checkpoint from another architecture, label set or front end is refused, naming what
+    differs; ``where`` starts the message (default ``--start_checkpoint <prefix>``)."""
+    where = where or f"--start_checkpoint {prefix}"
     for key, value in wanted.items():
         if key in saved and saved[key] != value:
             raise TrainingError(
-                f"--start_checkpoint {prefix}: made with {key} {_short(saved[key])}, "
-                f"this run has {_short(value)}"
+                f"{where}: made with {key} {_short(saved[key])}, this run has {_short(value)}"
             )
+
+
+FINE_TUNE_FLAG = "--fine_tune_from"
+
+
+@dataclass(frozen=True)
+class FineTuneBase:
+    """The weights a fine-tuning run starts from: :func:`fine_tune_base` finds and checks them.
+
+    ``path``: as the user gave it, a checkpoint prefix or a ``.kwsd`` bundle; ``checkpoint``:
+    the checkpoint read (``path`` itself, or the one the bundle was exported from);
+    ``record``: that checkpoint's ``.json``; ``bundle_sha256``: the bundle's model sha256 (the
+    name kwsd's events and captures give a model), None for a checkpoint.
+    """
+
+    path: Path
+    checkpoint: Path
+    record: dict[str, Any]
+    bundle_sha256: str | None = None
+
+    @property
+    def step(self) -> int:
+        """The step of the base checkpoint."""
+        return int(self.record["step"])
+
+    @property
+    def where(self) -> str:
+        """How messages name it: the flag, the file, and for a bundle its checkpoint."""
+        if self.bundle_sha256 is None:
+            return f"{FINE_TUNE_FLAG} {self.path}"
+        return f"{FINE_TUNE_FLAG} {self.path} (checkpoint {self.checkpoint})"
+
+    def provenance(self) -> dict[str, Any]:
+        """``fine_tuned_from`` in checkpoint records and bundle provenance."""
+        out: dict[str, Any] = {"path": str(self.path), "checkpoint": str(self.checkpoint), "step": self.step}
+        if self.bundle_sha256 is not None:
+            out["bundle_sha256"] = self.bundle_sha256
+        return out
+
+    def describe(self) -> str:
+        """``model.kwsd (sha256 83ac33d49aca...; exported from train/tiny_conv.ckpt-10, step 10)``."""
+        if self.bundle_sha256 is None:
+            return f"checkpoint {self.path} (step {self.step})"
+        return (
+            f"bundle {self.path} (sha256 {self.bundle_sha256[:12]}...; exported from {self.checkpoint}, "
+            f"step {self.step})"
+        )
+
+
+def fine_tune_base(path: Path) -> FineTuneBase:
+    """The base of ``--fine_tune_from PATH``: a checkpoint prefix, or a bundle whose provenance
+    records the checkpoint it was exported from (tools/export.py's and tools/train.py's). A
+    bundle's model is converted for inference and carries no trainable weights, so its
+    checkpoint must still be there. TrainingError naming the flag and the file otherwise."""
+    where = f"{FINE_TUNE_FLAG} {path}"
+    if path.is_dir():
+        raise TrainingError(
+            f"{where}: a folder; expected a .kwsd bundle or a checkpoint <train_dir>/<arch>.ckpt-<step>"
+        )
+    prefix = _checkpoint_file_prefix(path)
+    if prefix is not None:
+        raise TrainingError(f"{where}: one of a checkpoint's files; give the checkpoint as {prefix}")
+    if not path.exists():
+        if not Path(f"{path}.index").exists():
+            raise TrainingError(
+                f"{where}: no such bundle or checkpoint (expected a .kwsd bundle made by tools/export.py, "
+                f"or a checkpoint <train_dir>/<arch>.ckpt-<step> with its .index beside it)"
+            )
+        return FineTuneBase(path, path, read_checkpoint_identity(path, where=where))
+    from kwsd.bundle import read_bundle
+    from kwsd.errors import KwsdError
+
+    try:
+        bundle = read_bundle(path)
+    except KwsdError as err:
+        reason = str(err).removeprefix(f"{path}: ")
+        raise TrainingError(f"{where}: not a kwsd bundle ({reason})") from None
+    provenance = bundle.provenance
+    dataset = provenance.get("dataset")
+    recorded = dataset.get("checkpoint") if isinstance(dataset, dict) else None
+    if not isinstance(recorded, str) or not recorded:
+        raise TrainingError(
+            f"{where}: made by {provenance.get('tool', 'an unknown tool')}, which records no checkpoint; "
+            "a bundle carries no trainable weights (its model is converted for inference), so "
+            "fine-tune from a bundle made by tools/export.py or from a checkpoint "
+            "<train_dir>/<arch>.ckpt-<step>"
+        )
+    checkpoint = Path(recorded)
+    if not Path(f"{checkpoint}.index").exists():
+        relative = "" if checkpoint.is_absolute() else ", from the folder the export ran in"
+        raise TrainingError(
+            f"{where}: exported from checkpoint {checkpoint}{relative}, which is not there any more "
+            f"(no {checkpoint.name}.index); a bundle carries no trainable weights, so it needs that "
+            "checkpoint: restore it, or fine-tune from another checkpoint"
+        )
+    where = f"{where} (checkpoint {checkpoint})"
+    record = read_checkpoint_identity(checkpoint, where=where)
+    for key, ours in (("labels", list(bundle.labels)), ("frontend", bundle.frontend.to_dict())):
+        if key in record and record[key] != ours:
+            raise TrainingError(
+                f"{where}: the checkpoint now holds a model with {key} {_short(record[key])}, the "
+                f"bundle has {_short(ours)} (the checkpoint was written again after the export)"
+            )
+    return FineTuneBase(path, checkpoint, record, bundle.sha256)
+
+
+def _checkpoint_file_prefix(path: Path) -> Path | None:
+    """The checkpoint prefix when ``path`` is one of its files (``.index``, ``.json``,
+    ``.data-00000-of-00001``) and the checkpoint is there, else None."""
+    name = path.name
+    for marker in (".index", ".json", ".data-"):
+        head, found, _ = name.rpartition(marker)
+        if found and head and ".ckpt-" in head:
+            prefix = path.with_name(head)
+            return prefix if Path(f"{prefix}.index").exists() else None
+    return None
 
 
 def _short(value: Any) -> str:
@@ -353,9 +482,11 @@ def train(
     train_dir: Path,
     summaries_dir: Path | None,
     start_checkpoint: Path | None = None,
+    fine_tune: FineTuneBase | None = None,
     stream: TextIO | None = None,
 ) -> Result:
-    """Run the schedule (from a checkpoint's step when given); returns the final figures."""
+    """Run the schedule (from a checkpoint's step when given; with ``fine_tune``, from step 1
+    on the base's weights); returns the final figures."""
     import tensorflow as tf
 
     stream = stream or sys.stderr
@@ -366,6 +497,10 @@ def train(
     optimizer = _optimizer(tf, settings.optimizer, schedule.rates[0])
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
+    if fine_tune is not None and start_checkpoint is not None:
+        raise TrainingError(fine_tune_conflict(start_checkpoint, fine_tune.path))
+    if fine_tune is not None:
+        _load_weights(tf, model, fine_tune, settings.identity)
     if start_checkpoint is not None:
         saved = read_checkpoint_identity(start_checkpoint)
         check_identity(start_checkpoint, saved, settings.identity)
@@ -489,6 +624,30 @@ def train(
         validation_breakdown=validation_breakdown,
         test_breakdown=test_breakdown,
     )
+
+
+def fine_tune_conflict(start_checkpoint: Path, fine_tune_from: Path) -> str:
+    """The message for ``--start_checkpoint`` and ``--fine_tune_from`` given together."""
+    return (
+        f"--start_checkpoint {start_checkpoint} and {FINE_TUNE_FLAG} {fine_tune_from}: give one "
+        f"(--start_checkpoint resumes a run at its step, with its optimizer; {FINE_TUNE_FLAG} starts "
+        "a new run at step 1 from its weights)"
+    )
+
+
+def _load_weights(tf: Any, model: Any, base: FineTuneBase, identity: dict[str, Any]) -> None:
+    """The base checkpoint's model variables into ``model`` (not its optimizer or step)."""
+    check_identity(base.checkpoint, base.record, identity, where=base.where)
+    try:
+        status = tf.train.Checkpoint(model=model).read(str(base.checkpoint))
+        status.expect_partial()  # the optimizer's slots and the step stay in the file
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainingError(
+            f"{base.where}: cannot load its weights into this run's model ({first})"
+        ) from None
+    log.debug("fine-tuning from %s", base.describe())  # train.py says so on the console
 
 
 def _sampling_probabilities(training: FeatureSet) -> npt.NDArray[np.float64] | None:
