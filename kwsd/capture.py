@@ -351,6 +351,12 @@ class CaptureRecorder:
                 if peak_score <= self.thresholds.get(label, 1.0):
                     self._schedule(peak_ms, "near_miss", label, peak_score, dt.datetime.now(dt.UTC))
 
+    def finish(self) -> None:
+        """kwsd is stopping: captures still waiting for their ``post_ms`` are handed to the writer
+        with the audio there is (a shorter WAV), not lost."""
+        while self._due:
+            self._complete(*self._due.pop(0))
+
     def detected(self, label: str, score: float, audio_time_ms: int, when_utc: dt.datetime) -> None:
         self._schedule(audio_time_ms, "detection", label, score, when_utc)
 

@@ -236,6 +236,7 @@ class Listener:
                 self._close(source)
             self._publisher.close()
             if self._capture is not None:
+                self._capture.finish()
                 self._capture.writer.close()
 
     # --- between blocks ---------------------------------------------------------------------

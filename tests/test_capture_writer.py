@@ -186,3 +186,17 @@ def test_a_ledger_that_is_not_one_is_refused_naming_it(tmp_path):
     (tmp_path / "captures" / "listened.json").write_text("{")
     with pytest.raises(CaptureError, match=r"listened\.json: cannot read it"):
         check_folder(tmp_path / "captures")
+
+
+def test_a_capture_still_waiting_for_its_post_ms_when_kwsd_stops_is_written_with_what_there_is(tmp_path):
+    config = settings(tmp_path, pre_ms=1000, post_ms=2000)
+    writer = CaptureWriter(config, "pi", RATE).start()
+    rec = recorder(config, writer)
+    audio = (np.arange(3 * RATE) % 30000).astype(np.int16)
+    feed(rec, audio[: 2 * RATE])
+    rec.detected("yes", 0.95, 2000, WHEN)
+    feed(rec, audio[2 * RATE :])  # 1 s of the 2 s after it
+    rec.finish()
+    writer.close()
+    wav = tmp_path / "captures/pending/yes/pi_nohash_0.wav"
+    assert np.array_equal(read(wav), audio[RATE:])  # from pre_ms before to where the audio ended
