@@ -13,10 +13,11 @@ the data-set layout the trainer reads, in a pending area until reviewed::
     <dir>/pending/<label>/<device>_nohash_<n>.wav   (16-bit mono at the model's rate)
     <dir>/pending/<label>/<device>_nohash_<n>.json  (the sidecar)
 
-The sidecar: ``kind`` (detection or near_miss), label, score, the label's threshold, model
-name and sha256, the detection settings, the wall and audio time of the decision, the
-audio time of the first sample, and the smoothed scores of every window in the span
-(``scores``: ``audio_time_ms`` and one score per label, labels in ``labels``).
+The sidecar: ``kind`` (detection, near_miss, or state_on: a state label turning on), label,
+score, the label's threshold, model name and sha256, the detection settings, the wall and
+audio time of the decision, the audio time of the first sample, the listened time (below), and
+the smoothed scores of every window in the span (``scores``: ``audio_time_ms`` and one score
+per label, labels in ``labels``).
 
 Never in the audio's way: the listener thread only copies samples into a ring and, when a
 capture's audio is complete, hands the samples and the sidecar to a writer thread through a
@@ -357,8 +358,11 @@ class CaptureRecorder:
         while self._due:
             self._complete(*self._due.pop(0))
 
-    def detected(self, label: str, score: float, audio_time_ms: int, when_utc: dt.datetime) -> None:
-        self._schedule(audio_time_ms, "detection", label, score, when_utc)
+    def detected(
+        self, label: str, score: float, audio_time_ms: int, when_utc: dt.datetime, *, kind: str = "detection"
+    ) -> None:
+        """A detection (``kind`` ``state_on`` for a state label turning on) at ``audio_time_ms``."""
+        self._schedule(audio_time_ms, kind, label, score, when_utc)
 
     def _schedule(self, at_ms: int, kind: str, label: str, score: float, when: dt.datetime) -> None:
         self._due.append((at_ms + self.settings.post_ms, kind, label, score, when))

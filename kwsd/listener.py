@@ -208,9 +208,14 @@ class Listener:
                     self._capture.feed(block)  # a copy into its ring; the writer has its own thread
                 for detection in self.pipeline.feed(block):
                     now_utc = dt.datetime.now(dt.UTC)
-                    if self._capture is not None and detection.state is None:
+                    if self._capture is not None and (detection.state is None or detection.state.on):
+                        # A sound that lasts is kept where it turned on (its off is no new sound).
                         self._capture.detected(
-                            detection.label, detection.score, detection.audio_time_ms, now_utc
+                            detection.label,
+                            detection.score,
+                            detection.audio_time_ms,
+                            now_utc,
+                            kind="detection" if detection.state is None else "state_on",
                         )
                     event = self._stamper.stamp(
                         detection.label,

@@ -126,6 +126,7 @@ def test_a_crying_baby_is_one_on_and_one_off_from_sliced_recordings_to_the_broke
         "  states:\n    crying: {on_threshold: 0.7, off_threshold: 0.3, min_on_ms: 1000, min_off_ms: 3000}\n"
         f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: nursery\n  spool_dir: null\n"
         "  home_assistant:\n    enabled: true\n"
+        f"capture:\n  enabled: true\n  directory: {tmp_path / 'captures'}\n  pre_ms: 6000\n  post_ms: 500\n"
     )
     daemon = subprocess.Popen(
         [sys.executable, "-m", "kwsd", "-v", "run", "-c", str(config)],
@@ -177,6 +178,10 @@ def test_a_crying_baby_is_one_on_and_one_off_from_sliced_recordings_to_the_broke
     assert 10_000 <= on["started_audio_time_ms"] <= 16_000, on
     assert 30_000 <= off["ended_audio_time_ms"] <= 36_000, off
     assert 16_000 <= off["duration_ms"] <= 26_000, off
+    # Captured where the crying turned on (its off is no new sound to review); "quiet" is an
+    # ordinary label here, kept at each of its detections.
+    kept = sorted((tmp_path / "captures" / "pending" / "crying").glob("*.json"))
+    assert [json.loads(p.read_text())["kind"] for p in kept] == ["state_on"]
     # Home Assistant: crying is a binary sound sensor on the state topic.
     sensors = [json.loads(m.payload) for m in messages if m.topic.startswith("homeassistant/binary_sensor/")]
     assert [(s["name"], s["device_class"], s["state_topic"]) for s in sensors] == [
