@@ -796,3 +796,59 @@ def _parse_fmt(body: bytes, source: str) -> _WavFormat:
             f" for {channels} channel{'' if channels == 1 else 's'} of {bits}-bit {encoding})"
         )
     return wav
+
+
+class PcmConverter:
+    """Raw little-endian PCM in pieces of any size -> mono int16 at ``target_rate_hz``.
+
+    For audio that comes as bytes with its format stated beside it (a Wyoming stream):
+    signed integer samples of ``width_bytes`` 1, 2 or 4 (1 is signed 8-bit, as Python's
+    ``audioop`` and Wyoming's own converter read it, not WAV's unsigned 8-bit),
+    ``channels`` interleaved. The conversion is the module's one rule (channels averaged,
+    soxr HQ when the rate differs, ``float_to_int16``); 16-bit mono at the target rate passes
+    through bit-exact. A piece need not hold whole frames: the rest waits for the next.
+
+    Not thread-safe: one thread at a time converts (it may be a different one each call).
+    """
+
+    WIDTHS_BYTES: Final = (1, 2, 4)
+
+    def __init__(self, rate_hz: int, width_bytes: int, channels: int, target_rate_hz: int) -> None:
+        if not MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ:
+            raise AudioFormatError(
+                f"rate: expected {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz, got {rate_hz}"
+            )
+        if width_bytes not in self.WIDTHS_BYTES:
+            raise AudioFormatError(f"width: expected 1, 2 or 4 bytes per sample, got {width_bytes}")
+        if channels < 1:
+            raise AudioFormatError(f"channels: expected at least 1, got {channels}")
+        self.rate_hz = rate_hz
+        self.width_bytes = width_bytes
+        self.channels = channels
+        self.target_rate_hz = target_rate_hz
+        self._frame_bytes = width_bytes * channels
+        self._resampler = _make_resampler(rate_hz, target_rate_hz)
+        self._carry = b""
+
+    def convert(self, data: bytes) -> Int16Array:
+        """The samples of every whole frame so far (may be empty: the resampler holds some back)."""
+        if self._carry:
+            data = self._carry + data
+        usable = len(data) - len(data) % self._frame_bytes
+        self._carry = data[usable:]
+        whole = data[:usable]
+        if self._resampler is None and self.channels == 1 and self.width_bytes == 2:
+            return np.frombuffer(whole, "<i2").astype(np.int16)  # bit-exact
+        dtype = {1: "i1", 2: "<i2", 4: "<i4"}[self.width_bytes]
+        values = np.frombuffer(whole, dtype) / float(1 << (8 * self.width_bytes - 1))
+        mono = values if self.channels == 1 else values.reshape(-1, self.channels).mean(axis=1)
+        if self._resampler is None:
+            return float_to_int16(mono)
+        return float_to_int16(self._resampler.resample_chunk(mono.astype(np.float32)))
+
+    def flush(self) -> Int16Array:
+        """What the resampler still holds, at the end of the stream (a partial frame is dropped)."""
+        self._carry = b""
+        if self._resampler is None:
+            return np.zeros(0, np.int16)
+        return float_to_int16(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))

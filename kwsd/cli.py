@@ -224,6 +224,29 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_scores_argument(run)
     run.set_defaults(handler=_cmd_run)
 
+    wyoming = sub.add_parser(
+        "wyoming",
+        help="a Wyoming wake-word server for Home Assistant's Assist (needs kwsd[wyoming])",
+        description="Serve the model as a Wyoming wake-word service: Home Assistant (or any Wyoming "
+        "client) streams audio to it and gets a detection event per keyword heard. The model and "
+        "detection settings come as for `kwsd run`: the config's model (or -m) and its detection "
+        "section over the bundle's recommended values. Announced over zeroconf "
+        "(_wyoming._tcp.local.) on a tcp uri when the zeroconf package is installed.",
+    )
+    wyoming.add_argument("-c", "--config", metavar="FILE", help="a config.yaml (default: built-in defaults)")
+    wyoming.add_argument(
+        "-m", "--model", metavar="BUNDLE", help="a .kwsd model bundle (default: the config's model)"
+    )
+    wyoming.add_argument(
+        "--uri",
+        default="tcp://0.0.0.0:10400",
+        help="where to listen: tcp://HOST:PORT, unix://PATH or stdio:// (default: tcp://0.0.0.0:10400)",
+    )
+    wyoming.add_argument(
+        "--no-zeroconf", action="store_true", help="do not announce the server over zeroconf (mDNS)"
+    )
+    wyoming.set_defaults(handler=_cmd_wyoming)
+
     check = sub.add_parser(
         "check-config",
         help="make every check `kwsd run` makes before it opens the device, and exit",
@@ -527,6 +550,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from kwsd.daemon import run_daemon
 
     run_daemon(args.config, verbose=bool(args.verbose), scores=args.scores)
+    return EXIT_OK
+
+
+def _cmd_wyoming(args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        from kwsd import wyoming_server
+    except ImportError as err:
+        if not (err.name or "").startswith("wyoming"):
+            raise
+        raise RuntimeDependencyError(
+            "kwsd wyoming needs the wyoming package: pip install 'kwsd[wyoming]'"
+        ) from None
+    from kwsd.daemon import prepare_model
+
+    wyoming_server.check_uri(args.uri)
+    prepared = prepare_model(args.config, args.model)
+    if not args.verbose:
+        logging.getLogger().setLevel(prepared.config.log_level.logging_level)
+    settings = wyoming_server.WakeServerSettings(prepared.bundle, prepared.detection)
+    try:
+        asyncio.run(wyoming_server.serve(settings, args.uri, zeroconf=not args.no_zeroconf))
+    except wyoming_server.ListenError as err:
+        return _fail(err, EXIT_NO_DEVICE)  # 75, EX_TEMPFAIL: the port may be free next time
     return EXIT_OK
 
 

@@ -74,11 +74,8 @@ def prepare(config_path: str | None) -> Prepared:
     for settings that do not fit the model, InputNotFoundError (66) for a model file that is
     not there, ModelError (67) for one that cannot be used. Opens no device and no connection.
     """
-    source = config_path or "<defaults>"
-    config = load_config(config_path) if config_path else default_config()
-    bundle = read_bundle(config.model or demo_bundle_path())
-    classifier = TfliteClassifier(bundle)
-    detection = _detection(bundle, config, source)
+    prepared = prepare_model(config_path)
+    config, source = prepared.config, prepared.source
     _check_mqtt(config, source)
     if config.capture.enabled:
         from kwsd.capture import CaptureError, check_folder
@@ -87,6 +84,21 @@ def prepare(config_path: str | None) -> Prepared:
             check_folder(config.capture.directory)
         except CaptureError as err:
             raise ConfigError([f"capture.directory: {err}"], source=source) from None
+    return prepared
+
+
+def prepare_model(config_path: str | None, model_path: str | None = None) -> Prepared:
+    """The config, the model and the detection settings, loaded and checked as :func:`prepare`
+    checks them, with the same errors; ``model_path`` (``-m``) over the config's ``model``.
+
+    What a server that takes its audio from clients (``kwsd wyoming``) needs of ``kwsd run``'s
+    start: no device, MQTT or capture settings are checked here.
+    """
+    source = config_path or "<defaults>"
+    config = load_config(config_path) if config_path else default_config()
+    bundle = read_bundle(model_path or config.model or demo_bundle_path())
+    classifier = TfliteClassifier(bundle)
+    detection = _detection(bundle, config, source)
     return Prepared(config, source, bundle, classifier, detection)
 
 

@@ -10,11 +10,14 @@ import pytest
 from kwsd import cli
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "kwsd.service"
+WYOMING_UNIT = UNIT.with_name("kwsd-wyoming.service")
+#: Keys of kwsd.service that kwsd-wyoming.service has not: it opens no sound device.
+SOUND_ONLY = {"DeviceAllow", "SupplementaryGroups"}
 
 
-def settings():
+def settings(unit=UNIT):
     out: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
             out.setdefault(key.strip(), []).append(value.strip())
@@ -44,17 +47,44 @@ def test_unit_matches_what_the_daemon_does():
     assert unit["WatchdogSignal"] == ["SIGTERM"]  # a graceful stop: offline published
 
 
+def test_wyoming_unit_matches_what_kwsd_wyoming_does():
+    unit, daemon = settings(WYOMING_UNIT), settings()
+    assert unit["Type"] == ["notify"]  # READY=1 once the port listens (kwsd/wyoming_server.py)
+    assert unit["ExecStart"] == ["/opt/kwsd/venv/bin/kwsd wyoming -c /etc/kwsd/config.yaml"]
+    for key in ("RestartPreventExitStatus", "Restart", "User", "Group", "StateDirectory"):
+        assert unit[key] == daemon[key], key
+    assert "WatchdogSec" not in unit  # nothing flows to ping it while no client streams
+    assert "ExecReload" not in unit  # kwsd wyoming does not reload on SIGHUP
+
+
+def test_wyoming_unit_is_hardened_as_kwsd_service_is():
+    unit, daemon = settings(WYOMING_UNIT), settings()
+    lines = UNIT.read_text().splitlines()
+    hardening = lines[
+        lines.index(
+            "# Hardening: kwsd needs the sound devices, the network (MQTT) and its state directory."
+        ) :
+    ]
+    keys = {line.partition("=")[0] for line in hardening if "=" in line and not line.startswith("#")}
+    keys -= {"WantedBy"}
+    assert {key: unit.get(key) for key in keys - SOUND_ONLY} == {
+        key: daemon[key] for key in keys - SOUND_ONLY
+    }
+    assert not SOUND_ONLY & unit.keys()
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_exposure_is_ok():
+@pytest.mark.parametrize("unit", [UNIT, WYOMING_UNIT], ids=lambda unit: unit.name)
+def test_exposure_is_ok(unit):
     result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(UNIT)],
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
         capture_output=True,
         text=True,
         check=False,
     )
-    match = re.search(r"Overall exposure level for kwsd.service: (\d+\.\d+)", result.stdout)
+    match = re.search(rf"Overall exposure level for {re.escape(unit.name)}: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= 2.5  # measured 1.4
+    assert float(match.group(1)) <= 2.5  # measured 1.4 for each
 
 
 def test_exec_reload_sends_sighup_to_the_main_process():
