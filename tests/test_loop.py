@@ -238,7 +238,7 @@ def test_captures_reviewed_by_script_make_fewer_false_accepts_by_recalibration_a
     detection = load_config(config).detection
     flags = ("--threshold", detection["threshold"], "--average-window-ms", detection["average_window_ms"],
              "--suppression-ms", detection["suppression_ms"])  # fmt: skip
-    recalibrated, _ = false_accepts(first, held, *flags)
+    recalibrated, heard_recalibrated = false_accepts(first, held, *flags)
     assert recalibrated < before, detection
 
     # 3b. Fine-tune from the first model's checkpoint with the reviewed captures mixed in.
@@ -249,5 +249,11 @@ def test_captures_reviewed_by_script_make_fewer_false_accepts_by_recalibration_a
         "--learning_rate", "0.0005")  # fmt: skip
     tuned = tuned_work / "models" / "ds_cnn.kwsd"
     after, heard_after = false_accepts(tuned, held)
+    print(  # the figures, for `pytest -s tests/test_loop.py`
+        f"held-out minute: first model {before} false accepts ({heard_before} of 8 words heard); "
+        f"recalibrated {recalibrated} ({heard_recalibrated} heard, threshold {detection['threshold']}); "
+        f"fine-tuned {after} ({heard_after} of 8 heard); "
+        f"captures filed {filed}"
+    )
     assert after < before and after <= before // 2, (before, after)
     assert heard_after >= heard_before - 2, (heard_before, heard_after)  # the words are still heard
