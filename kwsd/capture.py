@@ -265,7 +265,7 @@ class CaptureWriter:
         while wavs and (len(wavs) > self.settings.max_files or total > limit_bytes):
             oldest = wavs.pop(0)
             total -= oldest.stat().st_size
-            self._incomplete_until(_listened_of(oldest.with_suffix(".json")))
+            self._incomplete_until(listened_of(oldest.with_suffix(".json")))
             oldest.unlink()
             oldest.with_suffix(".json").unlink(missing_ok=True)
             with self._lock:
@@ -399,7 +399,8 @@ class CaptureRecorder:
         self.writer.submit(label, samples, sidecar)
 
 
-def _listened_of(sidecar: Path) -> int | None:
+def listened_of(sidecar: Path) -> int | None:
+    """A sidecar's ``listened_ms``; None when it cannot be read or has none."""
     try:
         value = json.loads(sidecar.read_text(encoding="utf-8")).get("listened_ms")
     except (OSError, ValueError, AttributeError):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kwsd.capture import LEDGER_NAME, PENDING_DIR, CaptureError, Ledger, read_ledger
+from kwsd.capture import LEDGER_NAME, PENDING_DIR, CaptureError, Ledger, listened_of, read_ledger
 from kwsd.errors import EvaluationError, InputNotFoundError
 from kwsd.evaluate.scoring import MS_PER_HOUR, is_keyword
 from kwsd.review import REVIEWED_DIR
@@ -131,7 +131,7 @@ def read_reviewed(directory: str | Path, *, model_sha256: str | None = None) -> 
         )
     pending = 0
     for side in sorted((folder / PENDING_DIR).glob("*/*.json")):
-        listened = _listened(side)
+        listened = listened_of(side)
         if listened is not None and listened > ledger.complete_from_ms:
             pending += 1
     other = sum(1 for c in captures if model_sha256 is not None and c.model_sha256 != model_sha256)
@@ -171,11 +171,3 @@ def _read_one(wav: Path) -> ReviewedCapture:
 
 def _is_score(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-
-
-def _listened(side: Path) -> int | None:
-    try:
-        value = json.loads(side.read_text(encoding="utf-8")).get("listened_ms")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
