@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kwsd.publisher import DetectionEvent, EventStamper
@@ -55,3 +61,40 @@ def speakers(partition: str, count: int, prefix: str = "spk") -> list[str]:
             found.append(name)
         i += 1
     return found
+
+
+class Daemon:
+    """``kwsd -v run -c CONFIG`` in a subprocess, its log lines collected as they come."""
+
+    def __init__(self, config: Path, env: Mapping[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kwsd", "-v", "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+        )
+        self.lines: list[str] = []
+        stderr = self.process.stderr
+        assert stderr is not None
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(line.decode() for line in stderr), daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, text: str, timeout_s: float) -> None:
+        """Until a log line contains ``text``; fails (with the log) if the daemon ends first."""
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log
+            time.sleep(0.05)
+
+    def finish(self) -> str:
+        """Kill it if it still runs; the whole log once its stderr has closed."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self._reader.join(5)
+        return self.log

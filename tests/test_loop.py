@@ -23,12 +23,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Daemon
 from training_tools import missing_tensorflow
 
 from kwsd import evaluate as ev
@@ -155,38 +155,27 @@ def listen_with_capture(tmp_path: Path, bundle: Path, audio: Path, captures: Pat
         f"model: {bundle}\naudio:\n  device: room\n  block_ms: {BLOCK_MS}\nstats_interval_s: 1\n"
         f"capture:\n  enabled: true\n  directory: {captures}\n  pre_ms: 2000\n  post_ms: 500\n"
     )
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "kwsd", "-v", "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**alsa.capture_env(conf), "PYTHONPATH": str(ROOT)},
-    )
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(line.decode() for line in daemon.stderr), daemon=True)
-    reader.start()
+    kwsd = Daemon(config, {**alsa.capture_env(conf), "PYTHONPATH": str(ROOT)})
+    daemon = kwsd.process
 
     def heard_s() -> float:
-        found = [float(m) for m in re.findall(r'"audio_s": ([0-9.]+)', "".join(log))]
+        found = [float(m) for m in re.findall(r'"audio_s": ([0-9.]+)', kwsd.log)]
         return max(found, default=0.0)
 
     try:
+        kwsd.wait_for_line("capturing from room", PATIENCE_S)
         deadline = time.monotonic() + PATIENCE_S
-        while not any("capturing from room" in line for line in log):
-            assert daemon.poll() is None and time.monotonic() < deadline, "".join(log)
-            time.sleep(0.05)
         writer.start(samples)
         # What the daemon has heard, not a time: the minute and every capture's post_ms after it.
         while heard_s() < ROOM_S + 2:
-            assert daemon.poll() is None and time.monotonic() < deadline + PATIENCE_S, "".join(log)
+            assert daemon.poll() is None and time.monotonic() < deadline + PATIENCE_S, kwsd.log
             time.sleep(0.1)
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(PATIENCE_S) == 0, "".join(log)
+        assert daemon.wait(PATIENCE_S) == 0, kwsd.log
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
         writer.stop()
-    reader.join(5)
-    return "".join(log)
+        kwsd.finish()
+    return kwsd.log
 
 
 def review_by_script(captures: Path, truth: list[ev.TruthWord]) -> dict[str, int]:

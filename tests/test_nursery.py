@@ -16,12 +16,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Daemon
 from training_tools import missing_tensorflow
 
 from kwsd.audio import write_wav
@@ -128,43 +128,32 @@ def test_a_crying_baby_is_one_on_and_one_off_from_sliced_recordings_to_the_broke
         "  home_assistant:\n    enabled: true\n"
         f"capture:\n  enabled: true\n  directory: {tmp_path / 'captures'}\n  pre_ms: 6000\n  post_ms: 500\n"
     )
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "kwsd", "-v", "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**alsa.capture_env(conf), "PYTHONPATH": str(ROOT)},
-    )
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(line.decode() for line in daemon.stderr), daemon=True)
-    reader.start()
+    kwsd = Daemon(config, {**alsa.capture_env(conf), "PYTHONPATH": str(ROOT)})
+    daemon = kwsd.process
 
     def state_messages():
         return [m.payload for m in subscriber.messages if m.topic == "kwsd/nursery/state/crying"]
 
     try:
+        kwsd.wait_for_line("capturing from nursery", PATIENCE_S)
         deadline = time.monotonic() + PATIENCE_S
-        while not any("capturing from nursery" in line for line in log):
-            assert daemon.poll() is None and time.monotonic() < deadline, "".join(log)
-            time.sleep(0.05)
         writer.start(int16(night).tobytes())
         assert writer.payload_done.wait(PATIENCE_S)
         while "off" not in state_messages():  # what the audio produces, not a time
-            assert daemon.poll() is None and time.monotonic() < deadline + PATIENCE_S, "".join(log)
+            assert daemon.poll() is None and time.monotonic() < deadline + PATIENCE_S, kwsd.log
             time.sleep(0.05)
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(PATIENCE_S) == 0, "".join(log)
+        assert daemon.wait(PATIENCE_S) == 0, kwsd.log
         messages = subscriber.wait_for(
             lambda ms: [m.payload for m in ms if m.topic.endswith("/status")][-1:] == ["offline"],
             timeout_s=PATIENCE_S,
         )
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
         writer.stop()
+        kwsd.finish()
         subscriber.close()
         mosquitto.stop()
-    reader.join(5)
-    text = "".join(log)
+    text = kwsd.log
     assert "Traceback" not in text
 
     # One on when the crying starts, one off when it stops, the state retained.
