@@ -191,6 +191,12 @@ def _build_parser() -> argparse.ArgumentParser:
         stream, "detection settings (default: the bundle's recommended values, else TensorFlow's)"
     )
     stream.add_argument(
+        "--gate",
+        action="store_true",
+        help="the audio gate on, with config.yaml's default audio.gate settings: windows with nothing "
+        "louder than the noise floor skip the model (needs a model with a _silence_ label)",
+    )
+    stream.add_argument(
         "--stats", action="store_true", help="print a summary (audio time, windows, CPU) on stderr at the end"
     )
     _add_scores_argument(stream)
@@ -424,6 +430,7 @@ def _load(model_path: str | None) -> tuple[Any, Any]:
 def _cmd_stream(args: argparse.Namespace) -> int:
     from kwsd.audio import open_audio
     from kwsd.bundle import demo_wav_path
+    from kwsd.gate import GateSettings
     from kwsd.pipeline import PipelineError, build_pipeline
     from kwsd.smoother import SmootherError
 
@@ -441,7 +448,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     bundle, classifier = _load(args.model)
     try:
         settings = _detection_settings(bundle, args)
-        pipeline = build_pipeline(bundle, settings, classifier=classifier, profile=args.stats)
+        gate = GateSettings(enabled=True) if args.gate else None
+        pipeline = build_pipeline(bundle, settings, classifier=classifier, profile=args.stats, gate=gate)
     except (SmootherError, PipelineError) as err:
         raise _SettingError(str(err)) from None
     reader = open_audio(
@@ -541,7 +549,12 @@ def _print_stats(pipeline: Any, detections: int, first_window_s: float | None) -
         f"kwsd: {audio_s:.2f} s of audio, {stats.windows} windows, {detections} detections; "
         f"pipeline CPU {cpu_ms:.1f} ms ({per_s:.3f} ms per audio second: front end "
         f"{stats.frontend_ns / 1e6:.1f}, interpreter {stats.classifier_ns / 1e6:.1f}, "
-        f"smoother {stats.smoother_ns / 1e6:.1f} ms); start to first window {first}",
+        f"smoother {stats.smoother_ns / 1e6:.1f} ms); start to first window {first}"
+        + (
+            f"; audio gate skipped {stats.gate_skipped} of {stats.windows} windows"
+            if pipeline.gate is not None
+            else ""
+        ),
         file=sys.stderr,
     )
 

@@ -36,6 +36,13 @@ import yaml
 from kwsd.detection import KEYS as DETECTION_KEYS
 from kwsd.detection import DetectionError, check_detection
 from kwsd.errors import KwsdError, read_limited
+from kwsd.gate import (
+    FLOOR_MIN_DBFS_RANGE,
+    FLOOR_RISE_DB_PER_S_RANGE,
+    HANGOVER_MS_RANGE,
+    MARGIN_DB_RANGE,
+    GateSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +124,8 @@ class AudioConfig:
     queue_blocks: int = 200
     #: No audio for this long means the device stalled and is reopened.
     stall_timeout_ms: int = 2000
+    #: The audio gate: the interpreter skips windows with nothing in them (:mod:`kwsd.gate`).
+    gate: GateSettings = field(default_factory=GateSettings)
 
 
 @dataclass(frozen=True)
@@ -632,6 +641,28 @@ class _Reader:
             block_ms=block_ms,
             queue_blocks=queue_blocks,
             stall_timeout_ms=stall_timeout_ms,
+            gate=self.gate(values.get("gate")),
+        )
+
+    def gate(self, data: Any) -> GateSettings:
+        values = self.section("audio.gate", data, GateSettings)
+        defaults = GateSettings()
+        return GateSettings(
+            enabled=self.boolean("audio.gate.enabled", values, defaults.enabled),
+            margin_db=self.number("audio.gate.margin_db", values, defaults.margin_db, MARGIN_DB_RANGE, "dB"),
+            hangover_ms=self.integer(
+                "audio.gate.hangover_ms", values, defaults.hangover_ms, HANGOVER_MS_RANGE, "milliseconds"
+            ),
+            floor_min_dbfs=self.number(
+                "audio.gate.floor_min_dbfs", values, defaults.floor_min_dbfs, FLOOR_MIN_DBFS_RANGE, "dBFS"
+            ),
+            floor_rise_db_per_s=self.number(
+                "audio.gate.floor_rise_db_per_s",
+                values,
+                defaults.floor_rise_db_per_s,
+                FLOOR_RISE_DB_PER_S_RANGE,
+                "dB per second",
+            ),
         )
 
     def channel(self, values: Mapping[str, Any], channels: int | None) -> Channel | int:
@@ -926,6 +957,20 @@ class _Reader:
         bounds = f"{low}..{high}" if high is not None else f">= {low}"
         what = f"a whole number of {unit} {bounds}" if unit else f"an integer {bounds}"
         self.problems.expected(path, what, value)
+        return default
+
+    def number(
+        self, path: str, values: Mapping[str, Any], default: float, span: tuple[float, float], unit: str
+    ) -> float:
+        """An int or float (not a bool) in ``span`` (inclusive), as a float."""
+        key = path.rsplit(".", 1)[-1]
+        if key not in values:
+            return default
+        value = values[key]
+        low, high = span
+        if isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high:
+            return float(value)
+        self.problems.expected(path, f"a number of {unit} {low:g}..{high:g}", value)
         return default
 
     def boolean(self, path: str, values: Mapping[str, Any], default: bool) -> bool:

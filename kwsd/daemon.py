@@ -37,9 +37,10 @@ from kwsd.bundle import Bundle, demo_bundle_path, read_bundle
 from kwsd.classifier import TfliteClassifier
 from kwsd.config import Channel, Config, ConfigError, default_config, load_config
 from kwsd.detection import DetectionError, DetectionSettings, resolve_detection
+from kwsd.gate import describe as describe_gate
 from kwsd.listener import Listener, Reload
 from kwsd.notify import SystemdNotifier
-from kwsd.pipeline import build_pipeline
+from kwsd.pipeline import PipelineError, build_pipeline, check_gate
 from kwsd.publisher import EventStamper, Publisher, StdoutPublisher
 from kwsd.smoother import RecognizeCommands, SmootherError
 from kwsd.sources import MicrophoneSource
@@ -99,6 +100,11 @@ def prepare_model(config_path: str | None, model_path: str | None = None) -> Pre
     bundle = read_bundle(model_path or config.model or demo_bundle_path())
     classifier = TfliteClassifier(bundle)
     detection = _detection(bundle, config, source)
+    if config.audio.gate.enabled:
+        try:
+            check_gate(bundle.name, bundle.labels)
+        except PipelineError as err:
+            raise ConfigError([str(err)], source=source) from None
     return Prepared(config, source, bundle, classifier, detection)
 
 
@@ -138,7 +144,11 @@ def _listen(
 ) -> None:
     config, source, bundle = prepared.config, prepared.source, prepared.bundle
     spec = bundle.frontend
-    pipeline = build_pipeline(bundle, prepared.detection, classifier=prepared.classifier)
+    pipeline = build_pipeline(
+        bundle, prepared.detection, classifier=prepared.classifier, gate=config.audio.gate
+    )
+    if config.audio.gate.enabled:
+        log.info("audio.gate: %s", describe_gate(config.audio.gate))
     stdout: TextIO | None = None
     if scores:
         from kwsd.scores import ScoreDisplay

@@ -301,10 +301,13 @@ class FrontendSpec:
         """Samples the frames of one clip actually cover (<= clip_samples)."""
         return (self.frame_count - 1) * self.stride_samples + self.window_samples
 
+    def frame_end_sample(self, frame_index: int) -> int:
+        """Sample index (exclusive) at the end of frame ``frame_index`` of a stream."""
+        return frame_index * self.stride_samples + self.window_samples
+
     def frame_end_ms(self, frame_index: int) -> int:
         """Audio time (ms, floor) of the end of frame ``frame_index`` of a stream."""
-        end_sample = frame_index * self.stride_samples + self.window_samples
-        return end_sample * 1000 // self.sample_rate_hz
+        return self.frame_end_sample(frame_index) * 1000 // self.sample_rate_hz
 
     def describe(self) -> str:
         samples = ""
@@ -1040,6 +1043,11 @@ class PerClipMicroFrontend:
             frames = (start + self._window_frames) % self._feature_frames
             self._done[last + 1] = self._features[slot].take(frames, axis=0)
         self.frames_total = first + len(filterbank)
+
+    def discard(self, end_frame: int) -> None:
+        """Drop the windows ending at or before ``end_frame`` unread (the audio gate skipped it)."""
+        for stale in [e for e in self._done if e <= end_frame]:
+            del self._done[stale]
 
     def window(self, end_frame: int) -> FeatureArray:
         """The (frame_count, feature_count) float32 features of the window ending at

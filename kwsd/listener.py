@@ -322,6 +322,10 @@ class Listener:
             stats["mqtt"] = counters
         if self._capture is not None:
             stats["captures"] = self._capture.writer.counters()
+        if self.pipeline.gate is not None:
+            # Windows since start, and those the audio gate kept from the interpreter.
+            pipeline_stats = self.pipeline.stats
+            stats["gate"] = {"windows": pipeline_stats.windows, "skipped": pipeline_stats.gate_skipped}
         return stats
 
     # --- the device -------------------------------------------------------------------------

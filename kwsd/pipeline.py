@@ -10,6 +10,11 @@ A ``micro`` front end with ``state: per_clip`` computes each window's frames as 
 started at the window's first sample would (:class:`~kwsd.frontend.PerClipMicroFrontend`);
 every other front end's frames are shared by the windows that overlap.
 
+With the audio gate on (``audio.gate``, :mod:`kwsd.gate`) the front end still takes every
+sample (it is incremental, and the frames must be whole when a word comes), but a window the
+gate finds empty is not classified: the smoother is fed 1.0 for ``_silence_`` instead, and
+:class:`PipelineStats` counts it in ``gate_skipped``.
+
 Single-threaded: the thread that calls :meth:`Pipeline.feed` owns everything here.
 """
 
@@ -34,6 +39,7 @@ from kwsd.frontend import (
     StreamingFrontend,
     compute_features,
 )
+from kwsd.gate import EnergyGate, GateError, GateSettings, silence_scores
 from kwsd.labels import SILENCE_LABEL
 from kwsd.ringbuffer import FrameRing, SampleRing
 from kwsd.smoother import RecognizeCommands
@@ -89,6 +95,10 @@ class PipelineStats:
     total_ns: int = 0
     windows: int = 0
     samples: int = 0
+    #: Windows the audio gate kept from the interpreter (counted whether or not profiling is on).
+    gate_skipped: int = 0
+    #: Thread time of the gate's energy and floor tracking (profiling only).
+    gate_ns: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,12 +109,16 @@ def build_pipeline(
     classifier: Classifier | None = None,
     profile: bool = False,
     recompute_full_window: bool = False,
+    gate: GateSettings | None = None,
 ) -> Pipeline:
     """The pipeline for a bundle: what every command and the daemon run.
 
     ``settings``: None for the bundle's own recommendation (else TensorFlow's defaults);
-    ``classifier``: None for a :class:`~kwsd.classifier.TfliteClassifier` of the bundle.
+    ``classifier``: None for a :class:`~kwsd.classifier.TfliteClassifier` of the bundle;
+    ``gate``: the audio gate (None or not enabled: every window is classified).
     """
+    if gate is not None and gate.enabled:
+        check_gate(bundle.name, bundle.labels)
     if settings is None:
         try:
             stride_ms = bundle.frontend.window_stride_ms
@@ -122,7 +136,19 @@ def build_pipeline(
         settings,
         profile=profile,
         recompute_full_window=recompute_full_window,
+        gate=gate,
     )
+
+
+def check_gate(model_name: str, labels: Sequence[str]) -> None:
+    """Refuse the gate for a model it cannot serve: one without a ``_silence_`` label, which a
+    closed window's scores need."""
+    if SILENCE_LABEL not in labels:
+        raise PipelineError(
+            f"audio.gate.enabled: the model {model_name} has no {SILENCE_LABEL} label (its labels: "
+            f"{', '.join(labels)}), so a window the gate skips has no score to give the smoother; "
+            "turn the gate off (audio.gate.enabled: false) or use a model trained with silence"
+        )
 
 
 class Pipeline:
@@ -137,6 +163,7 @@ class Pipeline:
         *,
         recompute_full_window: bool = False,
         profile: bool = False,
+        gate: GateSettings | None = None,
     ) -> None:
         clip_stride_ms = settings.clip_stride_ms
         hop_frames = _hop_frames(spec, clip_stride_ms)
@@ -171,7 +198,18 @@ class Pipeline:
         self._recompute = recompute_full_window
         self._profile = profile
         self.stats = PipelineStats()
-        #: Called with every (time_ms, scores) the classifier produces, when set.
+        self.gate: EnergyGate | None = None
+        if gate is not None and gate.enabled:
+            check_gate("in use", labels)
+            try:
+                self.gate = EnergyGate(
+                    gate, sample_rate_hz=spec.sample_rate_hz, span_samples=spec.span_samples
+                )
+            except GateError as err:
+                raise PipelineError(f"audio.gate.{err}") from None
+            self._silence_scores = silence_scores(tuple(labels), SILENCE_LABEL)
+        #: Called with every (time_ms, scores) the smoother is fed, when set: the classifier's,
+        #: or the gate's silence scores for a window it skipped.
         self.on_scores: Callable[[int, npt.NDArray[np.float32]], None] | None = None
         #: Called after every window with (time_ms, each label's smoothed score), when set.
         self.on_smoothed: Callable[[int, npt.NDArray[np.float64]], None] | None = None
@@ -247,12 +285,24 @@ class Pipeline:
         t1 = clock() if clock else 0
         if clock:
             self.stats.frontend_ns += t1 - t0
+        gate = self.gate
+        if gate is not None:
+            gate.push(samples)
+            if clock:
+                t1b = clock()
+                self.stats.gate_ns += t1b - t1
         detections: list[Detection] = []
         while self._next_window_end <= frames_total:
             end = self._next_window_end
             self._next_window_end += self._hop_frames
             t2 = clock() if clock else 0
-            if self._recompute:
+            scores: npt.NDArray[np.float32] | None = None
+            if gate is not None and not gate.is_open(spec.frame_end_sample(end - 1)):
+                scores = self._silence_scores.copy()  # the hooks may keep it
+                self.stats.gate_skipped += 1
+                if self._per_clip is not None and not self._recompute:
+                    self._per_clip.discard(end)  # computed with the frames; not needed
+            elif self._recompute:
                 window = self._full_window(end)
                 if clock:
                     t3 = clock()
@@ -262,7 +312,8 @@ class Pipeline:
                 window = self._per_clip.window(end)  # this window's own, fresh front end
             else:
                 window = self._frames.window(end)
-            scores = self.classifier.classify(window)
+            if scores is None:
+                scores = self.classifier.classify(window)
             t3 = clock() if clock else 0
             time_ms = spec.frame_end_ms(end - 1)
             self._last_window_ms = time_ms

@@ -24,6 +24,8 @@ def test_benchmark_prints_all_three_measurements():
             "1",
             "--json",
             "--no-training",
+            "--gate-hours",
+            "0.02",
         ],
         capture_output=True,
         check=False,
@@ -44,6 +46,7 @@ def test_benchmark_prints_all_three_measurements():
         "training",
         "streaming",
         "micro_speech",
+        "gate",
         "cpu_ms_per_audio_s",
         "frontend_ms",
         "interpreter_ms",
@@ -56,6 +59,11 @@ def test_benchmark_prints_all_three_measurements():
         "startup_s",
     }
     assert figures["cpu_ms_per_audio_s"] > 0 and figures["startup_s"] > 0
+    # Section 7: the gate off and on over the same quiet-room mix, both measured in the run.
+    assert "7. audio gate (gate on (margin 12 dB" in out
+    gate = figures["gate"]
+    assert gate["words"] == 4 and gate["windows"] == gate["audio_s"] * 50 - 49
+    assert gate["interpreter_off_ms"] > 0 and 0 < gate["windows_skipped"] < gate["windows"]
     # Also in kwsd run's own 20 ms blocks (one frame per push).
     assert figures["other_block_ms"] == 20 and figures["other_block_cpu_ms_per_audio_s"] > 0
     assert "in 20 ms blocks (kwsd run's default audio.block_ms): total " in out
@@ -68,7 +76,10 @@ def test_benchmark_prints_all_three_measurements():
 @pytest.mark.skipif(missing_training_tools() is not None, reason=str(missing_training_tools()))
 def test_benchmark_measures_training_and_streaming_accuracy_on_a_set_it_makes():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--seconds", "2", "--repeats", "1", "--json"],
+        [
+            *(sys.executable, str(ROOT / "tools" / "benchmark.py"), "--seconds", "2", "--repeats", "1"),
+            *("--json", "--gate-hours", "0.02"),
+        ],
         capture_output=True,
         check=False,
         timeout=600,

@@ -2,6 +2,7 @@
 """kwsd's speed benchmark: every figure is measured in this one run, on this machine.
 
     python tools/benchmark.py [--model BUNDLE] [--seconds 60] [--repeats 5] [--no-training] [--sections 6]
+                              [--gate-hours 1] [--real-dir ../shared/realspeech]
 
 Prints:
   1. CPU time per audio second of the stream pipeline (front end, interpreter, smoother and
@@ -19,7 +20,12 @@ Prints:
      micro features at 30/20 ms, clip stride 20 ms; made untrained here: the cost does not
      depend on the weights) with the micro front end per_clip (as train.py trains) and
      continuous (as the firmware runs), at the section's block size and at 20 ms blocks (the
-     daemon's default audio.block_ms).
+     daemon's default audio.block_ms);
+  7. the audio gate (audio.gate, kwsd/gate.py) over a realistic mix: ``--gate-hours`` (default
+     1) of quiet room (the real set's background noise at -55 dBFS, else generated room noise)
+     with a real spoken word every 2 to 4 minutes (test-partition keyword clips of
+     ``--real-dir``, else the words of demo.wav): interpreter CPU per audio second with the gate
+     off and on in this run, their ratio, and the words heard and detections lost or gained.
 
 CPU times are thread CPU time (``time.thread_time_ns``), the median of ``--repeats``
 interleaved runs, so another process on the machine slows the wall clock but not these.
@@ -85,6 +91,15 @@ def main() -> int:
         default=SECTIONS,
         help="the sections to run, e.g. 6 or 1,2,6 (default: all; 1 and 2 share their runs)",
     )
+    parser.add_argument(
+        "--gate-hours", type=float, default=1.0, help="length of section 7's quiet-room mix (default 1)"
+    )
+    parser.add_argument(
+        "--real-dir",
+        default=str(DEFAULT_REAL_DIR),
+        help="Speech Commands-style folder whose keyword clips and _background_noise_ section 7 "
+        "mixes (default ../shared/realspeech; demo.wav's words and generated noise without it)",
+    )
     args = parser.parse_args()
     sections: frozenset[int] = args.sections
 
@@ -132,7 +147,7 @@ def main() -> int:
             f"({', '.join(f'{s * 1000:.0f}' for s in startup)}) (target < {TARGET_STARTUP_S * 1000:.0f} ms: "
             f"{startup_s / TARGET_STARTUP_S:.2f} x target) {'OK' if startup_s < TARGET_STARTUP_S else 'OVER'}"
         )
-    training = streaming = micro = None
+    training = streaming = micro = gate = None
     if sections & {4, 5}:
         with synthetic_set(skip=args.no_training) as data_dir:
             if 4 in sections:
@@ -141,12 +156,24 @@ def main() -> int:
                 streaming = streaming_accuracy(data_dir, args.model, skip=args.no_training)
     if 6 in sections:
         micro = micro_speech_cost(audio, args.block_ms, args.repeats, skip=args.no_training)
+    if 7 in sections:
+        from kwsd_tools.benchmark_gate import gate_cost
+
+        gate = gate_cost(
+            bundle, settings, hours=args.gate_hours, real_dir=Path(args.real_dir), block_ms=args.block_ms
+        )
     if args.json:
-        print(json.dumps({"training": training, "streaming": streaming, "micro_speech": micro, **figures}))
+        print(
+            json.dumps(
+                {"training": training, "streaming": streaming, "micro_speech": micro, "gate": gate, **figures}
+            )
+        )
     return 0
 
 
-SECTIONS = frozenset(range(1, 7))
+SECTIONS = frozenset(range(1, 8))
+#: Where the README's commands find the real-speech set (relative to the checkout).
+DEFAULT_REAL_DIR = Path("../shared/realspeech")
 #: The default block: frames batched per push. Section 1 also measures kwsd run's own
 #: blocks (audio.block_ms, 20 ms: one frame per push), or these when the run uses those.
 BATCHED_BLOCK_MS = 250
@@ -164,7 +191,7 @@ def _sections(text: str) -> frozenset[int]:
     except ValueError:
         chosen = frozenset()
     if not chosen or not chosen <= SECTIONS:
-        raise argparse.ArgumentTypeError(f"expected section numbers 1..6 separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected section numbers 1..7 separated by commas, got {text!r}")
     return chosen
 
 
