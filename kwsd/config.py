@@ -222,6 +222,17 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """One entry of ``models``: a bundle and the detection settings it has over ``detection``."""
+
+    #: The .kwsd bundle (absolute, not checked to exist).
+    path: Path
+    #: Detection settings for this model only, over the top-level ``detection`` (validated as
+    #: it is, nulls removed).
+    detection: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything config.yaml sets.
 
@@ -232,6 +243,8 @@ class Config:
 
     #: The .kwsd bundle (absolute, not checked to exist); None = the built-in demo model.
     model: Path | None = None
+    #: Several bundles listening to the same audio (``models``); empty = ``model`` alone.
+    models: tuple[ModelConfig, ...] = ()
     audio: AudioConfig = field(default_factory=AudioConfig)
     #: Read-only by contract (typed as a Mapping; a plain dict so that it copies and pickles).
     detection: Mapping[str, Any] = field(default_factory=dict)
@@ -240,6 +253,12 @@ class Config:
     #: Period of the stats message; 0 = no stats messages.
     stats_interval_s: int = 60
     log_level: LogLevel = LogLevel.INFO
+
+    def model_entries(self) -> tuple[ModelConfig | None, ...]:
+        """The models to load, in order: ``models``, else ``model`` alone (None: the demo)."""
+        if self.models:
+            return self.models
+        return (None if self.model is None else ModelConfig(self.model),)
 
 
 def default_config() -> Config:
@@ -562,6 +581,7 @@ class _Reader:
         defaults = Config()
         return Config(
             model=self.path("model", values.get("model"), what="a path to a .kwsd bundle or null"),
+            models=self.models(values),
             audio=self.audio(values.get("audio")),
             detection=self.detection(values.get("detection")),
             mqtt=self.mqtt(values.get("mqtt")),
@@ -684,15 +704,44 @@ class _Reader:
             return Channel.MIX
         return int(value)
 
-    def detection(self, data: Any) -> Mapping[str, Any]:
+    def models(self, values: Mapping[str, Any]) -> tuple[ModelConfig, ...]:
+        """``models``: a list of bundle paths, or of {path, detection} mappings."""
+        data = values.get("models")
+        if data is None:
+            return ()
+        if values.get("model") is not None:
+            self.problems.add("models", "give either model (one bundle) or models (several), not both")
+            return ()
+        what = "a list of .kwsd bundle paths (or of {path: ..., detection: {...}} mappings)"
+        if not isinstance(data, list) or not data:
+            self.problems.expected("models", what, data)
+            return ()
+        entries: list[ModelConfig] = []
+        for index, item in enumerate(data):
+            key = f"models[{index}]"
+            if isinstance(item, Mapping):
+                known = self.known_keys(key, item, [f.name for f in fields(ModelConfig)])
+                if "path" not in known:
+                    self.problems.add(f"{key}.path", "missing: the .kwsd bundle of this model")
+                    continue
+                path = self.path(f"{key}.path", known["path"], what="a path to a .kwsd bundle")
+                detection = self.detection(known.get("detection"), f"{key}.detection")
+            else:
+                path = self.path(key, item, what="a path to a .kwsd bundle (or a {path, detection} mapping)")
+                detection = {}
+            if path is not None:
+                entries.append(ModelConfig(path, detection))
+        return tuple(entries)
+
+    def detection(self, data: Any, where: str = "detection") -> Mapping[str, Any]:
         if data is None:
             return {}
         if not isinstance(data, Mapping):
-            self.problems.expected("detection", "a mapping of settings", data)
+            self.problems.expected(where, "a mapping of settings", data)
             return {}
         given = {
             key: value
-            for key, value in self.known_keys("detection", data, list(DETECTION_KEYS)).items()
+            for key, value in self.known_keys(where, data, list(DETECTION_KEYS)).items()
             if value is not None
         }
         ok = True
@@ -700,10 +749,10 @@ class _Reader:
             if key in ("label_thresholds", "states") and isinstance(value, Mapping):
                 # One label at a time, so that every bad label is reported.
                 for label, setting in value.items():
-                    ok &= self.check_detection({key: {label: setting}})
+                    ok &= self.check_detection({key: {label: setting}}, where)
             else:
-                ok &= self.check_detection({key: value})
-        if not ok or not self.check_detection(given):  # the whole set: checks across settings
+                ok &= self.check_detection({key: value}, where)
+        if not ok or not self.check_detection(given, where):  # the whole set: checks across settings
             return {}
         checked = check_detection(given)
         for per_label in ("label_thresholds", "states"):
@@ -711,12 +760,12 @@ class _Reader:
                 del checked[per_label]
         return checked
 
-    def check_detection(self, settings: Mapping[str, Any]) -> bool:
+    def check_detection(self, settings: Mapping[str, Any], where: str = "detection") -> bool:
         try:
             check_detection(settings)
         except DetectionError as err:
             key, _, message = str(err).partition(": ")
-            self.problems.add(f"detection.{key}", message)
+            self.problems.add(f"{where}.{key}", message)
             return False
         return True
 

@@ -31,16 +31,17 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from kwsd.bundle import Bundle, demo_bundle_path, read_bundle
 from kwsd.classifier import TfliteClassifier
-from kwsd.config import Channel, Config, ConfigError, default_config, load_config
+from kwsd.config import Channel, Config, ConfigError, ModelConfig, default_config, load_config
 from kwsd.detection import DetectionError, DetectionSettings, resolve_detection
 from kwsd.gate import describe as describe_gate
 from kwsd.listener import Listener, Reload
 from kwsd.notify import SystemdNotifier
-from kwsd.pipeline import PipelineError, build_pipeline, check_gate
+from kwsd.pipeline import Model, MultiPipeline, PipelineError, check_gate, check_keywords, check_rates
 from kwsd.publisher import EventStamper, Publisher, StdoutPublisher
 from kwsd.smoother import RecognizeCommands, SmootherError
 from kwsd.sources import MicrophoneSource
@@ -57,22 +58,44 @@ RELOAD_CLOSE_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
+class LoadedModel:
+    """One model ``kwsd run`` listens with: its bundle, interpreter and detection settings."""
+
+    bundle: Bundle
+    classifier: TfliteClassifier
+    detection: DetectionSettings
+    #: The name its detections carry inside the pipeline: the bundle's name, made unique.
+    key: str
+
+
+@dataclass(frozen=True)
 class Prepared:
     """Everything ``kwsd run`` builds and checks before it opens the device."""
 
     config: Config
     source: str  # the config file, for messages ("<defaults>" without one)
-    bundle: Bundle
-    classifier: TfliteClassifier
-    detection: DetectionSettings
+    models: tuple[LoadedModel, ...]
+
+    @property
+    def bundle(self) -> Bundle:
+        """The first model's bundle (the only one, unless the config has ``models``)."""
+        return self.models[0].bundle
+
+    @property
+    def classifier(self) -> TfliteClassifier:
+        return self.models[0].classifier
+
+    @property
+    def detection(self) -> DetectionSettings:
+        return self.models[0].detection
 
 
 def prepare(config_path: str | None) -> Prepared:
-    """Load and check the config, the model it names and the settings against that model.
+    """Load and check the config, the models it names and the settings against them.
 
     ``kwsd run`` and ``kwsd check-config`` both call this, so a config that one refuses the
     other refuses too, with the same message and exit code: ConfigError (78) for the file and
-    for settings that do not fit the model, InputNotFoundError (66) for a model file that is
+    for settings that do not fit a model, InputNotFoundError (66) for a model file that is
     not there, ModelError (67) for one that cannot be used. Opens no device and no connection.
     """
     prepared = prepare_model(config_path)
@@ -81,6 +104,14 @@ def prepare(config_path: str | None) -> Prepared:
     if config.capture.enabled:
         from kwsd.capture import CaptureError, check_folder
 
+        if len(prepared.models) > 1:
+            raise ConfigError(
+                [
+                    f"capture.enabled: capture works with one model so far; {len(prepared.models)} "
+                    "are configured (models): turn capture off or listen with one model"
+                ],
+                source=source,
+            )
         try:
             check_folder(config.capture.directory)
         except CaptureError as err:
@@ -89,23 +120,52 @@ def prepare(config_path: str | None) -> Prepared:
 
 
 def prepare_model(config_path: str | None, model_path: str | None = None) -> Prepared:
-    """The config, the model and the detection settings, loaded and checked as :func:`prepare`
-    checks them, with the same errors; ``model_path`` (``-m``) over the config's ``model``.
+    """The config, the models and their detection settings, loaded and checked as
+    :func:`prepare` checks them, with the same errors; ``model_path`` (``-m``) over the
+    config's ``model`` and ``models``.
 
     What a server that takes its audio from clients (``kwsd wyoming``) needs of ``kwsd run``'s
     start: no device, MQTT or capture settings are checked here.
     """
     source = config_path or "<defaults>"
     config = load_config(config_path) if config_path else default_config()
-    bundle = read_bundle(model_path or config.model or demo_bundle_path())
-    classifier = TfliteClassifier(bundle)
-    detection = _detection(bundle, config, source)
+    entries = (ModelConfig(Path(model_path)),) if model_path else config.model_entries()
+    bundles = [read_bundle(entry.path if entry else demo_bundle_path()) for entry in entries]
+    where = [str(entry.path) if entry else "the built-in demo" for entry in entries]
+    try:
+        check_keywords(list(zip(where, (b.labels for b in bundles), strict=True)))
+        check_rates(list(zip(where, (b.frontend.sample_rate_hz for b in bundles), strict=True)))
+    except PipelineError as err:
+        raise ConfigError([f"models: {err}"], source=source) from None
+    several = len(bundles) > 1
+    settings = [
+        _detection(bundle, config, source, entry, several=several)
+        for bundle, entry in zip(bundles, entries, strict=True)
+    ]
+    if several:
+        _check_label_keys(config, bundles, source)
     if config.audio.gate.enabled:
-        try:
-            check_gate(bundle.name, bundle.labels)
-        except PipelineError as err:
-            raise ConfigError([str(err)], source=source) from None
-    return Prepared(config, source, bundle, classifier, detection)
+        for bundle in bundles:
+            try:
+                check_gate(bundle.name, bundle.labels)
+            except PipelineError as err:
+                raise ConfigError([str(err)], source=source) from None
+    keys = _unique_names([bundle.name for bundle in bundles])
+    models = tuple(
+        LoadedModel(bundle, TfliteClassifier(bundle), one, key)
+        for bundle, one, key in zip(bundles, settings, keys, strict=True)
+    )
+    return Prepared(config, source, models)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """``names`` with a ``#2``, ``#3``... after a name that came before."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return unique
 
 
 @dataclass
@@ -142,28 +202,36 @@ def run_daemon(config_path: str | None, *, verbose: bool, scores: bool = False) 
 def _listen(
     prepared: Prepared, config_path: str | None, stop: threading.Event, *, verbose: bool, scores: bool
 ) -> None:
-    config, source, bundle = prepared.config, prepared.source, prepared.bundle
-    spec = bundle.frontend
-    pipeline = build_pipeline(
-        bundle, prepared.detection, classifier=prepared.classifier, gate=config.audio.gate
+    config, source, models = prepared.config, prepared.source, prepared.models
+    pipeline = MultiPipeline(
+        [Model(m.key, m.bundle.frontend, m.classifier, tuple(m.bundle.labels), m.detection) for m in models],
+        gate=config.audio.gate,
     )
+    if len(models) > 1:
+        log.info(
+            "%d models on %d front end%s: %s",
+            len(models),
+            len(pipeline.features),
+            "" if len(pipeline.features) == 1 else "s",
+            ", ".join(f"{m.key} ({', '.join(m.bundle.labels)})" for m in models),
+        )
     if config.audio.gate.enabled:
         log.info("audio.gate: %s", describe_gate(config.audio.gate))
     stdout: TextIO | None = None
     if scores:
         from kwsd.scores import ScoreDisplay
 
-        display = ScoreDisplay(sys.stdout, bundle.labels, lambda: pipeline.settings)
+        display = ScoreDisplay(sys.stdout, pipeline.labels, lambda: pipeline)
         pipeline.on_smoothed = display.window
         stdout = cast(TextIO, display)  # events on stdout go above the meter
-    publisher = _publisher(config, source, bundle, prepared.detection, stdout=stdout)
+    publisher = _publisher(config, source, models, stdout=stdout)
     running = _Running(config, source, stdout)
     audio = config.audio
 
     def open_source() -> MicrophoneSource:
         return MicrophoneSource(
             audio.device,
-            spec.sample_rate_hz,
+            pipeline.sample_rate_hz,
             open_rate_hz=audio.sample_rate_hz,
             channels=audio.channels,
             channel="mix" if audio.channel is Channel.MIX else audio.channel,
@@ -173,14 +241,17 @@ def _listen(
 
     def reload() -> Reload | None:
         assert config_path is not None  # no reloader without a config file
-        return _reload(running, config_path, bundle, verbose=verbose)
+        return _reload(running, config_path, models, verbose=verbose)
 
+    first = models[0].bundle
     listener = Listener(
         open_source,
         pipeline,
         publisher,
-        EventStamper(bundle.name, bundle.sha256),
-        capture=_capture(config, bundle, prepared.detection),
+        EventStamper(
+            first.name, first.sha256, models={m.key: (m.bundle.name, m.bundle.sha256) for m in models}
+        ),
+        capture=_capture(config, first, prepared.detection),
         stall_timeout_ms=audio.stall_timeout_ms,
         notifier=SystemdNotifier(),
         stats_interval_s=config.stats_interval_s,
@@ -230,28 +301,65 @@ def _stop_when_a_thread_dies(stop: threading.Event) -> list[threading.ExceptHook
     return died
 
 
-def _detection(bundle: Bundle, config: Config, source: str) -> DetectionSettings:
-    """The config's detection settings over the bundle's; a misfit is a config error."""
+def _detection(
+    bundle: Bundle, config: Config, source: str, entry: ModelConfig | None = None, *, several: bool = False
+) -> DetectionSettings:
+    """The config's detection settings over the bundle's; a misfit is a config error.
+
+    With ``models``, a model's own ``detection`` goes over the top-level one key by key (its
+    per-label mappings over the top-level ones label by label), and top-level per-label
+    settings apply to the models that have the label (:func:`_check_label_keys` checks that
+    some model has each).
+    """
+    given = dict(config.detection)
+    if several:
+        for key in ("label_thresholds", "states"):
+            if key in given:
+                given[key] = {label: v for label, v in given[key].items() if label in bundle.labels}
+    where = "detection"
+    if entry is not None and entry.detection:
+        where = f"models[{config.models.index(entry)}].detection"
+        for key, value in entry.detection.items():
+            if key in ("label_thresholds", "states"):
+                given[key] = {**given.get(key, {}), **value}
+            else:
+                given[key] = value
     try:
         settings = resolve_detection(
-            bundle.detection, config.detection, window_stride_ms=bundle.frontend.window_stride_ms
+            bundle.detection, given, window_stride_ms=bundle.frontend.window_stride_ms
         )
         RecognizeCommands(bundle.labels, settings.smoother)  # a threshold for a label it lacks
         StateTracker(bundle.labels, settings.states)  # a state label it lacks
     except StateError as err:
-        raise ConfigError([f"detection.states.{err}"], source=source) from None
+        raise ConfigError([f"{where}.states.{err}{_of(bundle, several)}"], source=source) from None
     except (DetectionError, SmootherError) as err:
         # Settings that do not fit this model (a threshold for a label it lacks, a stride
         # that is not a multiple of its window stride) are config errors too.
-        raise ConfigError([f"detection.{err}"], source=source) from None
+        raise ConfigError([f"{where}.{err}{_of(bundle, several)}"], source=source) from None
     return settings
+
+
+def _of(bundle: Bundle, several: bool) -> str:
+    return f" (model {bundle.name})" if several else ""
+
+
+def _check_label_keys(config: Config, bundles: list[Bundle], source: str) -> None:
+    """With several models, a top-level per-label setting must name a label some model has."""
+    labels = {label for bundle in bundles for label in bundle.labels}
+    problems = [
+        f"detection.{key}.{label}: no loaded model has this label (they have: {', '.join(sorted(labels))})"
+        for key in ("label_thresholds", "states")
+        for label in config.detection.get(key, {})
+        if label not in labels
+    ]
+    if problems:
+        raise ConfigError(problems, source=source)
 
 
 def _publisher(
     config: Config,
     source: str,
-    bundle: Bundle,
-    settings: DetectionSettings,
+    models: tuple[LoadedModel, ...],
     carry_over: list[dict[str, Any]] | None = None,
     *,
     stdout: TextIO | None = None,
@@ -269,7 +377,7 @@ def _publisher(
 
     try:
         publisher = MqttPublisher(
-            config.mqtt, _device_id(config), model=_model_facts(bundle, settings), carry_over=carry_over or []
+            config.mqtt, _device_id(config), model=_model_facts(models), carry_over=carry_over or []
         )
     except SpoolError as err:
         # Exit 78 like any config problem: restarting cannot fix a folder kwsd may not write.
@@ -280,27 +388,39 @@ def _publisher(
     return publisher
 
 
-def _model_facts(bundle: Bundle, settings: DetectionSettings) -> ModelFacts:
+def _model_facts(
+    models: tuple[LoadedModel, ...], settings: tuple[DetectionSettings, ...] | None = None
+) -> ModelFacts:
+    """What Home Assistant and Hermes are told: every model's labels (a keyword is in one model
+    only, so each label's threshold is its model's), under the models' names joined."""
     from kwsd.mqtt import ModelFacts
 
-    overrides = settings.label_thresholds
+    each = settings if settings is not None else tuple(m.detection for m in models)
+    labels: dict[str, float] = {}
+    states: list[str] = []
+    for model, one in zip(models, each, strict=True):
+        for label in model.bundle.labels:
+            labels.setdefault(label, float(one.threshold_of(label)))
+        states += [label for label in one.states if label not in states]
     return ModelFacts(
-        name=bundle.name,
-        sha256=bundle.sha256,
-        labels=tuple(bundle.labels),
-        thresholds={label: float(overrides.get(label, settings.threshold)) for label in bundle.labels},
-        state_labels=tuple(settings.states),
+        name=" + ".join(m.bundle.name for m in models),
+        sha256=models[0].bundle.sha256,
+        labels=tuple(labels),
+        thresholds=labels,
+        state_labels=tuple(states),
     )
 
 
-def _update_model(bundle: Bundle, settings: DetectionSettings) -> Callable[[Publisher], None]:
+def _update_model(
+    models: tuple[LoadedModel, ...], settings: tuple[DetectionSettings, ...]
+) -> Callable[[Publisher], None]:
     """What tells an MQTT publisher kept across a reload the new thresholds."""
 
     def update(publisher: Publisher) -> None:
         from kwsd.mqtt import MqttPublisher
 
         if isinstance(publisher, MqttPublisher):
-            publisher.update_model(_model_facts(bundle, settings))
+            publisher.update_model(_model_facts(models, settings))
 
     return update
 
@@ -342,13 +462,26 @@ def _device_id(config: Config) -> str:
     return config.mqtt.device_id or socket.gethostname()
 
 
-def _reload(running: _Running, path: str, bundle: Bundle, *, verbose: bool) -> Reload | None:
+def _reload(running: _Running, path: str, models: tuple[LoadedModel, ...], *, verbose: bool) -> Reload | None:
     """The config file read again, as the :class:`Reload` the listener applies; None (each
     problem logged) when it is rejected."""
     old = running.config
     try:
         new = load_config(path)
-        settings = _detection(bundle, new, path)
+        entries = new.model_entries()
+        several = len(models) > 1
+        if len(entries) != len(models):
+            # The models themselves change only at a restart; their settings must fit the running ones.
+            raise ConfigError(
+                [f"models: {len(entries)} models given, {len(models)} running (models change at a restart)"],
+                source=path,
+            )
+        settings = tuple(
+            _detection(m.bundle, new, path, entry, several=several)
+            for m, entry in zip(models, entries, strict=True)
+        )
+        if several:
+            _check_label_keys(new, [m.bundle for m in models], path)
         if new.mqtt != old.mqtt:
             _check_mqtt(new, path)
     except ConfigError as err:
@@ -358,24 +491,29 @@ def _reload(running: _Running, path: str, bundle: Bundle, *, verbose: bool) -> R
             "; ".join(str(err).splitlines()),
         )
         return None
-    for key in ("model", "audio", "capture"):
+    if [e.path if e else None for e in new.model_entries()] != [
+        e.path if e else None for e in old.model_entries()
+    ]:
+        log.warning("reload: model changed, but takes effect only when kwsd restarts")
+    for key in ("audio", "capture"):
         if getattr(new, key) != getattr(old, key):
             log.warning("reload: %s changed, but takes effect only when kwsd restarts", key)
     if not verbose:
         logging.getLogger().setLevel(new.log_level.logging_level)
     if new.mqtt == old.mqtt:
-        reload = Reload(settings, new.stats_interval_s, keep_publisher=_update_model(bundle, settings))
+        reload = Reload(settings, new.stats_interval_s, keep_publisher=_update_model(models, settings))
     else:
-        replace = _replace_publisher(
-            old=old, new=new, path=path, bundle=bundle, settings=settings, stdout=running.stdout
-        )
+        replace = _replace_publisher(old=old, new=new, path=path, models=models, stdout=running.stdout)
         reload = Reload(settings, new.stats_interval_s, new_publisher=replace)
     running.config = new
     log.info(
-        "reload: %s applied (clip stride %d ms, threshold %.3f)",
+        "reload: %s applied (%s)",
         path,
-        settings.clip_stride_ms,
-        settings.threshold,
+        "; ".join(
+            (f"{m.key}: " if several else "")
+            + f"clip stride {one.clip_stride_ms} ms, threshold {one.threshold:.3f}"
+            for m, one in zip(models, settings, strict=True)
+        ),
     )
     return reload
 
@@ -409,8 +547,7 @@ def _replace_publisher(
     old: Config,
     new: Config,
     path: str,
-    bundle: Bundle,
-    settings: DetectionSettings,
+    models: tuple[LoadedModel, ...],
     stdout: TextIO | None,
 ) -> Callable[[Publisher], Publisher]:
     """What replaces the publisher, off the listener thread: closing the old one waits for the
@@ -435,12 +572,12 @@ def _replace_publisher(
         else:
             previous.close()
         try:
-            replacement = _publisher(new, path, bundle, settings, carry_over, stdout=stdout)
+            replacement = _publisher(new, path, models, carry_over, stdout=stdout)
         except ConfigError as err:
             # Checked beforehand, so only a race (a file changed meanwhile) gets here: go on
             # with the old settings rather than with no publisher at all.
             log.error("reload: %s; reconnecting with the previous MQTT settings", err)
-            replacement = _publisher(old, path, bundle, settings, carry_over, stdout=stdout)
+            replacement = _publisher(old, path, models, carry_over, stdout=stdout)
         log.info("reload: MQTT settings applied")
         return replacement
 

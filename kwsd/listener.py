@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from kwsd.detection import DetectionSettings
 from kwsd.notify import SystemdNotifier
-from kwsd.pipeline import Pipeline
+from kwsd.pipeline import MultiPipeline, Pipeline
 from kwsd.publisher import EventStamper, HandoverPublisher, Publisher, ScoreSink, rfc3339
 from kwsd.sources import AudioDeviceError, AudioSource
 
@@ -69,7 +69,8 @@ class Reload:
     """A config reload, as a value: what the listener applies between blocks. Whoever makes it
     (the daemon, from the config file) never touches the listener itself."""
 
-    detection: DetectionSettings
+    #: The detection settings, one per model in order (a single one for a single model).
+    detection: DetectionSettings | tuple[DetectionSettings, ...]
     stats_interval_s: float
     #: Runs on a worker thread with the publisher in use: closes it and returns its successor
     #: (:class:`HandoverPublisher` keeps the detections made meanwhile, in order). None: the
@@ -88,7 +89,7 @@ class Listener:
     def __init__(
         self,
         open_source: Callable[[], AudioSource],
-        pipeline: Pipeline,
+        pipeline: Pipeline | MultiPipeline,
         publisher: Publisher,
         stamper: EventStamper,
         *,
@@ -223,10 +224,12 @@ class Listener:
                         detection.audio_time_ms,
                         now_utc,
                         detection.state,
+                        model=detection.model,
                     )
                     # In the log whatever the outputs, so `journalctl -u kwsd` shows what was heard.
                     log.info(
-                        "heard %s%s (score %.3f) at %d ms audio time",
+                        "heard %s%s%s (score %.3f) at %d ms audio time",
+                        "" if detection.model is None else f"{detection.model}: ",
                         detection.label,
                         "" if detection.state is None else f" {'on' if detection.state.on else 'off'}",
                         detection.score,
@@ -271,10 +274,15 @@ class Listener:
             reload = self._reloader()
             if reload is None:
                 return
-            self.pipeline.set_detection(reload.detection)
-            if self._capture is not None:
-                thresholds = {label: reload.detection.threshold_of(label) for label in self._capture.labels}
-                self._capture.update(reload.detection.to_dict(), thresholds)
+            detection = reload.detection
+            first = detection if isinstance(detection, DetectionSettings) else detection[0]
+            if isinstance(self.pipeline, MultiPipeline):
+                self.pipeline.set_detection(detection)
+            else:
+                self.pipeline.set_detection(first)
+            if self._capture is not None:  # with one model only
+                thresholds = {label: first.threshold_of(label) for label in self._capture.labels}
+                self._capture.update(first.to_dict(), thresholds)
         except Exception:
             log.exception("reload failed; going on with the settings as they were")
             return
@@ -298,7 +306,7 @@ class Listener:
         cpu_s, samples = time.thread_time(), self.pipeline.samples_seen
         last_cpu_s, last_samples = self._stats_mark
         self._stats_mark = (cpu_s, samples)
-        rate = self.pipeline.spec.sample_rate_hz
+        rate = self.pipeline.sample_rate_hz
         interval_audio_s = (samples - last_samples) / rate
         rtf = round((cpu_s - last_cpu_s) / interval_audio_s, 5) if interval_audio_s else None
         source = self._source

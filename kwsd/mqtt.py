@@ -374,7 +374,7 @@ class MqttPublisher:
         topic, payload = integrations.hermes_hotword(
             label=event.label,
             site_id=self._hermes.site_id,
-            model_sha256=model.sha256,
+            model_sha256=event.model_sha256,  # the model that heard it, of several
             sensitivity=float(model.thresholds.get(event.label, 0.0)),
         )
         # QoS 0, never queued: a wake word is only meaningful at once.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from kwsd.frontend import (
     compute_features,
 )
 from kwsd.gate import EnergyGate, GateError, GateSettings, silence_scores
-from kwsd.labels import SILENCE_LABEL
+from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.ringbuffer import FrameRing, SampleRing
 from kwsd.smoother import RecognizeCommands
 from kwsd.state import StateChange, StateError, StateTracker
@@ -73,6 +73,8 @@ class Detection:
     audio_time_ms: int
     #: A state label's change (:mod:`kwsd.state`); None for an event.
     state: StateChange | None = None
+    #: The model that heard it, when several listen (:class:`MultiPipeline`); else None.
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -80,6 +82,8 @@ class Detection:
             "score": round(self.score, 5),
             "audio_time_ms": self.audio_time_ms,
         }
+        if self.model is not None:
+            values["model"] = self.model
         if self.state is not None:
             values.update(self.state.fields())
         return values
@@ -151,8 +155,114 @@ def check_gate(model_name: str, labels: Sequence[str]) -> None:
         )
 
 
+class Features:
+    """One front end's work on the audio: the sample ring, the incremental front end and its
+    frames, and the audio gate. Every model whose front end is this one reads its windows from
+    here, so the frames are computed once however many models share them (:class:`MultiPipeline`).
+
+    ``per_clip`` (a ``micro`` front end with ``state: per_clip``) computes each window's frames
+    afresh, on the schedule of the one model it serves: such a front end is never shared.
+    """
+
+    def __init__(
+        self,
+        spec: FrontendSpec,
+        *,
+        recompute_full_window: bool = False,
+        gate: GateSettings | None = None,
+    ) -> None:
+        self.spec = spec
+        self._frontend = StreamingFrontend(spec)
+        self._frames = FrameRing(spec.frame_count, spec.feature_count)
+        # Blocks are processed in chunks of at most one second, and the ring holds the
+        # audio of one whole window plus two chunks, so every window is still in it.
+        self.max_chunk = spec.sample_rate_hz
+        self._samples = SampleRing(spec.span_samples + 2 * self.max_chunk)
+        self.per_clip: PerClipMicroFrontend | None = None
+        if (
+            spec.kind is FrontendKind.MICRO
+            and spec.micro is not None
+            and spec.micro.state is MicroState.PER_CLIP
+            and not recompute_full_window
+        ):
+            self.per_clip = PerClipMicroFrontend(spec, max_push_samples=self.max_chunk)
+        self.recompute = recompute_full_window
+        self.gate: EnergyGate | None = None
+        if gate is not None and gate.enabled:
+            try:
+                self.gate = EnergyGate(
+                    gate, sample_rate_hz=spec.sample_rate_hz, span_samples=spec.span_samples
+                )
+            except GateError as err:
+                raise PipelineError(f"audio.gate.{err}") from None
+        #: Thread time (ns) of the front end and of the gate, when the caller times them.
+        self.frontend_ns = 0
+        self.gate_ns = 0
+
+    @property
+    def shareable(self) -> bool:
+        return self.per_clip is None and not self.recompute
+
+    @property
+    def samples_seen(self) -> int:
+        return self._samples.total_written
+
+    def push(self, samples: npt.NDArray[np.int16], clock: Callable[[], int] | None) -> None:
+        """One chunk of at most :attr:`max_chunk` samples into the rings, the front end and the gate."""
+        t0 = clock() if clock else 0
+        self._samples.write(samples)
+        if self.per_clip is not None:
+            self.per_clip.push(samples)
+        elif not self.recompute:
+            self._frames.append(self._frontend.push(samples))
+        if clock:
+            t1 = clock()
+            self.frontend_ns += t1 - t0
+            t0 = t1
+        if self.gate is not None:
+            self.gate.push(samples)
+            if clock:
+                self.gate_ns += clock() - t0
+
+    def frames_available(self) -> int:
+        """Complete frames in the audio so far (absolute count)."""
+        if self.per_clip is not None:
+            return self.per_clip.frames_total
+        if not self.recompute:
+            return self._frames.total
+        seen, spec = self._samples.total_written, self.spec
+        return 0 if seen < spec.window_samples else 1 + (seen - spec.window_samples) // spec.stride_samples
+
+    def is_open(self, end_frame: int) -> bool:
+        """Whether the window ending at ``end_frame`` is to be classified (no gate: always)."""
+        return self.gate is None or self.gate.is_open(self.spec.frame_end_sample(end_frame - 1))
+
+    def skip(self, end_frame: int) -> None:
+        """The window ending at ``end_frame`` will not be read (the gate kept it from the model)."""
+        if self.per_clip is not None:
+            self.per_clip.discard(end_frame)  # computed with the frames; not needed
+
+    def window(self, end_frame: int) -> npt.NDArray[np.float32]:
+        if self.recompute:
+            return self._full_window(end_frame)
+        if self.per_clip is not None:
+            return self.per_clip.window(end_frame)  # this window's own, fresh front end
+        return self._frames.window(end_frame)
+
+    def _full_window(self, end_frame: int) -> npt.NDArray[np.float32]:
+        """The benchmark's baseline: recompute every frame of the window from the ring."""
+        spec = self.spec
+        start_sample = (end_frame - spec.frame_count) * spec.stride_samples
+        audio = self._samples.read(start_sample, start_sample + spec.span_samples)
+        return compute_features(spec, audio)
+
+
 class Pipeline:
-    """Feed int16 mono samples at the front end's rate; get detections back."""
+    """Feed int16 mono samples at the front end's rate; get detections back.
+
+    ``features``: the :class:`Features` this model reads, shared with other models by a
+    :class:`MultiPipeline` (which then feeds it); None for a front end of its own.
+    """
 
     def __init__(
         self,
@@ -164,6 +274,7 @@ class Pipeline:
         recompute_full_window: bool = False,
         profile: bool = False,
         gate: GateSettings | None = None,
+        features: Features | None = None,
     ) -> None:
         clip_stride_ms = settings.clip_stride_ms
         hop_frames = _hop_frames(spec, clip_stride_ms)
@@ -180,33 +291,21 @@ class Pipeline:
         self._last_window_ms = 0
         self.clip_stride_ms = clip_stride_ms
         self._hop_frames = hop_frames
-        self._frontend = StreamingFrontend(spec)
-        self._frames = FrameRing(spec.frame_count, spec.feature_count)
-        # Blocks are processed in chunks of at most one second, and the ring holds the
-        # audio of one whole window plus two chunks, so every window is still in it.
-        self._max_chunk = spec.sample_rate_hz
-        self._samples = SampleRing(spec.span_samples + 2 * self._max_chunk)
+        #: Whether :meth:`feed` feeds the front end (else a MultiPipeline does, once for all).
+        self._own_features = features is None
+        if features is None:
+            features = Features(spec, recompute_full_window=recompute_full_window, gate=gate)
+        elif features.spec != spec:
+            raise PipelineError("a shared front end must have the model's own front-end spec")
+        self.features = features
         self._next_window_end = spec.frame_count  # absolute frame index (exclusive)
-        self._per_clip: PerClipMicroFrontend | None = None
-        if (
-            spec.kind is FrontendKind.MICRO
-            and spec.micro is not None
-            and spec.micro.state is MicroState.PER_CLIP
-        ):
-            self._per_clip = PerClipMicroFrontend(spec, max_push_samples=self._max_chunk)
-            self._per_clip.schedule(self._next_window_end, self._hop_frames)
-        self._recompute = recompute_full_window
+        if features.per_clip is not None:
+            features.per_clip.schedule(self._next_window_end, self._hop_frames)
         self._profile = profile
         self.stats = PipelineStats()
-        self.gate: EnergyGate | None = None
-        if gate is not None and gate.enabled:
+        self.gate = features.gate
+        if self.gate is not None:
             check_gate("in use", labels)
-            try:
-                self.gate = EnergyGate(
-                    gate, sample_rate_hz=spec.sample_rate_hz, span_samples=spec.span_samples
-                )
-            except GateError as err:
-                raise PipelineError(f"audio.gate.{err}") from None
             self._silence_scores = silence_scores(tuple(labels), SILENCE_LABEL)
         #: Called with every (time_ms, scores) the smoother is fed, when set: the classifier's,
         #: or the gate's silence scores for a window it skipped.
@@ -238,8 +337,8 @@ class Pipeline:
         self.settings = settings
         self.clip_stride_ms = clip_stride_ms
         self._hop_frames = hop_frames
-        if self._per_clip is not None:
-            self._per_clip.schedule(self._next_window_end, self._hop_frames)
+        if self.features.per_clip is not None:
+            self.features.per_clip.schedule(self._next_window_end, self._hop_frames)
 
     def reset(self) -> None:
         """After a gap in the audio (a device reopened): no window may straddle it.
@@ -250,72 +349,68 @@ class Pipeline:
         """
         spec = self.spec
         straddling = -(-spec.window_samples // spec.stride_samples)  # frames holding old samples
-        after = self._frames_available() + straddling + spec.frame_count
+        after = self.features.frames_available() + straddling + spec.frame_count
         self._next_window_end = max(self._next_window_end, after)
-        if self._per_clip is not None:
-            self._per_clip.schedule(self._next_window_end, self._hop_frames)
+        if self.features.per_clip is not None:
+            self.features.per_clip.schedule(self._next_window_end, self._hop_frames)
         self.smoother = RecognizeCommands(self.smoother.labels, self.smoother.settings)
         if self._states is not None:
             self._states.reset()
 
     @property
     def samples_seen(self) -> int:
-        return self._samples.total_written
+        return self.features.samples_seen
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self.spec.sample_rate_hz
 
     def audio_time_ms(self) -> int:
         return self.samples_seen * 1000 // self.spec.sample_rate_hz
 
     def feed(self, samples: npt.NDArray[np.int16]) -> list[Detection]:
         """Process one block of any size; returns the detections it completed, oldest first."""
+        if not self._own_features:
+            raise PipelineError("this model's front end is shared: feed its MultiPipeline")
         detections: list[Detection] = []
-        for offset in range(0, len(samples), self._max_chunk):
-            detections.extend(self._feed_chunk(samples[offset : offset + self._max_chunk]))
+        clock = time.thread_time_ns if self._profile else None
+        features = self.features
+        for offset in range(0, len(samples), features.max_chunk):
+            chunk = samples[offset : offset + features.max_chunk]
+            t0 = clock() if clock else 0
+            frontend_ns, gate_ns = features.frontend_ns, features.gate_ns
+            features.push(chunk, clock)
+            if clock:
+                self.stats.frontend_ns += features.frontend_ns - frontend_ns
+                self.stats.gate_ns += features.gate_ns - gate_ns
+            detections.extend(self.windows(clock))
+            self.stats.samples += len(chunk)
+            if clock:
+                self.stats.total_ns += clock() - t0
         return detections
 
-    def _feed_chunk(self, samples: npt.NDArray[np.int16]) -> list[Detection]:
-        clock = time.thread_time_ns if self._profile else None
-        t0 = clock() if clock else 0
-        spec = self.spec
-        self._samples.write(samples)
-        if self._per_clip is not None and not self._recompute:
-            self._per_clip.push(samples)
-        elif not self._recompute:
-            self._frames.append(self._frontend.push(samples))
-        frames_total = self._frames_available()
-        t1 = clock() if clock else 0
-        if clock:
-            self.stats.frontend_ns += t1 - t0
-        gate = self.gate
-        if gate is not None:
-            gate.push(samples)
-            if clock:
-                t1b = clock()
-                self.stats.gate_ns += t1b - t1
+    def windows(self, clock: Callable[[], int] | None = None) -> list[Detection]:
+        """Classify every window the front end's frames now complete: after each chunk it took."""
+        features = self.features
+        frames_total = features.frames_available()
         detections: list[Detection] = []
         while self._next_window_end <= frames_total:
             end = self._next_window_end
             self._next_window_end += self._hop_frames
             t2 = clock() if clock else 0
-            scores: npt.NDArray[np.float32] | None = None
-            if gate is not None and not gate.is_open(spec.frame_end_sample(end - 1)):
+            if not features.is_open(end):
                 scores = self._silence_scores.copy()  # the hooks may keep it
                 self.stats.gate_skipped += 1
-                if self._per_clip is not None and not self._recompute:
-                    self._per_clip.discard(end)  # computed with the frames; not needed
-            elif self._recompute:
-                window = self._full_window(end)
-                if clock:
+                features.skip(end)
+            else:
+                window = features.window(end)
+                if clock and features.recompute:
                     t3 = clock()
                     self.stats.frontend_ns += t3 - t2
                     t2 = t3
-            elif self._per_clip is not None:
-                window = self._per_clip.window(end)  # this window's own, fresh front end
-            else:
-                window = self._frames.window(end)
-            if scores is None:
                 scores = self.classifier.classify(window)
             t3 = clock() if clock else 0
-            time_ms = spec.frame_end_ms(end - 1)
+            time_ms = self.spec.frame_end_ms(end - 1)
             self._last_window_ms = time_ms
             if self.on_scores is not None:
                 self.on_scores(time_ms, scores)
@@ -339,23 +434,230 @@ class Pipeline:
                 self.stats.classifier_ns += t3 - t2
                 self.stats.smoother_ns += t4 - t3
             self.stats.windows += 1
-        self.stats.samples += len(samples)
-        if clock:
-            self.stats.total_ns += clock() - t0
         return detections
 
-    def _frames_available(self) -> int:
-        """Complete frames in the audio so far (absolute count)."""
-        if self._per_clip is not None and not self._recompute:
-            return self._per_clip.frames_total
-        if not self._recompute:
-            return self._frames.total
-        seen, spec = self._samples.total_written, self.spec
-        return 0 if seen < spec.window_samples else 1 + (seen - spec.window_samples) // spec.stride_samples
 
-    def _full_window(self, end_frame: int) -> npt.NDArray[np.float32]:
-        """The benchmark's baseline: recompute every frame of the window from the ring."""
-        spec = self.spec
-        start_sample = (end_frame - spec.frame_count) * spec.stride_samples
-        audio = self._samples.read(start_sample, start_sample + spec.span_samples)
-        return compute_features(spec, audio)
+@dataclass(frozen=True)
+class Model:
+    """One model of a :class:`MultiPipeline`: its name (for events), what it runs and its labels."""
+
+    name: str
+    spec: FrontendSpec
+    classifier: Classifier
+    labels: tuple[str, ...]
+    settings: DetectionSettings
+
+
+class MultiPipeline:
+    """Several models on one audio stream. Models whose front-end specs are equal share one
+    :class:`Features` (the frames are computed once, the gate decides once); a model with
+    another spec has its own, fed the same samples. Each model has its own classifier, smoother
+    and settings, and each detection names its model.
+
+    All models take the same sample rate (one capture feeds them). A ``micro`` front end with
+    ``state: per_clip`` computes each window afresh on its model's schedule, so it is not shared.
+
+    ``labels`` is every model's labels, each once, in model order; :attr:`on_smoothed` is
+    called after any model's window with each of those labels' latest smoothed score (a label
+    two models have, such as ``_silence_``, shows the later one's).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[Model],
+        *,
+        profile: bool = False,
+        gate: GateSettings | None = None,
+        recompute_full_window: bool = False,
+    ) -> None:
+        if not models:
+            raise PipelineError("no model given")
+        first = models[0]
+        for model in models[1:]:
+            if model.spec.sample_rate_hz != first.spec.sample_rate_hz:
+                raise PipelineError(
+                    f"the models {first.name} ({first.spec.sample_rate_hz} Hz) and {model.name} "
+                    f"({model.spec.sample_rate_hz} Hz) take different sample rates; kwsd feeds all "
+                    "models from one capture at one rate"
+                )
+        self.names = tuple(model.name for model in models)
+        self.sample_rate_hz = first.spec.sample_rate_hz
+        #: One Features per distinct front end, in the order of their first model.
+        self.features: list[Features] = []
+        self.pipelines: list[Pipeline] = []
+        for model in models:
+            shared = next((f for f in self.features if f.shareable and f.spec == model.spec), None)
+            if shared is None or recompute_full_window:
+                shared = Features(model.spec, recompute_full_window=recompute_full_window, gate=gate)
+                self.features.append(shared)
+            if gate is not None and gate.enabled:
+                check_gate(model.name, model.labels)
+            self.pipelines.append(
+                Pipeline(
+                    model.spec,
+                    model.classifier,
+                    model.labels,
+                    model.settings,
+                    profile=profile,
+                    features=shared,
+                )
+            )
+        self._profile = profile
+        self.labels: tuple[str, ...] = tuple(dict.fromkeys(label for m in models for label in m.labels))
+        self._latest = np.zeros(len(self.labels), np.float64)
+        self._slots = [
+            np.array([self.labels.index(label) for label in model.labels], np.intp) for model in models
+        ]
+        self._on_smoothed: Callable[[int, npt.NDArray[np.float64]], None] | None = None
+        self._frontend_ns = 0
+        self._gate_ns = 0
+        self._total_ns = 0
+        self._samples = 0
+        self.max_chunk = min(f.max_chunk for f in self.features)
+
+    @property
+    def settings(self) -> tuple[DetectionSettings, ...]:
+        return tuple(p.settings for p in self.pipelines)
+
+    def threshold_of(self, label: str) -> float:
+        """The threshold of ``label`` in the first model that has it."""
+        for pipeline in self.pipelines:
+            if label in pipeline.smoother.labels:
+                return pipeline.settings.threshold_of(label)
+        raise KeyError(label)
+
+    @property
+    def gate(self) -> EnergyGate | None:
+        """A gate in use (each front end has its own when ``audio.gate`` is on), else None."""
+        return self.features[0].gate
+
+    @property
+    def samples_seen(self) -> int:
+        return self.features[0].samples_seen
+
+    def audio_time_ms(self) -> int:
+        return self.samples_seen * 1000 // self.sample_rate_hz
+
+    @property
+    def on_smoothed(self) -> Callable[[int, npt.NDArray[np.float64]], None] | None:
+        return self._on_smoothed
+
+    @on_smoothed.setter
+    def on_smoothed(self, hook: Callable[[int, npt.NDArray[np.float64]], None] | None) -> None:
+        self._on_smoothed = hook
+        for pipeline, slots in zip(self.pipelines, self._slots, strict=True):
+            pipeline.on_smoothed = None if hook is None else self._smoothed_hook(slots, hook)
+
+    def _smoothed_hook(
+        self, slots: npt.NDArray[np.intp], hook: Callable[[int, npt.NDArray[np.float64]], None]
+    ) -> Callable[[int, npt.NDArray[np.float64]], None]:
+        latest = self._latest
+
+        def smoothed(time_ms: int, averages: npt.NDArray[np.float64]) -> None:
+            latest[slots] = averages
+            hook(time_ms, latest.copy())
+
+        return smoothed
+
+    @property
+    def stats(self) -> PipelineStats:
+        """All models' figures together: the front ends counted once each, every model's windows."""
+        total = PipelineStats(
+            frontend_ns=self._frontend_ns,
+            gate_ns=self._gate_ns,
+            total_ns=self._total_ns,
+            samples=self._samples,
+        )
+        for pipeline in self.pipelines:
+            total.frontend_ns += pipeline.stats.frontend_ns  # the recompute baseline's only
+            total.classifier_ns += pipeline.stats.classifier_ns
+            total.smoother_ns += pipeline.stats.smoother_ns
+            total.windows += pipeline.stats.windows
+            total.gate_skipped += pipeline.stats.gate_skipped
+        return total
+
+    def set_detection(self, settings: DetectionSettings | Sequence[DetectionSettings]) -> None:
+        """New detection settings, one per model in order (a single one for a single model)."""
+        each = [settings] if isinstance(settings, DetectionSettings) else list(settings)
+        if len(each) != len(self.pipelines):
+            raise PipelineError(f"{len(each)} detection settings for {len(self.pipelines)} models")
+        for pipeline, one in zip(self.pipelines, each, strict=True):
+            pipeline.set_detection(one)
+
+    def reset(self) -> None:
+        """After a gap in the audio: every model's next window starts after it."""
+        for pipeline in self.pipelines:
+            pipeline.reset()
+
+    def feed(self, samples: npt.NDArray[np.int16]) -> list[Detection]:
+        """Process one block of any size; returns every model's detections, oldest first."""
+        clock = time.thread_time_ns if self._profile else None
+        detections: list[Detection] = []
+        single = len(self.pipelines) == 1
+        for offset in range(0, len(samples), self.max_chunk):
+            chunk = samples[offset : offset + self.max_chunk]
+            t0 = clock() if clock else 0
+            for features in self.features:
+                frontend_ns, gate_ns = features.frontend_ns, features.gate_ns
+                features.push(chunk, clock)
+                self._frontend_ns += features.frontend_ns - frontend_ns
+                self._gate_ns += features.gate_ns - gate_ns
+            found: list[Detection] = []
+            for name, pipeline in zip(self.names, self.pipelines, strict=True):
+                heard = pipeline.windows(clock)
+                found += heard if single else [replace(d, model=name) for d in heard]
+            found.sort(key=lambda d: d.audio_time_ms)  # stable: model order within one time
+            detections += found
+            self._samples += len(chunk)
+            if clock:
+                self._total_ns += clock() - t0
+        return detections
+
+
+def build_multi_pipeline(
+    bundles: Sequence[Bundle],
+    settings: Sequence[DetectionSettings],
+    classifiers: Sequence[Classifier] | None = None,
+    *,
+    profile: bool = False,
+    gate: GateSettings | None = None,
+) -> MultiPipeline:
+    """The pipeline of several bundles, each with its settings (and classifier: None for a
+    :class:`~kwsd.classifier.TfliteClassifier` of each)."""
+    if classifiers is None:
+        from kwsd.classifier import TfliteClassifier
+
+        classifiers = [TfliteClassifier(bundle) for bundle in bundles]
+    models = [
+        Model(bundle.name, bundle.frontend, classifier, tuple(bundle.labels), one)
+        for bundle, one, classifier in zip(bundles, settings, classifiers, strict=True)
+    ]
+    return MultiPipeline(models, profile=profile, gate=gate)
+
+
+def check_rates(models: Sequence[tuple[str, int]]) -> None:
+    """Refuse models that take different sample rates (one capture feeds them all).
+    ``models``: (where the model came from, its rate in Hz)."""
+    for where, rate in models[1:]:
+        first, first_rate = models[0]
+        if rate != first_rate:
+            raise PipelineError(
+                f"{first} takes {first_rate} Hz and {where} takes {rate} Hz; kwsd feeds all models "
+                "from one capture at one rate"
+            )
+
+
+def check_keywords(bundles: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Refuse two models that both have a keyword: its events, topics and Wyoming name would
+    not say which model heard it. ``bundles``: (where the model came from, its labels)."""
+    seen: dict[str, str] = {}
+    for where, labels in bundles:
+        for label in labels:
+            if label in (SILENCE_LABEL, UNKNOWN_LABEL):
+                continue
+            if label in seen and seen[label] != where:
+                raise PipelineError(
+                    f"the keyword {label!r} is in two models, {seen[label]} and {where}; "
+                    "each keyword may be in one loaded model only"
+                )
+            seen[label] = where

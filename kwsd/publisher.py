@@ -70,9 +70,18 @@ class DetectionEvent:
 class EventStamper:
     """Numbers events 1, 2, ... under one random boot id (one per process start)."""
 
-    def __init__(self, model_name: str, model_sha256: str, boot_id: str | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        model_sha256: str,
+        boot_id: str | None = None,
+        *,
+        models: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
         self.model_name = model_name
         self.model_sha256 = model_sha256
+        #: With several models: each one's key in the pipeline -> (its name, its sha256).
+        self._models = dict(models or {})
         self.boot_id = boot_id or uuid.uuid4().hex
         self._sequence = 0
         #: label -> wall clock its sound started, while on.
@@ -85,7 +94,12 @@ class EventStamper:
         audio_time_ms: int,
         now_utc: dt.datetime,
         state: StateChange | None = None,
+        *,
+        model: str | None = None,
     ) -> DetectionEvent:
+        """The event of a detection; ``model``: the key of the model that heard it, when
+        several listen (None: the stamper's own model)."""
+        name, sha256 = self._models[model] if model is not None else (self.model_name, self.model_sha256)
         self._sequence += 1
         started_utc = None
         if state is not None:
@@ -101,8 +115,8 @@ class EventStamper:
             score,
             now_utc,
             audio_time_ms,
-            self.model_name,
-            self.model_sha256,
+            name,
+            sha256,
             self._sequence,
             self.boot_id,
             state,

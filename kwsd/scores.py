@@ -22,12 +22,11 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 import numpy.typing as npt
 
-from kwsd.detection import DetectionSettings
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger(__name__)
@@ -47,6 +46,13 @@ def score_line(time_ms: int, labels: Sequence[str], scores: npt.NDArray[np.float
     }
 
 
+class Thresholds(Protocol):
+    """What the meter needs of the detection settings (a DetectionSettings, or a MultiPipeline
+    for the thresholds of several models)."""
+
+    def threshold_of(self, label: str) -> float: ...
+
+
 class ScoreDisplay:
     """Prints each window's smoothed scores to ``out``: a meter on a terminal, else JSON lines.
 
@@ -59,7 +65,7 @@ class ScoreDisplay:
         self,
         out: TextIO,
         labels: Sequence[str],
-        settings: Callable[[], DetectionSettings],
+        settings: Callable[[], Thresholds],
         *,
         meter: bool | None = None,
     ) -> None:

@@ -259,7 +259,7 @@ TLS_OFF = (
         (
             "zzz: 1\n",
             [
-                "zzz: unknown key; expected one of model, audio, detection, mqtt, capture, "
+                "zzz: unknown key; expected one of model, models, audio, detection, mqtt, capture, "
                 "stats_interval_s, log_level"
             ],
         ),

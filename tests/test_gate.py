@@ -154,7 +154,7 @@ def test_a_per_clip_micro_front_end_scores_the_windows_it_runs_as_without_the_ga
         pipeline.on_scores = lambda t, s, seen=seen: seen.__setitem__(t, s.copy())
         for start in range(0, len(audio), 4000):
             pipeline.feed(audio[start : start + 4000])
-            assert len(pipeline._per_clip._done) <= 15  # skipped windows are not kept
+            assert len(pipeline.features.per_clip._done) <= 15  # skipped windows are not kept
     off, on = scores[None], scores[GateSettings(enabled=True)]
     assert list(on) == list(off)
     silence = silence_scores(bundle.labels, "_silence_")
