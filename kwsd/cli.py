@@ -580,7 +580,7 @@ def _cmd_wyoming(args: argparse.Namespace) -> int:
     from kwsd.daemon import prepare_model
 
     wyoming_server.check_uri(args.uri)
-    prepared = prepare_model(args.config, args.model)
+    prepared = prepare_model(args.config, [args.model] if args.model else [])
     if not args.verbose:
         logging.getLogger().setLevel(prepared.config.log_level.logging_level)
     settings = wyoming_server.WakeServerSettings(prepared.bundle, prepared.detection)

@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -119,17 +119,17 @@ def prepare(config_path: str | None) -> Prepared:
     return prepared
 
 
-def prepare_model(config_path: str | None, model_path: str | None = None) -> Prepared:
+def prepare_model(config_path: str | None, model_paths: Sequence[str] = ()) -> Prepared:
     """The config, the models and their detection settings, loaded and checked as
-    :func:`prepare` checks them, with the same errors; ``model_path`` (``-m``) over the
-    config's ``model`` and ``models``.
+    :func:`prepare` checks them, with the same errors; ``model_paths`` (``-m``, given once or
+    more) over the config's ``model`` and ``models``.
 
     What a server that takes its audio from clients (``kwsd wyoming``) needs of ``kwsd run``'s
     start: no device, MQTT or capture settings are checked here.
     """
     source = config_path or "<defaults>"
     config = load_config(config_path) if config_path else default_config()
-    entries = (ModelConfig(Path(model_path)),) if model_path else config.model_entries()
+    entries = tuple(ModelConfig(Path(p)) for p in model_paths) or config.model_entries()
     bundles = [read_bundle(entry.path if entry else demo_bundle_path()) for entry in entries]
     where = [str(entry.path) if entry else "the built-in demo" for entry in entries]
     try:
