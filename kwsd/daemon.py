@@ -473,7 +473,10 @@ def _reload(running: _Running, path: str, models: tuple[LoadedModel, ...], *, ve
         if len(entries) != len(models):
             # The models themselves change only at a restart; their settings must fit the running ones.
             raise ConfigError(
-                [f"models: {len(entries)} models given, {len(models)} running (models change at a restart)"],
+                [
+                    f"models: {len(entries)} given where {len(models)} run now; "
+                    "adding or removing models needs a restart"
+                ],
                 source=path,
             )
         settings = tuple(

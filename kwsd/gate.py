@@ -31,6 +31,7 @@ Pure: int16 samples in, decisions out, no clock. Single-threaded (the pipeline's
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections import deque
@@ -85,13 +86,17 @@ class GateSettings:
 
 class EnergyGate:
     """The gate's state over one stream: feed every sample with :meth:`push`, then ask
-    :meth:`is_open` for each window end, in increasing order, at or before the samples pushed."""
+    :meth:`is_open` for window ends at or before the samples pushed. Asking does not change the
+    state, so several models' windows may ask in any order; a window not yet asked about must
+    end after the samples pushed before the last push, less a clip (each model classifies every
+    window its frames complete after each push)."""
 
     def __init__(self, settings: GateSettings, *, sample_rate_hz: int, span_samples: int) -> None:
         self.settings = settings
         self.frame_samples = max(1, sample_rate_hz * GATE_FRAME_MS // 1000)
         self._rise_db_per_frame = settings.floor_rise_db_per_s * self.frame_samples / sample_rate_hz
         self._reach_samples = span_samples + settings.hangover_ms * sample_rate_hz // 1000
+        self._span_samples = span_samples
         self._partial = np.zeros(0, np.int16)  # the start of the next frame
         self._frames_done = 0
         #: The noise floor in dBFS (None before the first frame).
@@ -111,6 +116,11 @@ class EnergyGate:
             self._partial = self._partial[:0]
         if not count:
             return
+        # Loud frames no window still to be asked about can reach.
+        horizon = self._frames_done * size - self._span_samples - self._reach_samples
+        loud = self._loud_ends
+        while loud and loud[0] <= horizon:
+            loud.popleft()
         # Sums of squares in float64 (exact for int16 frames of up to 2**22 samples); the rest
         # per frame in plain Python, which for the daemon's two frames a block beats numpy's
         # per-call overhead.
@@ -136,11 +146,9 @@ class EnergyGate:
     def is_open(self, end_sample: int) -> bool:
         """Whether the window that ends at ``end_sample`` (exclusive, absolute) holds a loud frame
         or ends within the hangover after one."""
-        oldest = end_sample - self._reach_samples
         loud = self._loud_ends
-        while loud and loud[0] <= oldest:
-            loud.popleft()
-        return bool(loud) and loud[0] <= end_sample
+        first = bisect.bisect_right(loud, end_sample - self._reach_samples)
+        return first < len(loud) and loud[first] <= end_sample
 
 
 def silence_scores(labels: tuple[str, ...] | list[str], silence_label: str) -> npt.NDArray[np.float32]:

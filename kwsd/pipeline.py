@@ -649,15 +649,19 @@ def check_rates(models: Sequence[tuple[str, int]]) -> None:
 
 def check_keywords(bundles: Sequence[tuple[str, Sequence[str]]]) -> None:
     """Refuse two models that both have a keyword: its events, topics and Wyoming name would
-    not say which model heard it. ``bundles``: (where the model came from, its labels)."""
-    seen: dict[str, str] = {}
-    for where, labels in bundles:
+    not say which model heard it (a bundle given twice is the plainest case).
+    ``bundles``: (where each model came from, its labels)."""
+    seen: dict[str, tuple[int, str]] = {}
+    for index, (where, labels) in enumerate(bundles):
         for label in labels:
             if label in (SILENCE_LABEL, UNKNOWN_LABEL):
                 continue
-            if label in seen and seen[label] != where:
+            if label in seen and seen[label][0] != index:
+                first = seen[label][1]
+                if first == where:
+                    raise PipelineError(f"{where} is given twice; each model may be loaded once")
                 raise PipelineError(
-                    f"the keyword {label!r} is in two models, {seen[label]} and {where}; "
+                    f"the keyword {label!r} is in two models, {first} and {where}; "
                     "each keyword may be in one loaded model only"
                 )
-            seen[label] = where
+            seen[label] = (index, where)
