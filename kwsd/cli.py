@@ -163,8 +163,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run the whole detection pipeline over a WAV or stdin; one JSON line per detection",
         description="Run ring buffer -> front end -> classifier -> smoother over audio and print "
         'one JSON line per detection: {"label", "score", "audio_time_ms"}, where audio_time_ms is the '
-        "audio time at the end of the window that fired. Audio at another sample rate is "
-        "resampled; stereo is mixed down.",
+        "audio time at the end of the window that fired (and model, the bundle's name, when -m "
+        "is given more than once). Audio at another sample rate is resampled; stereo is mixed down.",
     )
     stream.add_argument(
         "audio",
@@ -176,7 +176,14 @@ def _build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--demo", action="store_true", help="use the built-in demo model and its demo WAV (no file needed)"
     )
-    _add_model_argument(stream)
+    stream.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        metavar="BUNDLE",
+        help="a .kwsd model bundle (default: the built-in demo model); repeat it to run several on "
+        "the same audio, each keyword in one only (models with equal front ends share one)",
+    )
     stream.add_argument(
         "--raw-rate", type=int, metavar="HZ", help="sample rate of raw PCM on stdin (default: the model's)"
     )
@@ -233,15 +240,21 @@ def _build_parser() -> argparse.ArgumentParser:
     wyoming = sub.add_parser(
         "wyoming",
         help="a Wyoming wake-word server for Home Assistant's Assist (needs kwsd[wyoming])",
-        description="Serve the model as a Wyoming wake-word service: Home Assistant (or any Wyoming "
-        "client) streams audio to it and gets a detection event per keyword heard. The model and "
-        "detection settings come as for `kwsd run`: the config's model (or -m) and its detection "
-        "section over the bundle's recommended values. Announced over zeroconf "
-        "(_wyoming._tcp.local.) on a tcp uri when the zeroconf package is installed.",
+        description="Serve the models as a Wyoming wake-word service: Home Assistant (or any Wyoming "
+        "client) streams audio to it and gets a detection event per keyword heard. The models, "
+        "detection settings and audio gate come as for `kwsd run`: the config's models or model "
+        "(or each -m) and its detection section over each bundle's recommended values, and "
+        "audio.gate. Announced over zeroconf (_wyoming._tcp.local.) on a tcp uri when the "
+        "zeroconf package is installed.",
     )
     wyoming.add_argument("-c", "--config", metavar="FILE", help="a config.yaml (default: built-in defaults)")
     wyoming.add_argument(
-        "-m", "--model", metavar="BUNDLE", help="a .kwsd model bundle (default: the config's model)"
+        "-m",
+        "--model",
+        action="append",
+        metavar="BUNDLE",
+        help="a .kwsd model bundle; repeat it to serve several, each keyword in one only "
+        "(default: the config's models or model)",
     )
     wyoming.add_argument(
         "--uri",
@@ -431,7 +444,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from kwsd.audio import open_audio
     from kwsd.bundle import demo_wav_path
     from kwsd.gate import GateSettings
-    from kwsd.pipeline import PipelineError, build_pipeline
+    from kwsd.pipeline import MultiPipeline, PipelineError
     from kwsd.smoother import SmootherError
 
     started = time.perf_counter()
@@ -445,60 +458,153 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     if args.raw_rate is not None and args.raw_rate <= 0:
         raise _SettingError(f"--raw-rate: expected a positive rate in Hz, got {args.raw_rate}")
     # Check everything that can be checked before any audio is read.
-    bundle, classifier = _load(args.model)
+    models = _stream_models(args)
     try:
-        settings = _detection_settings(bundle, args)
         gate = GateSettings(enabled=True) if args.gate else None
-        pipeline = build_pipeline(bundle, settings, classifier=classifier, profile=args.stats, gate=gate)
+        pipeline = MultiPipeline(models, profile=args.stats, gate=gate)
     except (SmootherError, PipelineError) as err:
         raise _SettingError(str(err)) from None
-    reader = open_audio(
-        source, bundle.frontend.sample_rate_hz, raw_rate_hz=args.raw_rate, raw_channels=args.raw_channels
-    )
-    log.info("model %s (%s); audio %s", bundle.name, bundle.frontend.describe(), reader.info.describe())
-    display = _score_display(pipeline) if args.scores else None
+    rate_hz = pipeline.sample_rate_hz
+    reader = open_audio(source, rate_hz, raw_rate_hz=args.raw_rate, raw_channels=args.raw_channels)
+    if len(models) == 1:
+        log.info("model %s (%s); audio %s", models[0].name, models[0].spec.describe(), reader.info.describe())
+    else:
+        log.info(
+            "%d models on %d front end%s: %s; audio %s",
+            len(models),
+            len(pipeline.features),
+            "" if len(pipeline.features) == 1 else "s",
+            ", ".join(f"{m.name} ({m.spec.describe()})" for m in models),
+            reader.info.describe(),
+        )
+    display = _StreamScores(pipeline) if args.scores else None
     first_window_s: float | None = None
     detections = 0
     # Blocks of one clip stride keep live latency low (and put each score line in order with
     # the detections); a file is otherwise read in bigger blocks.
     block = (
-        bundle.frontend.sample_rate_hz * FILE_BLOCK_MS // 1000
+        rate_hz * FILE_BLOCK_MS // 1000
         if source != "-" and display is None
-        else bundle.frontend.sample_rate_hz * settings.clip_stride_ms // 1000
+        else rate_hz * min(m.settings.clip_stride_ms for m in models) // 1000
     )
     with reader:
         for samples in reader.blocks(block):
             for detection in pipeline.feed(samples):
                 line = json.dumps(detection.to_dict())
                 if display is not None:
-                    display.line(line)
+                    display.line(line, detection.audio_time_ms)
                 else:
                     sys.stdout.write(line + "\n")
                     sys.stdout.flush()
                 detections += 1
+            if display is not None:
+                display.release()
             if first_window_s is None and pipeline.stats.windows:
                 first_window_s = time.perf_counter() - started
     if display is not None:
         display.close()
     if not pipeline.stats.windows:
-        spec = bundle.frontend
-        heard_ms = pipeline.samples_seen * 1000 // spec.sample_rate_hz
+        clip_ms = min(m.spec.clip_duration_ms for m in models)
+        heard_ms = pipeline.samples_seen * 1000 // rate_hz
         raise AudioFormatError(
             f"{'stdin' if source == '-' else source}: {heard_ms} ms of audio, shorter than one clip "
-            f"({spec.clip_duration_ms} ms): nothing to classify"
+            f"({clip_ms} ms): nothing to classify"
         )
     if args.stats:
         _print_stats(pipeline, detections, first_window_s)
     return EXIT_OK
 
 
-def _score_display(pipeline: Any) -> Any:
-    """``--scores``: each window's smoothed scores on stdout, from the pipeline's own hook."""
-    from kwsd.scores import ScoreDisplay
+def _stream_models(args: argparse.Namespace) -> list[Any]:
+    """``kwsd stream``'s models (:class:`kwsd.pipeline.Model`), one per ``-m`` (none: the demo),
+    each with the detection flags over its bundle's recommended settings. Refuses, naming the
+    bundles, a bundle given twice, a keyword in two models and models at different rates."""
+    from kwsd.bundle import read_bundle
+    from kwsd.classifier import TfliteClassifier
+    from kwsd.pipeline import Model, PipelineError, check_keywords, check_rates
 
-    display = ScoreDisplay(sys.stdout, pipeline.smoother.labels, lambda: pipeline.settings)
-    pipeline.on_smoothed = display.window
-    return display
+    paths: list[str] = args.model or []
+    if len(paths) <= 1:
+        bundle, classifier = _load(paths[0] if paths else None)
+        settings = _detection_settings(bundle, args)
+        return [Model(bundle.name, bundle.frontend, classifier, tuple(bundle.labels), settings)]
+    for index, path in enumerate(paths):
+        if path in paths[:index]:
+            raise _SettingError(f"-m {path}: given twice; each model may be loaded once")
+    bundles = [read_bundle(path) for path in paths]
+    try:
+        check_keywords([(path, bundle.labels) for path, bundle in zip(paths, bundles, strict=True)])
+        check_rates([(path, b.frontend.sample_rate_hz) for path, b in zip(paths, bundles, strict=True)])
+    except PipelineError as err:
+        raise _SettingError(f"-m: {err}") from None
+    overrides = _detection_overrides(args)
+    given = overrides["label_thresholds"] or {}
+    labels = sorted({label for bundle in bundles for label in bundle.labels})
+    for label in given:
+        if label not in labels:
+            raise _SettingError(
+                f"--label-threshold: {label!r} is not a label of any of the models (they have: "
+                f"{', '.join(labels)})"
+            )
+    names: dict[str, int] = {}
+    models = []
+    for bundle in bundles:
+        # Each flag applies to every model; a label's threshold to the models that have it.
+        own = {label: value for label, value in given.items() if label in bundle.labels}
+        settings = _resolve_stream_detection(bundle, {**overrides, "label_thresholds": own or None})
+        names[bundle.name] = names.get(bundle.name, 0) + 1
+        name = bundle.name if names[bundle.name] == 1 else f"{bundle.name}#{names[bundle.name]}"
+        models.append(Model(name, bundle.frontend, TfliteClassifier(bundle), tuple(bundle.labels), settings))
+    return models
+
+
+def _resolve_stream_detection(bundle: Any, overrides: dict[str, Any]) -> Any:
+    from kwsd.detection import DetectionError, resolve_detection
+
+    try:
+        return resolve_detection(
+            bundle.detection, overrides, window_stride_ms=bundle.frontend.window_stride_ms
+        )
+    except DetectionError as err:
+        raise _SettingError(f"{err} (model {bundle.name})") from None
+
+
+class _StreamScores:
+    """``kwsd stream --scores``: each window's smoothed scores on stdout, every model's labels
+    each once, from the pipeline's own hook, in audio-time order with the detection lines.
+
+    With one model each window is shown as it comes. With several, a block's windows come model
+    by model, so they are held until the block's detections are written: then each audio time
+    is one line (its last snapshot, with every model's latest scores), before the detections at
+    or after it.
+    """
+
+    def __init__(self, pipeline: Any) -> None:
+        from kwsd.scores import ScoreDisplay
+
+        self._display = ScoreDisplay(sys.stdout, pipeline.labels, lambda: pipeline)
+        self._held: dict[int, Any] = {}
+        several = len(pipeline.pipelines) > 1
+        pipeline.on_smoothed = self._hold if several else self._display.window
+
+    def _hold(self, time_ms: int, scores: Any) -> None:
+        self._held[time_ms] = scores
+
+    def release(self, until_ms: int | None = None) -> None:
+        """Show the held windows up to ``until_ms`` of audio time (None: all), oldest first."""
+        for time_ms in sorted(self._held):
+            if until_ms is not None and time_ms > until_ms:
+                break
+            self._display.window(time_ms, self._held.pop(time_ms))
+
+    def line(self, text: str, audio_time_ms: int) -> None:
+        """A detection's line, after the held windows up to its time."""
+        self.release(audio_time_ms)
+        self._display.line(text)
+
+    def close(self) -> None:
+        self.release()
+        self._display.close()
 
 
 def _detection_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -540,13 +646,18 @@ def _detection_settings(bundle: Any, args: argparse.Namespace) -> Any:
 
 
 def _print_stats(pipeline: Any, detections: int, first_window_s: float | None) -> None:
+    """``--stats``: every model's figures together (each front end counted once)."""
     stats = pipeline.stats
-    audio_s = stats.samples / pipeline.spec.sample_rate_hz
+    audio_s = stats.samples / pipeline.sample_rate_hz
     cpu_ms = stats.total_ns / 1e6
     per_s = cpu_ms / audio_s if audio_s else 0.0
     first = f"{first_window_s * 1000:.0f} ms" if first_window_s is not None else "never"
+    models, front_ends = len(pipeline.pipelines), len(pipeline.features)
+    served = (
+        f"{models} models on {front_ends} front end{'' if front_ends == 1 else 's'}, " if models > 1 else ""
+    )
     print(
-        f"kwsd: {audio_s:.2f} s of audio, {stats.windows} windows, {detections} detections; "
+        f"kwsd: {audio_s:.2f} s of audio, {served}{stats.windows} windows, {detections} detections; "
         f"pipeline CPU {cpu_ms:.1f} ms ({per_s:.3f} ms per audio second: front end "
         f"{stats.frontend_ns / 1e6:.1f}, interpreter {stats.classifier_ns / 1e6:.1f}, "
         f"smoother {stats.smoother_ns / 1e6:.1f} ms); start to first window {first}"
@@ -580,10 +691,13 @@ def _cmd_wyoming(args: argparse.Namespace) -> int:
     from kwsd.daemon import prepare_model
 
     wyoming_server.check_uri(args.uri)
-    prepared = prepare_model(args.config, [args.model] if args.model else [])
+    prepared = prepare_model(args.config, args.model or [])
     if not args.verbose:
         logging.getLogger().setLevel(prepared.config.log_level.logging_level)
-    settings = wyoming_server.WakeServerSettings(prepared.bundle, prepared.detection)
+    settings = wyoming_server.WakeServerSettings(
+        tuple(wyoming_server.ServedModel(m.bundle, m.detection, m.key) for m in prepared.models),
+        gate=prepared.config.audio.gate,
+    )
     try:
         asyncio.run(wyoming_server.serve(settings, args.uri, zeroconf=not args.no_zeroconf))
     except wyoming_server.ListenError as err:
@@ -815,13 +929,29 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     # Every check `kwsd run` makes before it opens the device, with the same exit codes.
     prepared = prepare(args.config)
-    config, bundle, settings = prepared.config, prepared.bundle, prepared.detection
-    print(
-        f"{args.config}: OK (model {config.model or 'built-in demo'}: {bundle.name}, "
-        f"{', '.join(bundle.labels)}; clip stride {settings.clip_stride_ms} ms, "
-        f"threshold {settings.threshold:g}; "
-        f"events to {'mqtt ' + str(config.mqtt.host) if config.mqtt.host else 'stdout'})"
-    )
+    config = prepared.config
+    events = f"events to {'mqtt ' + str(config.mqtt.host) if config.mqtt.host else 'stdout'}"
+    if len(prepared.models) == 1:
+        bundle, settings = prepared.bundle, prepared.detection
+        print(
+            f"{args.config}: OK (model {config.model or 'built-in demo'}: {bundle.name}, "
+            f"{', '.join(bundle.labels)}; clip stride {settings.clip_stride_ms} ms, "
+            f"threshold {settings.threshold:g}; {events})"
+        )
+        return EXIT_OK
+    specs = []
+    for model in prepared.models:
+        if model.bundle.frontend not in specs:
+            specs.append(model.bundle.frontend)
+    shared = f"{len(prepared.models)} models on {len(specs)} front end{'s' * (len(specs) > 1)}"
+    print(f"{args.config}: OK ({shared}; {events})")
+    for model in prepared.models:
+        settings = model.detection
+        print(
+            f"  {model.key} ({model.bundle.source}): {', '.join(model.bundle.labels)}; front end "
+            f"{specs.index(model.bundle.frontend) + 1}; clip stride {settings.clip_stride_ms} ms, "
+            f"threshold {settings.threshold:g}"
+        )
     return EXIT_OK
 
 

@@ -3,14 +3,17 @@
 Needs the ``wyoming`` package (``pip install 'kwsd[wyoming]'``); nothing else in kwsd imports
 this module, so ``kwsd run`` and ``import kwsd`` never load it.
 
-One :class:`WakeHandler` per connection, with its own classifier, pipeline and smoother: clients
-never share state. The events (https://github.com/OHF-Voice/wyoming):
+One or more models (bundles), each with its own detection settings; a keyword is in one model
+only. One :class:`WakeHandler` per connection, with its own classifiers, pipeline and smoothers:
+clients never share state. Within a connection the models whose front-end specs are equal share
+one front end (:class:`kwsd.pipeline.MultiPipeline`), and the audio gate (``audio.gate``) runs
+there when it is on. The events (https://github.com/OHF-Voice/wyoming):
 
-* ``describe`` -> ``info``: one wake program, ``kwsd``, whose models are the bundle's keywords
+* ``describe`` -> ``info``: one wake program, ``kwsd``, whose models are every bundle's keywords
   (its labels but ``_silence_``, ``_unknown_`` and state labels, which report on/off rather
-  than fire);
-* ``detect`` (``names``: optional): report only those keywords from now on; a name the model
-  does not have is answered with an ``error`` naming it (the others still apply);
+  than fire), each with its own bundle's version and attribution;
+* ``detect`` (``names``: optional): report only those keywords, of whichever model, from now on;
+  a name no model has is answered with an ``error`` naming it (the others still apply);
 * ``audio-start``, ``audio-chunk``..., ``audio-stop``: signed PCM of any rate from 1,000 to
   384,000 Hz, 1, 2 or 4 bytes a sample, any number of channels (averaged), converted by
   :class:`kwsd.audio.PcmConverter` and fed to a fresh pipeline at each ``audio-start``. Each
@@ -58,10 +61,12 @@ from kwsd.bundle import Bundle
 from kwsd.classifier import TfliteClassifier
 from kwsd.detection import DetectionSettings
 from kwsd.errors import AudioFormatError, KwsdError, SettingError
+from kwsd.gate import GateSettings
+from kwsd.gate import describe as describe_gate
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.notify import SystemdNotifier
 from kwsd.pipeline import Detection as KeywordDetection
-from kwsd.pipeline import Pipeline, build_pipeline
+from kwsd.pipeline import Model, MultiPipeline, PipelineError, check_keywords
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +94,13 @@ class ListenError(KwsdError):
 
 
 @dataclass(frozen=True)
-class WakeServerSettings:
-    """What every connection is served with: the model and its detection settings."""
+class ServedModel:
+    """One model the server listens with: its bundle, its detection settings and its name in
+    the pipeline (the bundle's name, made unique among the served models)."""
 
     bundle: Bundle
     detection: DetectionSettings
+    name: str
 
     @property
     def keywords(self) -> tuple[str, ...]:
@@ -102,19 +109,61 @@ class WakeServerSettings:
         return tuple(label for label in self.bundle.labels if label not in skipped)
 
 
+@dataclass(frozen=True)
+class WakeServerSettings:
+    """What every connection is served with: the models, in order, and the audio gate (None or
+    not enabled: every window is classified).
+
+    Raises :class:`kwsd.pipeline.PipelineError` for no model or a keyword in two models (a
+    client could not tell which one it asks for); ``kwsd wyoming`` refuses those at start.
+    """
+
+    models: tuple[ServedModel, ...]
+    gate: GateSettings | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise PipelineError("no model to serve")
+        check_keywords([(model.name, model.bundle.labels) for model in self.models])
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """Every model's keywords, in model order."""
+        return tuple(keyword for model in self.models for keyword in model.keywords)
+
+    def describe(self) -> str:
+        """For logs and messages: ``demo (yes, no, ...)``, each model so."""
+        return "; ".join(f"{m.bundle.name} ({', '.join(m.keywords)})" for m in self.models)
+
+
 def wake_info(settings: WakeServerSettings) -> Info:
-    """The ``info`` answer to ``describe``: program ``kwsd``, one model per keyword.
+    """The ``info`` answer to ``describe``: program ``kwsd``, one model per keyword of every
+    bundle, each with its own bundle's version, languages and attribution.
 
     As wyoming-openwakeword does, a model's ``name`` is the id a client asks for and gets back
     in ``detection``, and ``phrase`` (and ``description``, which older Home Assistant shows) is
     what to say: the label with ``_`` as spaces.
     """
-    bundle = settings.bundle
+    models = [wake_model for served in settings.models for wake_model in _wake_models(served)]
+    program = WakeProgram(
+        name=PROGRAM_NAME,
+        attribution=Attribution(name="kwsd", url=PROJECT_URL),
+        installed=True,
+        description=f"kwsd keyword spotting ({', '.join(m.bundle.name for m in settings.models)})",
+        version=__version__,
+        models=models,
+    )
+    return Info(wake=[program])
+
+
+def _wake_models(served: ServedModel) -> list[WakeModel]:
+    """One served model's keywords, as ``info`` lists them."""
+    bundle = served.bundle
     model_attribution = Attribution(name=_model_credit(bundle), url=PROJECT_URL)
     languages = bundle.provenance.get("languages", [])
     if not isinstance(languages, list) or not all(isinstance(code, str) for code in languages):
         languages = []
-    models = [
+    return [
         WakeModel(
             name=label,
             attribution=model_attribution,
@@ -124,17 +173,8 @@ def wake_info(settings: WakeServerSettings) -> Info:
             languages=list(languages),
             phrase=label.replace("_", " "),
         )
-        for label in settings.keywords
+        for label in served.keywords
     ]
-    program = WakeProgram(
-        name=PROGRAM_NAME,
-        attribution=Attribution(name="kwsd", url=PROJECT_URL),
-        installed=True,
-        description=f"kwsd keyword spotting ({bundle.name})",
-        version=__version__,
-        models=models,
-    )
-    return Info(wake=[program])
 
 
 def _model_credit(bundle: Bundle) -> str:
@@ -234,13 +274,13 @@ class _Stream:
     Called from worker threads, one call at a time (the handler awaits each).
     """
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: MultiPipeline) -> None:
         self.pipeline = pipeline
         self.converter: PcmConverter | None = None
         self.reported = 0
 
     def hear(self, audio_format: _Format, audio: bytes) -> list[KeywordDetection]:
-        rate_hz = self.pipeline.spec.sample_rate_hz
+        rate_hz = self.pipeline.sample_rate_hz
         detections: list[KeywordDetection] = []
         converter = self.converter
         if converter is None or (converter.rate_hz, converter.width_bytes, converter.channels) != (
@@ -261,7 +301,8 @@ class _Stream:
 
 
 class WakeHandler(AsyncEventHandler):
-    """One client's connection. Its classifier is made at its first ``audio-start``."""
+    """One client's connection. Its classifiers (one per model) are made at its first
+    ``audio-start``."""
 
     def __init__(
         self,
@@ -277,7 +318,7 @@ class WakeHandler(AsyncEventHandler):
         self.state = StreamState.IDLE
         #: The keywords reported (``detect``); all of them until a client says otherwise.
         self.names: frozenset[str] = frozenset(settings.keywords)
-        self._classifier: TfliteClassifier | None = None
+        self._classifiers: tuple[TfliteClassifier, ...] | None = None
         self._stream: _Stream | None = None
 
     async def run(self) -> None:
@@ -334,18 +375,32 @@ class WakeHandler(AsyncEventHandler):
         self.names = frozenset(name for name in names if name in keywords)
         unknown = [name for name in names if name not in keywords]
         if unknown:
+            models = self.settings.models
+            whose = (
+                f"model {models[0].bundle.name} (it has"
+                if len(models) == 1
+                else f"the models {', '.join(m.bundle.name for m in models)} (they have"
+            )
             raise _BadEvent(
-                f"detect: {', '.join(map(repr, unknown))}: not a keyword of model "
-                f"{self.settings.bundle.name} (it has {', '.join(keywords)})",
+                f"detect: {', '.join(map(repr, unknown))}: not a keyword of {whose} {', '.join(keywords)})",
                 "unknown-wake-word",
             )
 
     async def _start(self, event: Event) -> None:
         self.state, self._stream = StreamState.IGNORING, None
         _audio_format(event)  # refused here rather than at every chunk
-        if self._classifier is None:
-            self._classifier = await asyncio.to_thread(TfliteClassifier, self.settings.bundle)
-        pipeline = build_pipeline(self.settings.bundle, self.settings.detection, classifier=self._classifier)
+        served = self.settings.models
+        if self._classifiers is None:
+            self._classifiers = await asyncio.to_thread(
+                lambda: tuple(TfliteClassifier(m.bundle) for m in served)
+            )
+        pipeline = MultiPipeline(
+            [
+                Model(m.name, m.bundle.frontend, classifier, tuple(m.bundle.labels), m.detection)
+                for m, classifier in zip(served, self._classifiers, strict=True)
+            ],
+            gate=self.settings.gate,
+        )
         self.state, self._stream = StreamState.LISTENING, _Stream(pipeline)
 
     async def _chunk(self, event: Event) -> None:
@@ -372,6 +427,16 @@ class WakeHandler(AsyncEventHandler):
             log.debug("%s: audio-stop with no stream going", self.peer)
             return
         await self._report(stream, await asyncio.to_thread(stream.end))
+        pipeline = stream.pipeline
+        stats = pipeline.stats
+        log.debug(
+            "%s: audio-stop after %d ms of audio: %d windows%s, %d detections reported",
+            self.peer,
+            pipeline.audio_time_ms(),
+            stats.windows,
+            f" ({stats.gate_skipped} skipped by the audio gate)" if pipeline.gate is not None else "",
+            stream.reported,
+        )
         if not stream.reported:
             await self.write_event(NotDetected().event())
 
@@ -514,15 +579,16 @@ def zeroconf_name() -> str:
 async def serve(settings: WakeServerSettings, uri: str, *, zeroconf: bool = True) -> None:
     """Serve until SIGTERM or SIGINT (tcp, unix) or the end of stdin (stdio)."""
     server = WakeServer(settings)
-    keywords = ", ".join(settings.keywords)
+    if settings.gate is not None and settings.gate.enabled:
+        log.info("audio.gate: %s", describe_gate(settings.gate))
     if urlparse(uri).scheme == "stdio":
-        log.info("wyoming: serving %s (%s) on stdio", settings.bundle.name, keywords)
+        log.info("wyoming: serving %s on stdio", settings.describe())
         await server.serve_stdio()
         return
     listening = await server.start(uri)
-    log.info("wyoming: serving %s (%s) on %s", settings.bundle.name, keywords, listening)
+    log.info("wyoming: serving %s on %s", settings.describe(), listening)
     notifier = SystemdNotifier()  # Type=notify: started once the socket is listening
-    notifier.ready(f"serving {settings.bundle.name} on {listening}")
+    notifier.ready(f"serving {', '.join(m.bundle.name for m in settings.models)} on {listening}")
     announcer = None
     if zeroconf and urlparse(listening).scheme == "tcp":
         host, port = _tcp_address(listening)

@@ -1141,3 +1141,129 @@ def test_kwsd_processes_use_one_blas_thread_unless_told_otherwise(how, variables
     result = in_process(BLAS_THREADS, how, env={**env, **variables})
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().strip() == threads
+
+
+# Several models: `kwsd stream -m A -m B`.
+
+
+def renamed_demo(path, suffix, name, **spec_changes):
+    """The demo's network and front end (changed by ``spec_changes``) under other keyword names
+    (``yes`` -> ``yes<suffix>``), written to ``path``: its detections are the demo's, renamed."""
+    from kwsd.bundle import make_bundle, write_bundle
+
+    demo = read_bundle(demo_bundle_path())
+    labels = [label if label.startswith("_") else label + suffix for label in demo.labels]
+    spec = dataclasses.replace(demo.frontend, **spec_changes) if spec_changes else demo.frontend
+    bundle = make_bundle(demo.tflite, labels, spec, name=name, tool="test", detection=demo.detection)
+    return write_bundle(bundle, path)
+
+
+@pytest.fixture(scope="module")
+def again(tmp_path_factory):
+    return renamed_demo(tmp_path_factory.mktemp("models") / "again.kwsd", "_again", "again")
+
+
+def renamed_lines(lines, suffix, model):
+    """The detection lines of the demo alone as those of its renamed copy among several models."""
+    return [{**line, "label": line["label"] + suffix, "model": model} for line in lines]
+
+
+def test_stream_with_two_models_names_each_model_and_each_hears_what_it_hears_alone(again):
+    demo_alone = detections(kwsd("stream", "--demo", check=0))
+    again_alone = detections(kwsd("stream", "--demo", "-m", again, check=0))
+    both = kwsd("stream", "--demo", "-m", demo_bundle_path(), "-m", again, "--gate", "--stats", check=0)
+    found = detections(both)
+    assert [line for line in found if line["model"] == "demo"] == renamed_lines(demo_alone, "", "demo")
+    assert [line for line in found if line["model"] == "again"] == renamed_lines(again_alone, "", "again")
+    assert again_alone == [{**line, "label": line["label"] + "_again"} for line in demo_alone]
+    # In audio time, the models in their -m order within one time.
+    assert found == [
+        line
+        for pair in zip(
+            renamed_lines(demo_alone, "", "demo"), renamed_lines(demo_alone, "_again", "again"), strict=True
+        )
+        for line in pair
+    ]
+    stats = both.stderr.decode()
+    # The demo's 1751 windows for each model; one front end serves both.
+    assert stats.startswith("kwsd: 36.00 s of audio, 2 models on 1 front end, 3502 windows, 12 detections; ")
+    assert stats.endswith("; audio gate skipped 0 of 3502 windows\n")
+
+
+def test_stream_with_one_model_given_prints_exactly_what_it_printed():
+    alone = kwsd("stream", "--demo", check=0)
+    given = kwsd("stream", "--demo", "-m", demo_bundle_path(), check=0)
+    assert given.stdout == alone.stdout
+    assert (
+        given.stdout.decode().splitlines()[0] == '{"label": "yes", "score": 0.90019, "audio_time_ms": 2230}'
+    )
+    assert all(list(line) == ["label", "score", "audio_time_ms"] for line in detections(given))
+
+
+def test_stream_flags_apply_to_every_model_and_a_label_threshold_to_the_models_that_have_it(again):
+    flags = ["--threshold", "0.95", "--label-threshold", "yes_again=0.3"]
+    demo_alone = detections(kwsd("stream", "--demo", "--threshold", "0.95", check=0))
+    again_alone = detections(kwsd("stream", "--demo", "-m", again, *flags, check=0))
+    found = detections(kwsd("stream", "--demo", "-m", demo_bundle_path(), "-m", again, *flags, check=0))
+    assert [line for line in found if line["model"] == "demo"] == renamed_lines(demo_alone, "", "demo")
+    assert [line for line in found if line["model"] == "again"] == renamed_lines(again_alone, "", "again")
+    # At 0.3 yes_again fires earlier in its word (and once on another); the demo's yes stays at 0.95.
+    assert [line["label"] for line in demo_alone] == ["yes", "no", "stop", "go"]
+    assert [line["label"] for line in again_alone] == [
+        "yes_again",
+        "no_again",
+        "yes_again",
+        "stop_again",
+        "go_again",
+    ]
+    assert again_alone[0]["audio_time_ms"] < demo_alone[0]["audio_time_ms"]
+
+
+def test_stream_scores_with_two_models_show_every_label_once_per_window(again):
+    lines = detections(kwsd("stream", "--demo", "-m", demo_bundle_path(), "-m", again, "--scores", check=0))
+    scores = [line for line in lines if "scores" in line]
+    labels = read_bundle(demo_bundle_path()).labels
+    union = [*labels, *(label + "_again" for label in labels if not label.startswith("_"))]
+    assert all(list(line["scores"]) == union for line in scores)
+    # One line per window time (both models' windows end together), in order with the detections.
+    assert [line["audio_time_ms"] for line in scores] == list(range(990, 36000, 20))
+    times = [line["audio_time_ms"] for line in lines]
+    assert times == sorted(times)
+    for line in scores:  # the same network on the same front end: the same scores, renamed
+        assert all(line["scores"][label + "_again"] == line["scores"][label] for label in labels[2:])
+
+
+def test_stream_refuses_models_that_cannot_listen_together_before_reading_any_audio(tmp_path, again):
+    demo = demo_bundle_path()
+    float_demo = demo.with_name("demo-float.kwsd")
+    slow = renamed_demo(
+        tmp_path / "slow.kwsd",
+        "_slow",
+        "slow",
+        sample_rate_hz=8000,
+        mfcc=dataclasses.replace(read_bundle(demo).frontend.mfcc, high_freq_hz=3800.0),
+    )
+    nowhere = tmp_path / "not-read.wav"  # 66 if it were opened: every refusal comes first
+    cases = {
+        ("-m", demo, "-m", float_demo): (
+            f"-m: the keyword 'yes' is in two models, {demo} and {float_demo}; "
+            "each keyword may be in one loaded model only"
+        ),
+        ("-m", demo, "-m", demo): f"-m {demo}: given twice; each model may be loaded once",
+        ("-m", demo, "-m", slow): (
+            f"-m: {demo} takes 16000 Hz and {slow} takes 8000 Hz; kwsd feeds all models from one "
+            "capture at one rate"
+        ),
+        ("-m", demo, "-m", again, "--label-threshold", "maybe=0.5"): (
+            "--label-threshold: 'maybe' is not a label of any of the models (they have: _silence_, "
+            "_unknown_, down, down_again, go, go_again, left, left_again, no, no_again, off, off_again, "
+            "on, on_again, right, right_again, stop, stop_again, up, up_again, yes, yes_again)"
+        ),
+    }
+    for args, message in cases.items():
+        result = kwsd("stream", nowhere, *args)
+        assert (result.returncode, result.stderr.decode(), result.stdout) == (
+            64,
+            f"kwsd: error: {message}\n",
+            b"",
+        )

@@ -32,7 +32,7 @@ from kwsd.bundle import demo_bundle_path, demo_wav_path, read_bundle
 from kwsd.cli import EXIT_BAD_SETTING, EXIT_MISSING_DEPENDENCY
 from kwsd.daemon import prepare_model
 from kwsd.pipeline import build_pipeline
-from kwsd.wyoming_server import WakeServer, WakeServerSettings, announce
+from kwsd.wyoming_server import ServedModel, WakeServer, WakeServerSettings, announce
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_WAV = demo_wav_path()
@@ -49,9 +49,16 @@ def prepared():
     return prepare_model(None)
 
 
+def served(prepared, gate=None):
+    """The server's settings for what prepare_model loaded, as ``kwsd wyoming`` makes them."""
+    return WakeServerSettings(
+        tuple(ServedModel(m.bundle, m.detection, m.key) for m in prepared.models), gate=gate
+    )
+
+
 @pytest.fixture(scope="module")
 def settings(prepared):
-    return WakeServerSettings(prepared.bundle, prepared.detection)
+    return served(prepared)
 
 
 @pytest.fixture(scope="module")
@@ -566,3 +573,162 @@ def test_the_command_serves_tcp_until_sigterm():
     assert serving and code == 0, log_lines
     assert log_lines[-1] == "kwsd: INFO: wyoming: stopping"
     assert not any("Traceback" in line for line in log_lines)
+
+
+# Several models: every model's keywords served, each client with its own pipeline of them all.
+
+
+def renamed_demo(path, suffix, name):
+    """The demo's network and front end under other keyword names (``yes`` -> ``yes<suffix>``),
+    written to ``path``: what it hears is what the demo hears, renamed."""
+    from kwsd.bundle import make_bundle, write_bundle
+
+    demo = read_bundle(demo_bundle_path())
+    labels = [label if label.startswith("_") else label + suffix for label in demo.labels]
+    bundle = make_bundle(demo.tflite, labels, demo.frontend, name=name, tool="test", detection=demo.detection)
+    return write_bundle(bundle, path)
+
+
+@pytest.fixture(scope="module")
+def again(tmp_path_factory):
+    return renamed_demo(tmp_path_factory.mktemp("models") / "again.kwsd", "_again", "again")
+
+
+@pytest.fixture(scope="module")
+def two(again):
+    return prepare_model(None, [str(demo_bundle_path()), str(again)])
+
+
+def both_heard(prepared, samples):
+    """What the demo alone detects in ``samples``, then its renamed twin at the same time."""
+    return [hit for name, ms in oracle(prepared, samples) for hit in ((name, ms), (f"{name}_again", ms))]
+
+
+def test_two_models_are_described_each_keyword_with_its_own_bundle(two):
+    async def body(host, port):
+        async with AsyncTcpClient(host, port) as client:
+            await client.write_event(Describe().event())
+            return Info.from_event(await client.read_event())
+
+    (program,) = serve(served(two), body).wake
+    assert program.description == "kwsd keyword spotting (demo, again)"
+    assert [m.name for m in program.models] == [*KEYWORDS, *(f"{word}_again" for word in KEYWORDS)]
+    demo, again = (m.bundle for m in two.models)
+    people = demo.provenance["dataset"]["sources"]["people"]["attribution"]
+    for model in program.models:
+        bundle = again if model.name.endswith("_again") else demo
+        assert model.version == bundle.sha256[:12]
+        # Each keyword credited as its bundle asks: the demo's data sets, the other's name.
+        assert model.attribution.name == (people if bundle is demo else "again")
+        assert model.phrase == model.description == model.name.replace("_", " ")
+
+
+def test_two_models_each_report_their_words_to_each_client(two, prepared, demo):
+    part = demo[: 12 * RATE_HZ]
+
+    async def body(host, port):
+        return await asyncio.gather(
+            detect_over(host, port, demo.astype("<i2").tobytes()),
+            detect_over(host, port, part.astype("<i2").tobytes()),
+        )
+
+    whole, partial = serve(served(two), body)
+    assert heard(whole) == (both_heard(prepared, demo), False)
+    assert heard(partial) == (both_heard(prepared, part), False)
+    assert {name for name, _ in heard(whole)[0]} >= {"yes", "yes_again", "go", "go_again"}
+
+
+def test_detect_chooses_among_every_models_keywords(two, prepared, demo):
+    expected = both_heard(prepared, demo)
+    wanted = ["yes", "go_again"]
+
+    async def body(host, port):
+        async with AsyncTcpClient(host, port) as client:
+            await client.write_event(Detect(names=[*wanted, "hey_jarvis"]).event())
+            await send_audio(client, demo.astype("<i2").tobytes())
+            return await replies(client)
+
+    events = serve(served(two), body)
+    assert Error.from_event(events[0]) == Error(
+        "detect: 'hey_jarvis': not a keyword of the models demo, again (they have "
+        + ", ".join([*KEYWORDS, *(f"{word}_again" for word in KEYWORDS)])
+        + ")",
+        "unknown-wake-word",
+    )
+    found, _ = heard(events[1:])
+    assert found == [hit for hit in expected if hit[0] in wanted]
+    assert [name for name, _ in found] == wanted
+
+
+def test_the_config_s_models_and_gate_serve_on_stdio(tmp_path, two, again, demo):
+    from kwsd.gate import GateSettings
+    from kwsd.pipeline import Model, MultiPipeline
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"models:\n  - {demo_bundle_path()}\n  - {again}\naudio:\n  gate:\n    enabled: true\n")
+    # Silence first, which the gate keeps from the models, then words.
+    audio = np.concatenate([np.zeros(3 * RATE_HZ, np.int16), demo[: 7 * RATE_HZ]])
+    gated = MultiPipeline(
+        [Model(m.key, m.bundle.frontend, m.classifier, m.bundle.labels, m.detection) for m in two.models],
+        gate=GateSettings(enabled=True),
+    )
+    expected = [(d.label, d.audio_time_ms) for d in gated.feed(audio)]
+    skipped = gated.stats.gate_skipped
+
+    async def body():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kwsd", "-vv", "wyoming", "-c", str(config), "--uri", "stdio://",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=kwsd_env(),
+        )  # fmt: skip
+
+        class Pipe:
+            async def write_event(self, event):
+                await async_write_event(event, proc.stdin)
+
+            async def read_event(self):
+                return await async_read_event(proc.stdout)
+
+        client = Pipe()
+        await send_audio(client, audio.astype("<i2").tobytes())
+        events = await replies(client)
+        proc.stdin.close()
+        stderr = await proc.stderr.read()
+        return events, await proc.wait(), stderr.decode()
+
+    events, code, stderr = asyncio.run(asyncio.wait_for(body(), TIMEOUT_S))
+    assert code == 0, stderr
+    assert heard(events) == (expected, False)
+    assert {name for name, _ in expected} == {"yes", "yes_again", "no", "no_again"}
+    assert skipped > 100  # the 3 s of silence: 150 windows a model, less the gate's hangover
+    assert "kwsd: INFO: audio.gate: gate on (margin 12 dB, hangover 250 ms," in stderr
+    assert "kwsd: INFO: wyoming: serving demo (yes, no, " in stderr
+    assert "; again (yes_again, no_again, " in stderr
+    assert (
+        f"stdio: audio-stop after 10000 ms of audio: {2 * 451} windows ({skipped} skipped by the audio gate)"
+        in stderr
+    )
+
+
+def test_a_keyword_in_two_models_is_refused_at_start_naming_both(tmp_path, again):
+    demo = demo_bundle_path()
+    float_demo = demo.with_name("demo-float.kwsd")
+
+    def kwsd(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "kwsd", "wyoming", "--uri", "tcp://127.0.0.1:0", "--no-zeroconf", *args],
+            capture_output=True, text=True, env=kwsd_env(), timeout=TIMEOUT_S, check=False,
+        )  # fmt: skip
+
+    same_keyword = kwsd("-m", str(demo), "-m", str(float_demo))
+    assert (same_keyword.returncode, same_keyword.stderr) == (
+        78,
+        f"kwsd: error: <defaults>: models: the keyword 'yes' is in two models, {demo} and {float_demo}; "
+        "each keyword may be in one loaded model only\n",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(f"models:\n  - {again}\n  - {again}\n")
+    twice = kwsd("-c", str(config))
+    assert (twice.returncode, twice.stderr) == (
+        78,
+        f"kwsd: error: {config}: models: {again} is given twice; each model may be loaded once\n",
+    )
