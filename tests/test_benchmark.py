@@ -26,6 +26,8 @@ def test_benchmark_prints_all_three_measurements():
             "--no-training",
             "--gate-hours",
             "0.02",
+            "--models-hours",
+            "0.005",
         ],
         capture_output=True,
         check=False,
@@ -47,6 +49,7 @@ def test_benchmark_prints_all_three_measurements():
         "streaming",
         "micro_speech",
         "gate",
+        "models",
         "cpu_ms_per_audio_s",
         "frontend_ms",
         "interpreter_ms",
@@ -64,6 +67,22 @@ def test_benchmark_prints_all_three_measurements():
     gate = figures["gate"]
     assert gate["words"] == 4 and gate["windows"] == gate["audio_s"] * 50 - 49
     assert gate["interpreter_off_ms"] > 0 and 0 < gate["windows_skipped"] < gate["windows"]
+    # Section 8: 1, 3 and 10 models on one front end, gate off and on, in the daemon's 20 ms blocks.
+    models = figures["models"]
+    assert "8. 1, 3, 10 models sharing a front end (demo, each its own interpreter)" in out
+    assert models["block_ms"] == 20 and models["frontends"] == [1] and models["same_detections"]
+    for gate in ("gate_off", "gate_on"):
+        windows = {count: run["windows"] for count, run in models[gate].items()}
+        assert windows == {"1": windows["1"], "3": 3 * windows["1"], "10": 10 * windows["1"]}
+    assert models["gate_off"]["10"]["windows_skipped"] == 0 and models["gate_off"]["10"]["gate_ms"] == 0
+    assert 0 < models["gate_on"]["10"]["windows_skipped"] < models["gate_on"]["10"]["windows"]
+    assert isinstance(models["ten_models_off_ok"], bool) and isinstance(models["ten_models_on_ok"], bool)
+    # The Pi projection needs 7-Zip; without it the section says so and measures the rest.
+    if models["pi"] is None:
+        assert "Pi projection: skipped (7-Zip is not installed" in out
+    else:
+        assert set(models["pi"]["slowdown"]) == {"Pi Zero 2 W", "Pi 3 B", "Pi 3 B+"}
+        assert "sbc-bench/blob/master/Results.md" in out and "uncertainty x0.8..x2.5" in out
     # Also in kwsd run's own 20 ms blocks (one frame per push).
     assert figures["other_block_ms"] == 20 and figures["other_block_cpu_ms_per_audio_s"] > 0
     assert "in 20 ms blocks (kwsd run's default audio.block_ms): total " in out
@@ -78,7 +97,7 @@ def test_benchmark_measures_training_and_streaming_accuracy_on_a_set_it_makes():
     result = subprocess.run(
         [
             *(sys.executable, str(ROOT / "tools" / "benchmark.py"), "--seconds", "2", "--repeats", "1"),
-            *("--json", "--gate-hours", "0.02"),
+            *("--json", "--gate-hours", "0.02", "--models-hours", "0.005"),
         ],
         capture_output=True,
         check=False,

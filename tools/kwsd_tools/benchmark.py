@@ -2,7 +2,7 @@
 """kwsd's speed benchmark: every figure is measured in this one run, on this machine.
 
     python tools/benchmark.py [--model BUNDLE] [--seconds 60] [--repeats 5] [--no-training] [--sections 6]
-                              [--gate-hours 1] [--real-dir ../shared/realspeech]
+                              [--gate-hours 1] [--models-hours 0.25] [--real-dir ../shared/realspeech]
 
 Prints:
   1. CPU time per audio second of the stream pipeline (front end, interpreter, smoother and
@@ -25,7 +25,13 @@ Prints:
      1) of quiet room (the real set's background noise at -55 dBFS, else generated room noise)
      with a real spoken word every 2 to 4 minutes (test-partition keyword clips of
      ``--real-dir``, else the words of demo.wav): interpreter CPU per audio second with the gate
-     off and on in this run, their ratio, and the words heard and detections lost or gained.
+     off and on in this run, their ratio, and the words heard and detections lost or gained;
+  8. 1, 3 and 10 copies of the model sharing one front end (each its own interpreter), gate off
+     and on, over ``--models-hours`` (default 0.25) of section 7's mix in 20 ms blocks: CPU per
+     audio second by stage, the cost of each model added, 10 models against the 10 ms target,
+     checks that sharing changes no detection, and a projection to one Pi Zero 2 W / Pi 3 core
+     from 7-Zip's benchmark run here against its published Pi results
+     (kwsd_tools/benchmark_models.py states the method and its uncertainty).
 
 CPU times are thread CPU time (``time.thread_time_ns``), the median of ``--repeats``
 interleaved runs, so another process on the machine slows the wall clock but not these.
@@ -95,6 +101,12 @@ def main() -> int:
         "--gate-hours", type=float, default=1.0, help="length of section 7's quiet-room mix (default 1)"
     )
     parser.add_argument(
+        "--models-hours",
+        type=float,
+        default=DEFAULT_MODELS_HOURS,
+        help=f"length of section 8's mix (default {DEFAULT_MODELS_HOURS})",
+    )
+    parser.add_argument(
         "--real-dir",
         default=str(DEFAULT_REAL_DIR),
         help="Speech Commands-style folder whose keyword clips and _background_noise_ section 7 "
@@ -147,7 +159,7 @@ def main() -> int:
             f"({', '.join(f'{s * 1000:.0f}' for s in startup)}) (target < {TARGET_STARTUP_S * 1000:.0f} ms: "
             f"{startup_s / TARGET_STARTUP_S:.2f} x target) {'OK' if startup_s < TARGET_STARTUP_S else 'OVER'}"
         )
-    training = streaming = micro = gate = None
+    training = streaming = micro = gate = models = None
     if sections & {4, 5}:
         with synthetic_set(skip=args.no_training) as data_dir:
             if 4 in sections:
@@ -162,18 +174,32 @@ def main() -> int:
         gate = gate_cost(
             bundle, settings, hours=args.gate_hours, real_dir=Path(args.real_dir), block_ms=args.block_ms
         )
+    if 8 in sections:
+        from kwsd_tools.benchmark_models import models_cost
+
+        models = models_cost(bundle, settings, hours=args.models_hours, real_dir=Path(args.real_dir))
     if args.json:
         print(
             json.dumps(
-                {"training": training, "streaming": streaming, "micro_speech": micro, "gate": gate, **figures}
+                {
+                    "training": training,
+                    "streaming": streaming,
+                    "micro_speech": micro,
+                    "gate": gate,
+                    "models": models,
+                    **figures,
+                }
             )
         )
     return 0
 
 
-SECTIONS = frozenset(range(1, 8))
+SECTIONS = frozenset(range(1, 9))
 #: Where the README's commands find the real-speech set (relative to the checkout).
 DEFAULT_REAL_DIR = Path("../shared/realspeech")
+#: Section 8's default mix, hours: shorter than section 7's hour, as section 8 runs it six times
+#: (up to ten models each) in 20 ms blocks; about a minute here.
+DEFAULT_MODELS_HOURS = 0.25
 #: The default block: frames batched per push. Section 1 also measures kwsd run's own
 #: blocks (audio.block_ms, 20 ms: one frame per push), or these when the run uses those.
 BATCHED_BLOCK_MS = 250
@@ -191,7 +217,9 @@ def _sections(text: str) -> frozenset[int]:
     except ValueError:
         chosen = frozenset()
     if not chosen or not chosen <= SECTIONS:
-        raise argparse.ArgumentTypeError(f"expected section numbers 1..7 separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected section numbers 1..{max(SECTIONS)} separated by commas, got {text!r}"
+        )
     return chosen
 
 
