@@ -104,14 +104,6 @@ def prepare(config_path: str | None) -> Prepared:
     if config.capture.enabled:
         from kwsd.capture import CaptureError, check_folder
 
-        if len(prepared.models) > 1:
-            raise ConfigError(
-                [
-                    f"capture.enabled: capture works with one model so far; {len(prepared.models)} "
-                    "are configured (models): turn capture off or listen with one model"
-                ],
-                source=source,
-            )
         try:
             check_folder(config.capture.directory)
         except CaptureError as err:
@@ -251,7 +243,7 @@ def _listen(
         EventStamper(
             first.name, first.sha256, models={m.key: (m.bundle.name, m.bundle.sha256) for m in models}
         ),
-        capture=_capture(config, first, prepared.detection),
+        capture=_capture(config, models),
         stall_timeout_ms=audio.stall_timeout_ms,
         notifier=SystemdNotifier(),
         stats_interval_s=config.stats_interval_s,
@@ -425,8 +417,9 @@ def _update_model(
     return update
 
 
-def _capture(config: Config, bundle: Bundle, settings: DetectionSettings) -> CaptureRecorder | None:
-    """The recorder of detections and near-misses, with its writer thread, when enabled."""
+def _capture(config: Config, models: tuple[LoadedModel, ...]) -> list[CaptureRecorder] | None:
+    """One recorder of detections and near-misses per model, all handing their captures to one
+    writer thread (one folder, one ledger of the audio listened to), when enabled."""
     if not config.capture.enabled:
         return None
     from kwsd.capture import CaptureRecorder, CaptureSettings, CaptureWriter
@@ -440,22 +433,25 @@ def _capture(config: Config, bundle: Bundle, settings: DetectionSettings) -> Cap
         capture.max_files,
         capture.max_mb,
     )
-    rate = bundle.frontend.sample_rate_hz
+    rate = models[0].bundle.frontend.sample_rate_hz
     writer = CaptureWriter(settings_of_capture, _device_id(config), rate).start()
     log.info(
         "capture: detections%s to %s",
         " and near-misses" if capture.near_miss_threshold else "",
         capture.directory,
     )
-    return CaptureRecorder(
-        settings_of_capture,
-        writer,
-        bundle.labels,
-        sample_rate_hz=rate,
-        model={"name": bundle.name, "sha256": bundle.sha256},
-        detection=settings.to_dict(),
-        thresholds={label: settings.threshold_of(label) for label in bundle.labels},
-    )
+    return [
+        CaptureRecorder(
+            settings_of_capture,
+            writer,
+            m.bundle.labels,
+            sample_rate_hz=rate,
+            model={"name": m.bundle.name, "sha256": m.bundle.sha256},
+            detection=m.detection.to_dict(),
+            thresholds={label: m.detection.threshold_of(label) for label in m.bundle.labels},
+        )
+        for m in models
+    ]
 
 
 def _device_id(config: Config) -> str:

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -99,7 +99,7 @@ class Listener:
         stats_interval_s: float = 0,
         reloader: Callable[[], Reload | None] | None = None,
         hang_timeout_s: float = HANG_TIMEOUT_S,
-        capture: CaptureRecorder | None = None,
+        capture: CaptureRecorder | Sequence[CaptureRecorder] | None = None,
     ) -> None:
         self._open_source = open_source
         self.pipeline = pipeline
@@ -111,7 +111,21 @@ class Listener:
         self.stats_interval_s = stats_interval_s
         self._reloader = reloader
         self._hang_timeout_s = hang_timeout_s
-        self._capture = capture
+        #: One recorder per model, in the pipeline's model order (one writer behind them all).
+        self._captures: tuple[CaptureRecorder, ...] = (
+            () if capture is None else (capture,) if not isinstance(capture, Sequence) else tuple(capture)
+        )
+        names = pipeline.names if isinstance(pipeline, MultiPipeline) else ()
+        if len(self._captures) > 1 and len(self._captures) != len(names):
+            raise ValueError(f"{len(self._captures)} capture recorders for {len(names)} models")
+        #: Which recorder keeps a detection's audio, by the detection's model (None: one model).
+        self._capture_of: dict[str | None, CaptureRecorder] = (
+            dict(zip(names, self._captures, strict=True))
+            if len(self._captures) > 1
+            else {None: self._captures[0]}
+            if self._captures
+            else {}
+        )
         self._reload_requested = threading.Event()
         self.reopens = 0
         self.detections = 0
@@ -126,7 +140,16 @@ class Listener:
         self._stats_mark = (0.0, 0)  # (listener thread CPU s, samples seen) at the last stats
         #: What already took the pipeline's smoothed scores (``kwsd run --scores``' display),
         #: and the capture's near-miss watch.
-        self._shown_scores = _both(pipeline.on_smoothed, capture.scores if capture is not None else None)
+        if len(self._captures) > 1:
+            # Each recorder takes its own model's smoothed scores, in its model's label order.
+            assert isinstance(pipeline, MultiPipeline)
+            for index, recorder in enumerate(self._captures):
+                pipeline.set_model_hook(index, recorder.scores)
+            self._shown_scores = pipeline.on_smoothed
+        else:
+            self._shown_scores = _both(
+                pipeline.on_smoothed, self._captures[0].scores if self._captures else None
+            )
         self._wire_scores()
 
     @property
@@ -205,13 +228,14 @@ class Listener:
                     # Ready once audio really flows, not merely when the device opened.
                     self._notifier.ready("listening")
                     ready = True
-                if self._capture is not None:
-                    self._capture.feed(block)  # a copy into its ring; the writer has its own thread
+                for recorder in self._captures:
+                    recorder.feed(block)  # a copy into its ring; the writer has its own thread
                 for detection in self.pipeline.feed(block):
                     now_utc = dt.datetime.now(dt.UTC)
-                    if self._capture is not None and (detection.state is None or detection.state.on):
+                    keeper = self._capture_of.get(detection.model)
+                    if keeper is not None and (detection.state is None or detection.state.on):
                         # A sound that lasts is kept where it turned on (its off is no new sound).
-                        self._capture.detected(
+                        keeper.detected(
                             detection.label,
                             detection.score,
                             detection.audio_time_ms,
@@ -243,9 +267,10 @@ class Listener:
             if source is not None:
                 self._close(source)
             self._publisher.close()
-            if self._capture is not None:
-                self._capture.finish()
-                self._capture.writer.close()
+            for recorder in self._captures:
+                recorder.finish()
+            if self._captures:
+                self._captures[0].writer.close()  # the one writer
 
     # --- between blocks ---------------------------------------------------------------------
 
@@ -280,9 +305,10 @@ class Listener:
                 self.pipeline.set_detection(detection)
             else:
                 self.pipeline.set_detection(first)
-            if self._capture is not None:  # with one model only
-                thresholds = {label: first.threshold_of(label) for label in self._capture.labels}
-                self._capture.update(first.to_dict(), thresholds)
+            each = (detection,) if isinstance(detection, DetectionSettings) else detection
+            for recorder, settings in zip(self._captures, each, strict=False):
+                thresholds = {label: settings.threshold_of(label) for label in recorder.labels}
+                recorder.update(settings.to_dict(), thresholds)
         except Exception:
             log.exception("reload failed; going on with the settings as they were")
             return
@@ -328,8 +354,8 @@ class Listener:
         counters = self._publisher.counters()
         if counters:
             stats["mqtt"] = counters
-        if self._capture is not None:
-            stats["captures"] = self._capture.writer.counters()
+        if self._captures:
+            stats["captures"] = self._captures[0].writer.counters()
         if self.pipeline.gate is not None:
             # Windows since start, and those the audio gate kept from the interpreter.
             pipeline_stats = self.pipeline.stats

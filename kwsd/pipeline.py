@@ -509,6 +509,7 @@ class MultiPipeline:
             np.array([self.labels.index(label) for label in model.labels], np.intp) for model in models
         ]
         self._on_smoothed: Callable[[int, npt.NDArray[np.float64]], None] | None = None
+        self._model_hooks: list[Callable[[int, npt.NDArray[np.float64]], None] | None] = [None] * len(models)
         self._frontend_ns = 0
         self._gate_ns = 0
         self._total_ns = 0
@@ -545,8 +546,19 @@ class MultiPipeline:
     @on_smoothed.setter
     def on_smoothed(self, hook: Callable[[int, npt.NDArray[np.float64]], None] | None) -> None:
         self._on_smoothed = hook
-        for pipeline, slots in zip(self.pipelines, self._slots, strict=True):
-            pipeline.on_smoothed = None if hook is None else self._smoothed_hook(slots, hook)
+        self._wire()
+
+    def set_model_hook(self, index: int, hook: Callable[[int, npt.NDArray[np.float64]], None] | None) -> None:
+        """Call ``hook`` after each window of model ``index`` with its own labels' smoothed scores
+        (in its own label order), besides :attr:`on_smoothed`."""
+        self._model_hooks[index] = hook
+        self._wire()
+
+    def _wire(self) -> None:
+        union = self._on_smoothed
+        for pipeline, slots, own in zip(self.pipelines, self._slots, self._model_hooks, strict=True):
+            hooks = [h for h in (self._smoothed_hook(slots, union) if union else None, own) if h is not None]
+            pipeline.on_smoothed = hooks[0] if len(hooks) == 1 else _call_each(hooks) if hooks else None
 
     def _smoothed_hook(
         self, slots: npt.NDArray[np.intp], hook: Callable[[int, npt.NDArray[np.float64]], None]
@@ -612,6 +624,16 @@ class MultiPipeline:
             if clock:
                 self._total_ns += clock() - t0
         return detections
+
+
+def _call_each(
+    hooks: list[Callable[[int, npt.NDArray[np.float64]], None]],
+) -> Callable[[int, npt.NDArray[np.float64]], None]:
+    def each(time_ms: int, averages: npt.NDArray[np.float64]) -> None:
+        for hook in hooks:
+            hook(time_ms, averages)
+
+    return each
 
 
 def build_multi_pipeline(

@@ -240,10 +240,6 @@ def test_check_config_accepts_several_models_and_says_how_they_share(tmp_path, b
             "models:\n  - {demo}\n  - {other}\ndetection:\n  label_thresholds: {{nope: 0.5}}\n",
             r"detection\.label_thresholds\.nope: no loaded model has this label",
         ),
-        (
-            "models:\n  - {demo}\n  - {other}\ncapture:\n  enabled: true\n  directory: {tmp}/captures\n",
-            r"capture\.enabled: capture works with one model so far; 2 are configured",
-        ),
     ],
 )
 def test_check_config_and_run_refuse_what_several_models_cannot_be(tmp_path, bundles, config, message):
@@ -277,6 +273,7 @@ def test_run_hears_with_two_models_on_one_front_end_and_each_event_names_its_mod
         expected, code, _, log = run_daemon_on_demo_words(
             tmp_path,
             f"models:\n  - {demo_path}\n  - path: {other_path}\n    detection: {{suppression_ms: 700}}\n"
+            f"capture:\n  enabled: true\n  directory: {tmp_path / 'captures'}\n"
             f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
             "  home_assistant:\n    enabled: true\n  hermes:\n    enabled: true\n",
             settled=six_detections,
@@ -301,6 +298,19 @@ def test_run_hears_with_two_models_on_one_front_end_and_each_event_names_its_mod
     hotwords = {m.topic: json.loads(m.payload) for m in messages if m.topic.startswith("hermes/hotword/")}
     assert hotwords[f"hermes/hotword/{expected[0]['label']}_b/detected"]["modelVersion"] == other.sha256[:12]
     assert hotwords[f"hermes/hotword/{expected[0]['label']}/detected"]["modelVersion"] == demo.sha256[:12]
+    # Captures: each model's detections, each with its own model, labels and smoothed scores.
+    sidecars = [
+        json.loads(p.read_text()) for p in sorted((tmp_path / "captures" / "pending").glob("*/*.json"))
+    ]
+    assert len(sidecars) == 2 * len(expected)
+    for bundle, suffix in ((demo, ""), (other, "_b")):
+        mine = [c for c in sidecars if c["model"]["name"] == bundle.name]
+        assert sorted(c["label"] for c in mine) == sorted(d["label"] + suffix for d in expected)
+        assert all(c["labels"] == list(bundle.labels) for c in mine)
+        assert all(len(w["scores"]) == len(bundle.labels) for c in mine for w in c["scores"])
+        assert all(c["model"]["sha256"] == bundle.sha256 for c in mine)
+    ledger = json.loads((tmp_path / "captures" / "listened.json").read_text())
+    assert ledger["listened_ms"] >= expected[-1]["audio_time_ms"]  # one ledger for both models
 
 
 def test_a_reload_gives_each_model_its_settings_and_refuses_another_set_of_models(tmp_path, bundles, caplog):
