@@ -469,14 +469,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     if len(models) == 1:
         log.info("model %s (%s); audio %s", models[0].name, models[0].spec.describe(), reader.info.describe())
     else:
-        log.info(
-            "%d models on %d front end%s: %s; audio %s",
-            len(models),
-            len(pipeline.features),
-            "" if len(pipeline.features) == 1 else "s",
-            ", ".join(f"{m.name} ({m.spec.describe()})" for m in models),
-            reader.info.describe(),
-        )
+        described = ", ".join(f"{m.name} ({m.spec.describe()})" for m in models)
+        log.info("%s: %s; audio %s", pipeline.sharing(), described, reader.info.describe())
     display = _StreamScores(pipeline) if args.scores else None
     first_window_s: float | None = None
     detections = 0
@@ -652,10 +646,7 @@ def _print_stats(pipeline: Any, detections: int, first_window_s: float | None) -
     cpu_ms = stats.total_ns / 1e6
     per_s = cpu_ms / audio_s if audio_s else 0.0
     first = f"{first_window_s * 1000:.0f} ms" if first_window_s is not None else "never"
-    models, front_ends = len(pipeline.pipelines), len(pipeline.features)
-    served = (
-        f"{models} models on {front_ends} front end{'' if front_ends == 1 else 's'}, " if models > 1 else ""
-    )
+    served = f"{pipeline.sharing()}, " if len(pipeline.pipelines) > 1 else ""
     print(
         f"kwsd: {audio_s:.2f} s of audio, {served}{stats.windows} windows, {detections} detections; "
         f"pipeline CPU {cpu_ms:.1f} ms ({per_s:.3f} ms per audio second: front end "

@@ -200,13 +200,8 @@ def _listen(
         gate=config.audio.gate,
     )
     if len(models) > 1:
-        log.info(
-            "%d models on %d front end%s: %s",
-            len(models),
-            len(pipeline.features),
-            "" if len(pipeline.features) == 1 else "s",
-            ", ".join(f"{m.key} ({', '.join(m.bundle.labels)})" for m in models),
-        )
+        described = ", ".join(f"{m.key} ({', '.join(m.bundle.labels)})" for m in models)
+        log.info("%s: %s", pipeline.sharing(), described)
     if config.audio.gate.enabled:
         log.info("audio.gate: %s", describe_gate(config.audio.gate))
     stdout: TextIO | None = None

@@ -520,6 +520,11 @@ class MultiPipeline:
     def settings(self) -> tuple[DetectionSettings, ...]:
         return tuple(p.settings for p in self.pipelines)
 
+    def sharing(self) -> str:
+        """For logs: ``3 models on 1 front end``."""
+        fronts = len(self.features)
+        return f"{len(self.pipelines)} models on {fronts} front end{'' if fronts == 1 else 's'}"
+
     def threshold_of(self, label: str) -> float:
         """The threshold of ``label`` in the first model that has it."""
         for pipeline in self.pipelines:
