@@ -177,7 +177,9 @@ def main() -> int:
     if 8 in sections:
         from kwsd_tools.benchmark_models import models_cost
 
-        models = models_cost(bundle, settings, hours=args.models_hours, real_dir=Path(args.real_dir))
+        models = models_cost(
+            bundle, settings, hours=args.models_hours, real_dir=Path(args.real_dir), repeats=args.repeats
+        )
     if args.json:
         print(
             json.dumps(

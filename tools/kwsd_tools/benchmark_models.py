@@ -21,6 +21,7 @@ constants of that projection, and its uncertainty and why, are in :data:`PI_REFE
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -132,44 +133,53 @@ def _events(detections: list[Detection], model: str | None) -> list[tuple[str, f
 
 
 def measure_runs(
-    bundle: Bundle, settings: DetectionSettings, audio: np.ndarray, *, block_ms: int
+    bundle: Bundle, settings: DetectionSettings, audio: np.ndarray, *, block_ms: int, repeats: int = 1
 ) -> list[Run]:
-    """Every count of :data:`MODEL_COUNTS`, gate off then on, over ``audio`` in ``block_ms`` blocks."""
+    """Every count of :data:`MODEL_COUNTS`, gate off then on, over ``audio`` in ``block_ms``
+    blocks, ``repeats`` rounds interleaved; of each, the round with the median total (so its
+    stages add up), checked in every round."""
     rate = bundle.frontend.sample_rate_hz
     block = rate * block_ms // 1000
     audio_s = len(audio) / rate
     # Warm the interpreter, numpy's FFT plans and the caches on a minute of the audio, uncounted.
     _feed(MultiPipeline(_models(bundle, settings, 1)), audio[: 60 * rate], block)
-    runs: list[Run] = []
-    for gate in (None, GateSettings(enabled=True)):
-        single: list[tuple[str, float, int]] | None = None
-        for count in MODEL_COUNTS:
-            pipeline = MultiPipeline(_models(bundle, settings, count), profile=True, gate=gate)
-            detections = _feed(pipeline, audio, block)
-            stats: PipelineStats = pipeline.stats
-            if count == 1:
-                single = _events(detections, None)
-            same = all(_events(detections, name) == single for name in pipeline.names) if count > 1 else True
-
-            def ms(ns: int) -> float:
-                return ns / 1e6 / audio_s
-
-            runs.append(
-                Run(
-                    models=count,
-                    gate=gate is not None,
-                    total_ms=ms(stats.total_ns),
-                    frontend_ms=ms(stats.frontend_ns),
-                    interpreter_ms=ms(stats.classifier_ns),
-                    smoother_ms=ms(stats.smoother_ns),
-                    gate_ms=ms(stats.gate_ns),
-                    frontends=len(pipeline.features),
-                    windows=stats.windows,
-                    windows_skipped=stats.gate_skipped,
-                    detections=len(detections),
-                    same_as_single=same,
+    rounds: dict[tuple[bool, int], list[Run]] = {}
+    for _ in range(max(1, repeats)):
+        for gate in (None, GateSettings(enabled=True)):
+            single: list[tuple[str, float, int]] | None = None
+            for count in MODEL_COUNTS:
+                pipeline = MultiPipeline(_models(bundle, settings, count), profile=True, gate=gate)
+                detections = _feed(pipeline, audio, block)
+                stats: PipelineStats = pipeline.stats
+                if count == 1:
+                    single = _events(detections, None)
+                same = (
+                    all(_events(detections, name) == single for name in pipeline.names) if count > 1 else True
                 )
-            )
+
+                def ms(ns: int) -> float:
+                    return ns / 1e6 / audio_s
+
+                rounds.setdefault((gate is not None, count), []).append(
+                    Run(
+                        models=count,
+                        gate=gate is not None,
+                        total_ms=ms(stats.total_ns),
+                        frontend_ms=ms(stats.frontend_ns),
+                        interpreter_ms=ms(stats.classifier_ns),
+                        smoother_ms=ms(stats.smoother_ns),
+                        gate_ms=ms(stats.gate_ns),
+                        frontends=len(pipeline.features),
+                        windows=stats.windows,
+                        windows_skipped=stats.gate_skipped,
+                        detections=len(detections),
+                        same_as_single=same,
+                    )
+                )
+    runs = []
+    for each in rounds.values():
+        median = sorted(each, key=lambda run: run.total_ms)[len(each) // 2]
+        runs.append(dataclasses.replace(median, same_as_single=all(run.same_as_single for run in each)))
     return runs
 
 
@@ -215,6 +225,7 @@ def models_cost(
     hours: float,
     real_dir: Path,
     reference: bool = True,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Section 8, printed; returns its figures. ``reference``: run 7-Zip for the Pi projection."""
     block_ms = AudioConfig.block_ms
@@ -226,8 +237,11 @@ def models_cost(
         f"interpreter), gate off and {describe(GateSettings(enabled=True))}, over {audio_s / 3600:.2f} h of "
         f"quiet room with {len(words)} words"
     )
-    print(f"   ({note}; blocks of {block_ms} ms, kwsd run's default audio.block_ms; thread CPU time)")
-    runs = measure_runs(bundle, settings, audio, block_ms=block_ms)
+    print(
+        f"   ({note}; blocks of {block_ms} ms, kwsd run's default audio.block_ms; thread CPU time, "
+        f"the median of {max(1, repeats)} interleaved rounds)"
+    )
+    runs = measure_runs(bundle, settings, audio, block_ms=block_ms, repeats=repeats)
     print(
         "   ms of CPU per audio second   total  front end  interpreter  smoother   gate   rest   windows run"
     )
