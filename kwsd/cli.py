@@ -567,10 +567,10 @@ class _StreamScores:
     """``kwsd stream --scores``: each window's smoothed scores on stdout, every model's labels
     each once, from the pipeline's own hook, in audio-time order with the detection lines.
 
-    With one model each window is shown as it comes. With several, a block's windows come model
-    by model, so they are held until the block's detections are written: then each audio time
-    is one line (its last snapshot, with every model's latest scores), before the detections at
-    or after it.
+    With one model each window is shown as it comes. With several, a block's windows come only
+    once every model has run on it (one call per audio time, every model's latest scores), so
+    they are held until the block's detections are written, each before the detections at or
+    after its time.
     """
 
     def __init__(self, pipeline: Any) -> None:

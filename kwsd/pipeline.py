@@ -458,8 +458,9 @@ class MultiPipeline:
     ``state: per_clip`` computes each window afresh on its model's schedule, so it is not shared.
 
     ``labels`` is every model's labels, each once, in model order; :attr:`on_smoothed` is
-    called after any model's window with each of those labels' latest smoothed score (a label
-    two models have, such as ``_silence_``, shows the later one's).
+    called once per window time (any model's), in time order, with each of those labels' latest
+    smoothed score (a label two models have, such as ``_silence_``, shows the later model's).
+    With several models the calls for a block come when :meth:`feed` has run every model on it.
     """
 
     def __init__(
@@ -510,6 +511,8 @@ class MultiPipeline:
         ]
         self._on_smoothed: Callable[[int, npt.NDArray[np.float64]], None] | None = None
         self._model_hooks: list[Callable[[int, npt.NDArray[np.float64]], None] | None] = [None] * len(models)
+        #: (time, model index, smoothed scores) of the chunk's windows, for :attr:`on_smoothed`.
+        self._held: list[tuple[int, int, npt.NDArray[np.float64]]] = []
         self._frontend_ns = 0
         self._gate_ns = 0
         self._total_ns = 0
@@ -561,20 +564,35 @@ class MultiPipeline:
 
     def _wire(self) -> None:
         union = self._on_smoothed
-        for pipeline, slots, own in zip(self.pipelines, self._slots, self._model_hooks, strict=True):
-            hooks = [h for h in (self._smoothed_hook(slots, union) if union else None, own) if h is not None]
+        single = len(self.pipelines) == 1
+        for index, (pipeline, own) in enumerate(zip(self.pipelines, self._model_hooks, strict=True)):
+            mine = None if union is None else union if single else self._holder(index)
+            hooks = [h for h in (mine, own) if h is not None]
             pipeline.on_smoothed = hooks[0] if len(hooks) == 1 else _call_each(hooks) if hooks else None
 
-    def _smoothed_hook(
-        self, slots: npt.NDArray[np.intp], hook: Callable[[int, npt.NDArray[np.float64]], None]
-    ) -> Callable[[int, npt.NDArray[np.float64]], None]:
+    def _holder(self, index: int) -> Callable[[int, npt.NDArray[np.float64]], None]:
+        """Model ``index``'s smoothed scores, held until every model has had the chunk's windows."""
+        held = self._held
+
+        def hold(time_ms: int, averages: npt.NDArray[np.float64]) -> None:
+            held.append((time_ms, index, averages))
+
+        return hold
+
+    def _release_smoothed(self) -> None:
+        """:attr:`on_smoothed` once per window time of the chunk, oldest first, each label at its
+        model's latest smoothed score (several models' windows come model by model)."""
+        hook, held = self._on_smoothed, self._held
+        if hook is None or not held:
+            held.clear()
+            return
+        held.sort(key=lambda item: item[0])  # stable: model order within one time
         latest = self._latest
-
-        def smoothed(time_ms: int, averages: npt.NDArray[np.float64]) -> None:
-            latest[slots] = averages
-            hook(time_ms, latest.copy())
-
-        return smoothed
+        for position, (time_ms, index, averages) in enumerate(held):
+            latest[self._slots[index]] = averages
+            if position + 1 == len(held) or held[position + 1][0] != time_ms:
+                hook(time_ms, latest.copy())
+        held.clear()
 
     @property
     def stats(self) -> PipelineStats:
@@ -624,6 +642,8 @@ class MultiPipeline:
                 heard = pipeline.windows(clock)
                 found += heard if single else [replace(d, model=name) for d in heard]
             found.sort(key=lambda d: d.audio_time_ms)  # stable: model order within one time
+            if not single:
+                self._release_smoothed()
             detections += found
             self._samples += len(chunk)
             if clock:

@@ -6,6 +6,7 @@ FIFO device and a real mosquitto.
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -162,9 +163,11 @@ def test_the_smoothed_scores_hook_gets_every_models_labels_once(demo, audio):
     pipeline.on_smoothed = lambda t, s: seen.append((t, s))
     pipeline.feed(audio[: 3 * RATE_HZ])
     assert seen and all(len(s) == len(pipeline.labels) for _, s in seen)
+    times = [t for t, _ in seen]
+    assert times == sorted(set(times))  # once per window time, in order
     yes, yes_b = pipeline.labels.index("yes"), pipeline.labels.index("yes_b")
-    # The same network on the same frames: the two models' yes scores agree.
-    assert seen[-1][1][yes] == pytest.approx(seen[-1][1][yes_b])
+    # The same network on the same frames: at every window both models' scores are current.
+    assert all(s[yes] == pytest.approx(s[yes_b]) for _, s in seen)
 
 
 def test_models_at_different_rates_or_sharing_a_keyword_are_refused_naming_both(demo):
@@ -270,13 +273,14 @@ def test_run_hears_with_two_models_on_one_front_end_and_each_event_names_its_mod
         return sum(m.topic == "kwsd/pi1/detection" for m in subscriber.messages) >= 6
 
     try:
-        expected, code, _, log = run_daemon_on_demo_words(
+        expected, code, stdout, log = run_daemon_on_demo_words(
             tmp_path,
             f"models:\n  - {demo_path}\n  - path: {other_path}\n    detection: {{suppression_ms: 700}}\n"
             f"capture:\n  enabled: true\n  directory: {tmp_path / 'captures'}\n"
             f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
             "  home_assistant:\n    enabled: true\n  hermes:\n    enabled: true\n",
             settled=six_detections,
+            run_args=["--scores"],
         )
         assert code == 0, log
         messages = until_offline(subscriber)
@@ -284,6 +288,13 @@ def test_run_hears_with_two_models_on_one_front_end_and_each_event_names_its_mod
         subscriber.close()
         mosquitto.stop()
     assert "2 models on 1 front end" in log
+    # --scores: one line per window time with every model's labels, each current.
+    lines = [json.loads(line) for line in stdout]
+    assert lines and all(
+        list(line["scores"]) == list(dict.fromkeys(demo.labels + other.labels)) for line in lines
+    )
+    assert all(b["audio_time_ms"] - a["audio_time_ms"] == 20 for a, b in itertools.pairwise(lines))
+    assert all(line["scores"]["yes"] == pytest.approx(line["scores"]["yes_b"], abs=1e-4) for line in lines)
     events = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/detection"]
     assert [e["sequence"] for e in events] == list(range(1, 7))
     for bundle, suffix in ((demo, ""), (other, "_b")):
