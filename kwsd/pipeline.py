@@ -661,27 +661,6 @@ def _call_each(
     return each
 
 
-def build_multi_pipeline(
-    bundles: Sequence[Bundle],
-    settings: Sequence[DetectionSettings],
-    classifiers: Sequence[Classifier] | None = None,
-    *,
-    profile: bool = False,
-    gate: GateSettings | None = None,
-) -> MultiPipeline:
-    """The pipeline of several bundles, each with its settings (and classifier: None for a
-    :class:`~kwsd.classifier.TfliteClassifier` of each)."""
-    if classifiers is None:
-        from kwsd.classifier import TfliteClassifier
-
-        classifiers = [TfliteClassifier(bundle) for bundle in bundles]
-    models = [
-        Model(bundle.name, bundle.frontend, classifier, tuple(bundle.labels), one)
-        for bundle, one, classifier in zip(bundles, settings, classifiers, strict=True)
-    ]
-    return MultiPipeline(models, profile=profile, gate=gate)
-
-
 def check_rates(models: Sequence[tuple[str, int]]) -> None:
     """Refuse models that take different sample rates (one capture feeds them all).
     ``models``: (where the model came from, its rate in Hz)."""
