@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_run import run_daemon_on_demo_words, until_offline
+from test_run import run_daemon_with_broker
 
 from kwsd.audio import read_wav
 from kwsd.bundle import Bundle, demo_bundle_path, demo_wav_path, make_bundle, read_bundle, write_bundle
@@ -265,28 +265,19 @@ needs_mosquitto = pytest.mark.skipif(not Path(broker.MOSQUITTO).exists(), reason
 def test_run_hears_with_two_models_on_one_front_end_and_each_event_names_its_model(tmp_path, bundles):
     demo_path, other_path, _ = bundles
     demo, other = read_bundle(demo_path), read_bundle(other_path)
-    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
-    mosquitto.start()
-    subscriber = broker.Subscriber(mosquitto.port, "#", client_id="multi", clean=True).wait_subscribed()
 
-    def six_detections():
+    def six_detections(subscriber):
         return sum(m.topic == "kwsd/pi1/detection" for m in subscriber.messages) >= 6
 
-    try:
-        expected, code, stdout, log = run_daemon_on_demo_words(
-            tmp_path,
-            f"models:\n  - {demo_path}\n  - path: {other_path}\n    detection: {{suppression_ms: 700}}\n"
-            f"capture:\n  enabled: true\n  directory: {tmp_path / 'captures'}\n"
-            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
-            "  home_assistant:\n    enabled: true\n  hermes:\n    enabled: true\n",
-            settled=six_detections,
-            run_args=["--scores"],
-        )
-        assert code == 0, log
-        messages = until_offline(subscriber)
-    finally:
-        subscriber.close()
-        mosquitto.stop()
+    expected, code, stdout, log, messages = run_daemon_with_broker(
+        tmp_path,
+        "  home_assistant:\n    enabled: true\n  hermes:\n    enabled: true\n",
+        f"models:\n  - {demo_path}\n  - path: {other_path}\n    detection: {{suppression_ms: 700}}\n"
+        f"capture:\n  enabled: true\n  directory: {tmp_path / 'captures'}\n",
+        settled=six_detections,
+        run_args=["--scores"],
+    )
+    assert code == 0, log
     assert "2 models on 1 front end" in log
     # --scores: one line per window time with every model's labels, each current.
     lines = [json.loads(line) for line in stdout]

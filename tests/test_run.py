@@ -216,6 +216,30 @@ def check_events(events, expected):
     assert len({e["boot_id"] for e in events}) == 1
 
 
+def run_daemon_with_broker(tmp_path, mqtt="", extra_config="", *, topic="#", settled=None, run_args=()):
+    """run_daemon_on_demo_words with a broker of its own (mosquitto on a free loopback port):
+    the config's mqtt section is the broker's address, device pi1, no spool, then ``mqtt``'s
+    lines; ``extra_config`` follows. ``settled(subscriber)`` is what to wait for besides the
+    words. Returns (expected, exit code, stdout, log, every message up to the offline status)."""
+    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
+    mosquitto.start()
+    subscriber = broker.Subscriber(mosquitto.port, topic, client_id="e2e", clean=True).wait_subscribed()
+    try:
+        expected, code, stdout, log = run_daemon_on_demo_words(
+            tmp_path,
+            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
+            f"{mqtt}{extra_config}",
+            settled=None if settled is None else lambda: settled(subscriber),
+            run_args=run_args,
+        )
+        assert code == 0, log
+        messages = until_offline(subscriber)
+    finally:
+        subscriber.close()
+        mosquitto.stop()
+    return expected, code, stdout, log, messages
+
+
 def test_run_hears_real_time_audio_from_a_capture_device_and_stops_cleanly(tmp_path):
     expected, code, stdout, log = run_daemon_on_demo_words(tmp_path)
     assert code == 0, log
@@ -233,28 +257,18 @@ needs_mosquitto = pytest.mark.skipif(not Path(broker.MOSQUITTO).exists(), reason
 
 @needs_mosquitto
 def test_run_publishes_detections_availability_stats_and_integrations_over_mqtt(tmp_path):
-    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
-    mosquitto.start()
-    subscriber = broker.Subscriber(mosquitto.port, "#", client_id="e2e", clean=True).wait_subscribed()
-
-    def stats_after_the_words():
+    def stats_after_the_words(subscriber):
         stats = [json.loads(m.payload) for m in subscriber.messages if m.topic == "kwsd/pi1/stats"]
         return len(stats) >= 5 and stats[-1]["detections"] == 3
 
-    try:
-        expected, code, stdout, log = run_daemon_on_demo_words(
-            tmp_path,
-            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
-            "  home_assistant:\n    enabled: true\n  hermes:\n    enabled: true\n    site_id: hall\n"
-            "stats_interval_s: 1\n",
-            settled=stats_after_the_words,
-        )
-        assert code == 0, log
-        assert stdout == []  # events go to the broker, not stdout
-        messages = until_offline(subscriber)
-    finally:
-        subscriber.close()
-        mosquitto.stop()
+    expected, code, stdout, log, messages = run_daemon_with_broker(
+        tmp_path,
+        "  home_assistant:\n    enabled: true\n  hermes:\n    enabled: true\n    site_id: hall\n",
+        "stats_interval_s: 1\n",
+        settled=stats_after_the_words,
+    )
+    assert code == 0, log
+    assert stdout == []  # events go to the broker, not stdout
     detections = [json.loads(m.payload) for m in messages if m.topic == "kwsd/pi1/detection"]
     check_events(detections, expected)
     assert not any(m.retain for m in messages if m.topic == "kwsd/pi1/detection")
@@ -279,23 +293,10 @@ def test_run_publishes_detections_availability_stats_and_integrations_over_mqtt(
 
 @needs_mosquitto
 def test_run_scores_prints_each_windows_scores_and_mqtt_sends_their_peaks(tmp_path):
-    mosquitto = broker.MosquittoBroker(tmp_path / "broker")
-    mosquitto.start()
-    subscriber = broker.Subscriber(
-        mosquitto.port, "kwsd/pi1/#", client_id="scores", clean=True
-    ).wait_subscribed()
-    try:
-        expected, code, stdout, log = run_daemon_on_demo_words(
-            tmp_path,
-            f"mqtt:\n  host: 127.0.0.1\n  port: {mosquitto.port}\n  device_id: pi1\n  spool_dir: null\n"
-            "  scores_interval_ms: 500\n",
-            run_args=["--scores"],
-        )
-        assert code == 0, log
-        messages = until_offline(subscriber)
-    finally:
-        subscriber.close()
-        mosquitto.stop()
+    expected, code, stdout, log, messages = run_daemon_with_broker(
+        tmp_path, "  scores_interval_ms: 500\n", topic="kwsd/pi1/#", run_args=["--scores"]
+    )
+    assert code == 0, log
     labels = read_bundle(demo_bundle_path()).labels
     # stdout (not a terminal, and events go to the broker): one JSON line per window.
     lines = [json.loads(line) for line in stdout]
