@@ -1094,7 +1094,8 @@ def _add_evaluate_parsers(sub: Any) -> None:
         description="Run a long WAV through the daemon's pipeline (in accelerated audio time) and score "
         "its detections against a ground-truth file (TensorFlow's streaming test format: 'label, "
         "time_ms' lines, the start of each word's clip; a detection's clip start is its window's end "
-        "minus the window's span). Prints TensorFlow's matched / correct / wrong / false positive "
+        "minus the window's span; a state label's on is scored at the window where the sound "
+        "started, its off not at all). Prints TensorFlow's matched / correct / wrong / false positive "
         "figures, false accepts per hour (keyword detections that are wrong or match no word) and "
         "the miss rate per label; --json gives the report as JSON.",
     )
@@ -1265,7 +1266,14 @@ def _truth_lines(truth: Any) -> list[str]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from kwsd.evaluate import check_truth, figures, read_truth, score_detections, stream_report
+    from kwsd.evaluate import (
+        check_truth,
+        figures,
+        read_truth,
+        score_detections,
+        state_scoring,
+        stream_report,
+    )
 
     _check_tolerance(args)
     truth = read_truth(args.truth, skip_malformed=args.skip_malformed)
@@ -1279,6 +1287,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     result = figures(scored, truth.words, bundle.labels, audio.audio_ms)
     detection = settings.to_dict()
+    states = state_scoring(detections, list(settings.states))
     report = stream_report(
         audio=audio,
         truth=truth,
@@ -1286,6 +1295,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         detection=detection,
         tolerance_ms=args.tolerance_ms,
         result=result,
+        states=states,
     )
     for line in _truth_lines(truth):
         print(f"kwsd: warning: {line}", file=sys.stderr)
@@ -1297,6 +1307,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"{audio.sha256[:16]}...); truth {truth.source}: {len(truth.words)} words"
     )
     print(f"model:   {bundle.name} (sha256 {bundle.sha256[:16]}...); detection {json.dumps(detection)}")
+    if states is not None:
+        print(
+            f"state labels ({', '.join(states['labels'])}): {states['scored']} ({states['ons']} on, "
+            f"{states['offs_not_counted']} off in this audio)"
+        )
     miss = result.miss_rate
     if miss is not None:
         heard = result.keyword_words - round(miss * result.keyword_words)
@@ -1435,6 +1450,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         )
     if len(usable) < len(windows):
         log.warning("averaging windows %s hold too few windows; left out", sorted(set(windows) - set(usable)))
+    if current.states:
+        log.warning(
+            "state labels (%s): their on/off settings (on_threshold, off_threshold, min_on_ms, "
+            "min_off_ms) are not calibrated: the sweep keeps them as given and scores each on (offs "
+            "not counted); tune them with `kwsd run --scores`",
+            ", ".join(current.states),
+        )
 
     from kwsd.pipeline import PipelineError
     from kwsd.smoother import SmootherError
@@ -1540,6 +1562,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         ],
         "settings_tried": len(points),
     }
+    if current.states:
+        report["state_labels"] = {
+            "labels": list(current.states),
+            "scored": ev.STATE_SCORING,
+            "calibrated": False,
+        }
     out: TextIO = sys.stdout
     if args.json:
         print(json.dumps(report, indent=2), file=out)

@@ -728,3 +728,165 @@ def test_calibrate_refuses_captures_it_cannot_count(tmp_path: Path) -> None:
     half = kwsd("calibrate", "--audio", DEMO_WAV)
     assert half.returncode == 64 and "--audio: give --truth with it" in half.stderr
     assert "Traceback" not in missing.stderr + no_ledger.stderr + half.stderr
+
+
+# --------------------------------------------------------------------------------------
+# Sounds that last: a state label is scored by its on, where the sound started; its off is not
+# a detection.
+
+#: "yes" as a sound that lasts: on after 1.5 s above 0.5, off after 0.5 s below 0.2.
+YES_STATE = {"yes": {"on_threshold": 0.5, "off_threshold": 0.2, "min_on_ms": 1500, "min_off_ms": 500}}
+
+
+def test_a_state_on_is_scored_where_the_sound_started_and_its_off_not_at_all() -> None:
+    from kwsd.state import StateChange
+
+    truth = [("yes", 1000.0), ("no", 3000.0)]
+    on = StateChange("yes", True, 0.9, audio_time_ms=3990, started_ms=1990)
+    off = StateChange("yes", False, 0.1, audio_time_ms=6000, started_ms=1990, ended_ms=5000)
+    found = [
+        Detection("no", 0.9, 3990),  # fired before the on was reported, scored after it
+        Detection("yes", 0.9, on.audio_time_ms, on),
+        Detection("yes", 0.1, off.audio_time_ms, off),
+    ]
+    scored = ev.score_detections(found, truth, window_ms=990.0)
+    # The on at its start, 1990 - 990 = 1000: the word at 1000 (at its report, 3990 - 990 =
+    # 3000, it would take the word "no" starts at). The off is left out.
+    assert [(s.detection, s.start_ms, s.outcome) for s in scored] == [
+        (found[1], 1000.0, ev.CORRECT),
+        (found[0], 3000.0, ev.CORRECT),
+    ]
+    result = ev.figures(scored, truth, LABELS, audio_ms=10_000)
+    assert (result.correct, result.wrong, result.false_positive, result.false_accepts) == (2, 0, 0, 0)
+
+
+def test_events_are_scored_at_their_window_ends_in_the_order_given() -> None:
+    # An event-only stream is scored as before state labels: each detection at its own window
+    # end minus the window, in the pipeline's order.
+    bundle = read_bundle(demo_bundle_path())
+    settings = resolve_detection(bundle.detection, {}, window_stride_ms=bundle.frontend.window_stride_ms)
+    detections, recorded, _ = ev.run_stream(
+        DEMO_WAV, bundle.frontend, TfliteClassifier(bundle), bundle.labels, settings=settings
+    )
+    scored = ev.score_detections(detections, ev.read_truth(DEMO_TRUTH).words, window_ms=recorded.window_ms)
+    assert [(s.detection, s.start_ms) for s in scored] == [
+        (d, d.audio_time_ms - recorded.window_ms) for d in detections
+    ]
+    assert len(detections) == 6
+
+
+@pytest.fixture(scope="module")
+def lasting_yes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A 10.5 s WAV of the demo's own audio: quiet, "yes" three times over (a 3 s sound from
+    1300 ms), quiet, "no" at 6900 ms, quiet; its truth; and the demo with "yes" a state label."""
+    import dataclasses
+
+    from kwsd.audio import read_wav
+    from kwsd.bundle import write_bundle
+
+    root = tmp_path_factory.mktemp("lasting")
+    audio = read_wav(DEMO_WAV, 16000)
+    quiet, yes, no = audio[: 1300 * 16], audio[1300 * 16 : 2300 * 16], audio[4738 * 16 + 8 : 5738 * 16 + 8]
+    wav, txt = root / "lasting.wav", root / "lasting.txt"
+    write_wav(wav, np.concatenate([quiet, yes, yes, yes, quiet, quiet, no, quiet, quiet]), 16000)
+    txt.write_text("yes, 1300.000000\nno, 6900.000000\n")
+    demo = read_bundle(demo_bundle_path())
+    states = write_bundle(
+        dataclasses.replace(demo, detection={**demo.detection, "states": YES_STATE}), root / "states.kwsd"
+    )
+    return wav, txt, states
+
+
+def test_evaluate_scores_a_state_labels_on_and_does_not_count_its_off(
+    lasting_yes: tuple[Path, Path, Path],
+) -> None:
+    wav, txt, states = lasting_yes
+    result = kwsd("evaluate", "-m", states, "--audio", wav, "--truth", txt, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    # The pipeline reports "yes" on at 3430 ms (above 0.5 since 1930 ms, for 1.5 s) and off at
+    # 5710 ms: one sound, matched by its on at 1930 - 990 = 940 ms, within 750 ms of 1300.
+    figures = report["figures"]
+    assert (figures["words"], figures["correct"], figures["wrong"], figures["false_positive"]) == (2, 2, 0, 0)
+    assert (figures["false_accepts"], figures["miss_rate"]) == (0, 0.0)
+    assert figures["per_label"]["yes"] == {
+        "words": 1,
+        "detected": 1,
+        "missed": 0,
+        "miss_rate": 0.0,
+        "false_accepts": 0,
+    }
+    assert report["state_labels"] == {
+        "labels": ["yes"],
+        "scored": ev.STATE_SCORING,
+        "ons": 1,
+        "offs_not_counted": 1,
+    }
+    assert report["detection"]["states"] == YES_STATE
+    text = kwsd("evaluate", "-m", states, "--audio", wav, "--truth", txt)
+    assert (
+        "state labels (yes): each on scored like an event, at the window where the sound started "
+        "(started_audio_time_ms); offs not counted (1 on, 1 off in this audio)\n"
+    ) in text.stdout
+    assert "false accepts: 0 (0.00 per hour)" in text.stdout
+    # The same audio with "yes" an event: the same figures, and nothing said of state labels.
+    events = kwsd("evaluate", "--audio", wav, "--truth", txt, "--json")
+    assert json.loads(events.stdout)["figures"] == figures
+    assert "state_labels" not in json.loads(events.stdout)
+    assert "state labels" not in kwsd("evaluate", "--audio", wav, "--truth", txt).stdout
+
+
+def test_calibrate_replays_a_state_label_as_the_pipeline_reports_it(
+    lasting_yes: tuple[Path, Path, Path],
+) -> None:
+    # A grid of one point, the current settings: the replay (RecognizeCommands' averages and a
+    # StateTracker over them) gives exactly the pipeline's figures, the on counted, the off not.
+    wav, txt, states = lasting_yes
+    bundle = read_bundle(states)
+    current = resolve_detection(bundle.detection, {}, window_stride_ms=bundle.frontend.window_stride_ms)
+    result = ev.calibrate(
+        str(wav),
+        ev.read_truth(txt),
+        [],
+        spec=bundle.frontend,
+        classifier=TfliteClassifier(bundle),
+        labels=bundle.labels,
+        current=current,
+        thresholds=[current.threshold],
+        average_windows_ms=[current.average_window_ms],
+        suppressions_ms=[current.suppression_ms],
+        target_fa_per_hour=1e9,
+    )
+    assert result.choice.point.figures == result.current_figures
+    assert (result.current_figures.correct, result.current_figures.false_accepts) == (2, 0)
+    recorded = result.measured[0].recorded
+    ons_and_offs = [
+        (d.state.on, d.audio_time_ms, d.state.started_ms)
+        for d in ev.smooth(recorded, current.smoother, current.states)
+        if d.state is not None
+    ]
+    assert ons_and_offs == [(True, 3430, 1930), (False, 5710, 1930)]
+
+
+def test_calibrate_says_state_settings_are_not_calibrated_and_keeps_them(
+    lasting_yes: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    wav, txt, _ = lasting_yes
+    path = tmp_path / "config.yaml"
+    states_line = '    "yes": {on_threshold: 0.5, off_threshold: 0.2, min_on_ms: 1500, min_off_ms: 500}\n'
+    path.write_text(CONFIG.replace("  states: {}\n", "  states:\n" + states_line))
+    result = kwsd("calibrate", "--audio", wav, "--truth", txt, "--config", path, "--json")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "state labels (yes): their on/off settings (on_threshold, off_threshold, min_on_ms, "
+        "min_off_ms) are not calibrated"
+    ) in result.stderr
+    report = json.loads(result.stdout)
+    assert report["state_labels"] == {"labels": ["yes"], "scored": ev.STATE_SCORING, "calibrated": False}
+    # The values chosen are written; the state settings stay as they were.
+    assert states_line in path.read_text()
+    written = parse_config(path.read_text(), base_dir=tmp_path).detection
+    assert written["states"] == YES_STATE
+    assert {k: v for k, v in written.items() if k != "states"} == {
+        k: v for k, v in report["detection"].items() if k != "label_thresholds" or v
+    }

@@ -15,6 +15,9 @@ time order; each detection in time order is matched with the first truth word wh
 otherwise wrong (any hit, right label or not, marks the word as matched, so a second hit is wrong).
 No word in reach: a false positive. ``matched``, ``correct``, ``wrong`` and ``false positive`` are
 percentages of the number of truth words (``matched`` = correct + wrong, so it can pass 100%).
+A state label (``detection.states``) is reported on and off; its on is scored like an event, at
+the window where the sound started (not the later one that reported it, ``min_on_ms`` on), and
+its off is not a detection (:func:`scored_window_end_ms`).
 
 **False accepts and misses** (kwsd's own figures). The keywords are the model's labels other than
 ``_silence_`` and ``_unknown_`` (``_unknown_`` is detected and scored like any label, as in the
@@ -81,6 +84,7 @@ from kwsd.evaluate.scoring import (
     DEFAULT_TOLERANCE_MS,
     FALSE_POSITIVE,
     MS_PER_HOUR,
+    STATE_SCORING,
     WRONG,
     LabelFigures,
     ScoredDetection,
@@ -91,6 +95,7 @@ from kwsd.evaluate.scoring import (
     is_keyword,
     score_detections,
     score_stream,
+    scored_window_end_ms,
     window_span_ms,
 )
 from kwsd.evaluate.streams import (
@@ -101,6 +106,7 @@ from kwsd.evaluate.streams import (
     run_stream,
     smooth,
     smooth_scores,
+    state_scoring,
     stream_report,
 )
 from kwsd.evaluate.truth import (
@@ -125,6 +131,7 @@ __all__ = [
     "FALSE_POSITIVE",
     "MAX_TRUTH_BYTES",
     "MS_PER_HOUR",
+    "STATE_SCORING",
     "WRONG",
     "AudioFacts",
     "Averages",
@@ -169,8 +176,10 @@ __all__ = [
     "run_stream",
     "score_detections",
     "score_stream",
+    "scored_window_end_ms",
     "smooth",
     "smooth_scores",
+    "state_scoring",
     "stream_report",
     "sweep",
     "window_span_ms",

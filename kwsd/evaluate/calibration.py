@@ -30,6 +30,7 @@ from kwsd.frontend import FrontendSpec
 from kwsd.labels import SILENCE_LABEL
 from kwsd.pipeline import Detection
 from kwsd.smoother import FiringRule, RecognizeCommands, SmootherSettings
+from kwsd.state import StateSettings, StateTracker
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +48,48 @@ DEFAULT_TARGET_FA_PER_HOUR = 0.5
 @dataclass(frozen=True)
 class Averages:
     """The smoother's steps 1-4 for one averaging window over one run: per window, the top label's
-    index and its averaged score (-1 and 0.0 where the smoother takes no decision)."""
+    index and its averaged score (-1 and 0.0 where the smoother takes no decision); and the state
+    labels' changes, which depend on the averages only (not on the threshold or suppression)."""
 
     labels: tuple[str, ...]
     times_ms: list[int]
     top: npt.NDArray[np.int64]
     score: npt.NDArray[np.float64]
+    state_changes: tuple[Detection, ...] = ()
 
 
-def average_scores(recorded: RecordedScores, average_window_ms: int, minimum_count: int) -> Averages:
+def average_scores(
+    recorded: RecordedScores,
+    average_window_ms: int,
+    minimum_count: int,
+    states: Mapping[str, StateSettings] | None = None,
+) -> Averages:
     """Run RecognizeCommands (with a threshold nothing beats, so it never fires) and keep its
-    averaged top label and score: what any threshold and suppression would see."""
+    averaged top label and score: what any threshold and suppression would see. With
+    ``states``, also the changes a :class:`~kwsd.state.StateTracker` makes of every label's
+    averages, as the pipeline reports them (stamped with the window that decided them)."""
     labels = recorded.labels
     smoother = RecognizeCommands(
         labels, SmootherSettings(average_window_ms, 1.0, 0, minimum_count, FiringRule.TF)
     )
+    tracker = StateTracker(labels, states) if states else None
     index = {label: i for i, label in enumerate(labels)}
     top = np.full(len(recorded.times_ms), -1, np.int64)
     score = np.zeros(len(recorded.times_ms), np.float64)
     times = [int(t) for t in recorded.times_ms]
+    changes: list[Detection] = []
     for i, (time_ms, window_scores) in enumerate(zip(times, recorded.scores, strict=True)):
         result = smoother.update(window_scores, time_ms)
         if result.score > 0.0:  # no decision reports 0.0; a decision at 0.0 cannot fire either
             top[i] = index[result.label]
             score[i] = result.score
-    return Averages(labels, times, top, score)
+        if tracker is not None:
+            averages = smoother.average_scores()
+            if averages is not None:
+                changes += [
+                    Detection(c.label, c.score, time_ms, c) for c in tracker.update(time_ms, averages)
+                ]
+    return Averages(labels, times, top, score, tuple(changes))
 
 
 def fire(
@@ -197,6 +215,7 @@ class Sweeper:
         rule: FiringRule,
         tolerance_ms: float = DEFAULT_TOLERANCE_MS,
         listened_ms: float = 0.0,
+        states: Mapping[str, StateSettings] | None = None,
     ) -> None:
         if not measured:
             raise EvaluationError("nothing to calibrate on: no audio given")
@@ -207,20 +226,34 @@ class Sweeper:
         self.minimum_count = minimum_count
         self.rule = rule
         self.tolerance_ms = tolerance_ms
+        #: The state labels, replayed with these on/off settings (never swept).
+        self.states: Mapping[str, StateSettings] = dict(states or {})
         self._averages: dict[int, list[Averages]] = {}
 
     def averages(self, average_window_ms: int) -> list[Averages]:
         if average_window_ms not in self._averages:
             self._averages[average_window_ms] = [
-                average_scores(m.recorded, average_window_ms, self.minimum_count) for m in self.measured
+                average_scores(m.recorded, average_window_ms, self.minimum_count, self.states)
+                for m in self.measured
             ]
         return self._averages[average_window_ms]
 
     def detections(self, setting: Setting) -> list[list[Detection]]:
         thresholds = label_threshold_list(self.labels, setting.threshold, dict(setting.label_thresholds))
-        return [
-            fire(a, thresholds, setting.suppression_ms, self.rule)
+        runs = [
+            (fire(a, thresholds, setting.suppression_ms, self.rule), a.state_changes)
             for a in self.averages(setting.average_window_ms)
+        ]
+        if not self.states:
+            return [fired for fired, _ in runs]
+        # As the pipeline reports them: a state label's commands not at all, its changes after
+        # the window's command (a stable sort keeps that order within a window).
+        return [
+            sorted(
+                [d for d in fired if d.label not in self.states] + list(changes),
+                key=lambda d: d.audio_time_ms,
+            )
+            for fired, changes in runs
         ]
 
     def evaluate(self, setting: Setting, detections: list[list[Detection]] | None = None) -> Point:
@@ -237,7 +270,7 @@ class Sweeper:
         """The replayed detections must be RecognizeCommands' own, run in full."""
         settings = setting.smoother(self.minimum_count, self.rule)
         for m, replayed in zip(self.measured, self.detections(setting), strict=True):
-            full = smooth(m.recorded, settings)
+            full = smooth(m.recorded, settings, self.states)
             if full != replayed:
                 raise AssertionError(
                     f"replayed firing differs from RecognizeCommands on {m.audio.path} for {setting.text()}"
@@ -442,7 +475,11 @@ def calibrate(
     the grid of thresholds, averaging windows and suppressions on the recorded scores
     (``current``'s clip stride, minimum count and rule), and choose the setting that misses
     fewest words within ``target_fa_per_hour`` (per label after that with ``per_label``). The
-    choice is replayed through RecognizeCommands in full and must give the same detections."""
+    choice is replayed through RecognizeCommands in full and must give the same detections.
+
+    State labels (``current.states``) are replayed as the pipeline reports them, with their
+    on/off settings as given: those are not swept (only the averaging window changes what they
+    see), and each on is scored as :func:`~kwsd.evaluate.scoring.score_detections` says."""
     started = time.perf_counter()
     measured: list[Measured] = []
     listened_ms = float(captures.listened_ms) if captures is not None else 0.0
@@ -479,6 +516,7 @@ def calibrate(
         rule=current.rule,
         tolerance_ms=tolerance_ms,
         listened_ms=listened_ms,
+        states=current.states,
     )
     points = sweep(
         sweeper, thresholds=thresholds, average_windows_ms=average_windows_ms, suppressions_ms=suppressions_ms

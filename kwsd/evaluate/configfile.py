@@ -186,7 +186,8 @@ def write_detection(
     ``model:`` too when ``model`` is given; returns the new text.
 
     ``parse(text, source)`` must accept the file before (else its error propagates and nothing is
-    written) and the edited text after, which must then hold exactly ``values`` (and ``model``).
+    written) and the edited text after, which must then hold exactly ``values`` (and ``model``)
+    and, of the keys ``values`` does not name (``states``), what the file held before.
     The new file replaces the old one atomically, with the same permissions; the old one is kept
     as ``<name>.bak``.
     """
@@ -203,7 +204,7 @@ def write_detection(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(["not UTF-8 text (nothing written)"], str(path)) from None
-    parse(text, str(path))  # a config with problems is refused before anything is written
+    before = parse(text, str(path))  # a config with problems is refused before anything is written
     bom = "\ufeff" if raw.startswith(b"\xef\xbb\xbf") else ""
     new_text = edit_detection_text(text, values, str(path))
     if model is not None:
@@ -214,7 +215,8 @@ def write_detection(
             [f"model: the edited file reads as {config.model}, not {model}: nothing written (a bug)"],
             str(path),
         )
-    expected = _normalised(values)
+    kept = {k: v for k, v in dict(getattr(before, "detection", {})).items() if k not in values}
+    expected = {**_normalised(values), **kept}
     got = dict(getattr(config, "detection", {}))
     if got != expected:
         raise ConfigError(

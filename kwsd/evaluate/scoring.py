@@ -47,6 +47,31 @@ class ScoredDetection:
     truth_index: int | None
 
 
+#: How ``kwsd evaluate`` and ``kwsd calibrate`` score a state label (:func:`scored_window_end_ms`).
+STATE_SCORING = (
+    "each on scored like an event, at the window where the sound started (started_audio_time_ms); "
+    "offs not counted"
+)
+
+
+def scored_window_end_ms(detection: Detection) -> int | None:
+    """The window end a detection is scored at, or None when it is not scored (a state's off).
+
+    An event: the window that fired. A state label's on: the window where the sound started.
+    """
+    if detection.state is None:
+        return detection.audio_time_ms
+    if not detection.state.on:
+        return None  # the end of a sound already scored by its on, not a second detection
+    # The daemon reports the on (audio_time_ms) min_on_ms after the window that began the
+    # stretch above on_threshold (started_ms): a wait to be sure, not part of the sound. That
+    # window is where an event at the same threshold would have fired; scored there, minus
+    # window_ms as an event is, a truth line at the sound's start matches within the same
+    # tolerance as a word's does, whatever min_on_ms is (at audio_time_ms, 2 s of min_on_ms
+    # would put it past the 750 ms tolerance).
+    return detection.state.started_ms
+
+
 def score_detections(
     detections: Sequence[Detection],
     truth: Sequence[tuple[str, float]],
@@ -56,13 +81,22 @@ def score_detections(
 ) -> list[ScoredDetection]:
     """The reference's scoring (module docstring) of ``detections`` (stamped at window ends, as
     the pipeline stamps them; ``window_ms`` before that is the clip start) against ``truth``
-    (label, clip start). ``truth`` is put in time order; truth indexes refer to that order."""
+    (label, clip start). ``truth`` is put in time order; truth indexes refer to that order.
+
+    A state label's changes are scored as :func:`scored_window_end_ms` says: its on where the
+    sound started, put back in time order among the other detections; its off not at all (it
+    is left out of the result).
+    """
     ordered = sorted(truth, key=lambda w: w[1])
     times = [t for _, t in ordered]
     matched: set[int] = set()
     out: list[ScoredDetection] = []
-    for detection in detections:
-        start = detection.audio_time_ms - window_ms
+    # A stable sort: detections already in time order (the pipeline's events) keep their order.
+    timed = sorted(
+        ((d, end) for d in detections if (end := scored_window_end_ms(d)) is not None), key=lambda x: x[1]
+    )
+    for detection, window_end_ms in timed:
+        start = window_end_ms - window_ms
         i = bisect.bisect_left(times, start - tolerance_ms)
         if i < len(times) and times[i] <= start + tolerance_ms:
             correct = ordered[i][0] == detection.label and i not in matched

@@ -15,12 +15,13 @@ import numpy.typing as npt
 from kwsd.classifier import Classifier
 from kwsd.detection import DetectionSettings
 from kwsd.errors import AudioFormatError, InputNotFoundError
-from kwsd.evaluate.scoring import MS_PER_HOUR, StreamFigures, window_span_ms
+from kwsd.evaluate.scoring import MS_PER_HOUR, STATE_SCORING, StreamFigures, window_span_ms
 from kwsd.evaluate.truth import GroundTruth
 from kwsd.frontend import FrontendSpec
 from kwsd.labels import SILENCE_LABEL
 from kwsd.pipeline import Detection, Pipeline
 from kwsd.smoother import RecognizeCommands, SmootherSettings
+from kwsd.state import StateSettings, StateTracker
 
 #: Audio is fed to the pipeline in blocks of this much (as ``kwsd stream`` reads a file).
 BLOCK_MS = 250
@@ -131,21 +132,52 @@ def smooth_scores(
     scores: npt.NDArray[np.float32],
     labels: Sequence[str],
     settings: SmootherSettings,
+    states: Mapping[str, StateSettings] | None = None,
 ) -> list[Detection]:
     """The detections the pipeline makes from these window scores: kwsd's own RecognizeCommands
-    over them, its new commands other than silence, stamped with the end of the window that fired."""
+    over them, its new commands other than silence, stamped with the end of the window that fired.
+
+    With ``states``, as :meth:`~kwsd.pipeline.Pipeline.windows` does: the state labels' commands
+    are not reported; their changes (:class:`~kwsd.state.StateTracker` over the smoother's
+    averages) are, after the window's command, stamped with the window that decided them.
+    """
     smoother = RecognizeCommands(labels, settings)
+    tracker = StateTracker(labels, states) if states else None
     out: list[Detection] = []
     for time_ms, window_scores in zip(times_ms, scores, strict=True):
-        result = smoother.update(window_scores, int(time_ms))
-        if result.is_new_command and result.label != SILENCE_LABEL:
+        now_ms = int(time_ms)
+        result = smoother.update(window_scores, now_ms)
+        fired = result.is_new_command and result.label != SILENCE_LABEL
+        if fired and result.label not in (states or {}):
             out.append(Detection(result.label, result.score, result.time_ms))
+        if tracker is not None:
+            averages = smoother.average_scores()
+            if averages is not None:
+                out += [Detection(c.label, c.score, now_ms, c) for c in tracker.update(now_ms, averages)]
     return out
 
 
-def smooth(recorded: RecordedScores, settings: SmootherSettings) -> list[Detection]:
+def smooth(
+    recorded: RecordedScores,
+    settings: SmootherSettings,
+    states: Mapping[str, StateSettings] | None = None,
+) -> list[Detection]:
     """:func:`smooth_scores` on a run's recorded scores."""
-    return smooth_scores(recorded.times_ms, recorded.scores, recorded.labels, settings)
+    return smooth_scores(recorded.times_ms, recorded.scores, recorded.labels, settings, states)
+
+
+def state_scoring(detections: Sequence[Detection], state_labels: Sequence[str]) -> dict[str, Any] | None:
+    """How the state labels were scored (:data:`~kwsd.evaluate.scoring.STATE_SCORING`) and how
+    many of their ons and offs ``detections`` hold, for a report; None without state labels."""
+    if not state_labels:
+        return None
+    changes = [d.state for d in detections if d.state is not None]
+    return {
+        "labels": list(state_labels),
+        "scored": STATE_SCORING,
+        "ons": sum(c.on for c in changes),
+        "offs_not_counted": sum(not c.on for c in changes),
+    }
 
 
 def stream_report(
@@ -156,9 +188,11 @@ def stream_report(
     detection: Mapping[str, Any],
     tolerance_ms: float,
     result: StreamFigures,
+    states: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON report of one evaluation (fit to be stored in a bundle's ``metrics``)."""
-    return {
+    """The JSON report of one evaluation (fit to be stored in a bundle's ``metrics``);
+    ``states`` (:func:`state_scoring`) says how state labels were scored, when there are any."""
+    report: dict[str, Any] = {
         "kind": "kwsd streaming accuracy",
         "audio": audio.to_dict(),
         "truth": {
@@ -171,5 +205,8 @@ def stream_report(
         "tolerance_ms": tolerance_ms,
         "times": "truth = clip starts; a detection's clip start = its window end - the window span",
         "false_accept": "a keyword detection (not _silence_/_unknown_) that is wrong or a false positive",
-        "figures": result.to_dict(),
     }
+    if states is not None:
+        report["state_labels"] = dict(states)
+    report["figures"] = result.to_dict()
+    return report
