@@ -600,15 +600,13 @@ def test_the_edited_config_and_its_backup_keep_the_configs_permissions(tmp_path:
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_calibrate_as_a_library_function_replays_what_the_pipeline_does() -> None:
-    # What `kwsd calibrate` runs, without the command line: the demo over its own words. A grid
-    # of one point, the bundle's own settings, must give back exactly the pipeline's figures
-    # (the replay is RecognizeCommands' arithmetic, not an approximation of it).
-    bundle = read_bundle(demo_bundle_path())
+def calibrate_at_its_own_settings(bundle_path: Path, wav: Path, truth: Path) -> tuple[Any, Any]:
+    """``ev.calibrate`` on a grid of one point, the bundle's own settings: (the result, those settings)."""
+    bundle = read_bundle(bundle_path)
     current = resolve_detection(bundle.detection, {}, window_stride_ms=bundle.frontend.window_stride_ms)
     result = ev.calibrate(
-        str(DEMO_WAV),
-        ev.read_truth(DEMO_TRUTH),
+        str(wav),
+        ev.read_truth(truth),
         [],
         spec=bundle.frontend,
         classifier=TfliteClassifier(bundle),
@@ -619,6 +617,14 @@ def test_calibrate_as_a_library_function_replays_what_the_pipeline_does() -> Non
         suppressions_ms=[current.suppression_ms],
         target_fa_per_hour=1e9,
     )
+    return result, current
+
+
+def test_calibrate_as_a_library_function_replays_what_the_pipeline_does() -> None:
+    # What `kwsd calibrate` runs, without the command line: the demo over its own words. A grid
+    # of one point, the bundle's own settings, must give back exactly the pipeline's figures
+    # (the replay is RecognizeCommands' arithmetic, not an approximation of it).
+    result, _ = calibrate_at_its_own_settings(demo_bundle_path(), DEMO_WAV, DEMO_TRUTH)
     assert len(result.points) == 1 and result.choice.reachable
     assert result.choice.point.figures == result.current_figures
     assert result.current_figures.words == 12 and result.hours == pytest.approx(36 / 3600, abs=1e-4)
@@ -842,21 +848,7 @@ def test_calibrate_replays_a_state_label_as_the_pipeline_reports_it(
     # A grid of one point, the current settings: the replay (RecognizeCommands' averages and a
     # StateTracker over them) gives exactly the pipeline's figures, the on counted, the off not.
     wav, txt, states = lasting_yes
-    bundle = read_bundle(states)
-    current = resolve_detection(bundle.detection, {}, window_stride_ms=bundle.frontend.window_stride_ms)
-    result = ev.calibrate(
-        str(wav),
-        ev.read_truth(txt),
-        [],
-        spec=bundle.frontend,
-        classifier=TfliteClassifier(bundle),
-        labels=bundle.labels,
-        current=current,
-        thresholds=[current.threshold],
-        average_windows_ms=[current.average_window_ms],
-        suppressions_ms=[current.suppression_ms],
-        target_fa_per_hour=1e9,
-    )
+    result, current = calibrate_at_its_own_settings(states, wav, txt)
     assert result.choice.point.figures == result.current_figures
     assert (result.current_figures.correct, result.current_figures.false_accepts) == (2, 0)
     recorded = result.measured[0].recorded
