@@ -1387,6 +1387,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise _SettingError(
             "--set-model: give the model to write with -m and the config to write it to with -c"
         )
+    if config is not None and config.models:
+        # Its models each read the top-level detection under their own: the section calibrate
+        # writes would not say what any one of them runs with, and `model:` is not the one used.
+        first = config.models[0].path
+        raise _SettingError(
+            f"-c {args.config}: it lists its models under models:, whose own detection settings go "
+            "over the top-level detection section that calibrate writes; calibrate one model without "
+            f"-c (-m {first}: it prints the snippet) and put the values under that model's detection: "
+            "in models:"
+        )
     if config is not None:
         # Settings tuned for one model do not fit another (its stride, its labels): never leave a
         # config whose model differs from the one calibrated, which `kwsd run` would refuse.

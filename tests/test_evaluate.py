@@ -443,6 +443,22 @@ def test_calibrate_never_leaves_a_config_whose_model_is_not_the_one_calibrated(t
     assert "--set-model: give the model to write with -m" in result.stderr
 
 
+def test_calibrate_refuses_a_config_with_several_models_instead_of_tuning_the_demo(tmp_path: Path) -> None:
+    # A config with models: has no model: key, which calibrate read as the built-in demo; and each
+    # model's own detection goes over the top-level section it writes. Refused, nothing written.
+    path = tmp_path / "config.yaml"
+    bundle = tmp_path / "mine.kwsd"
+    shutil.copyfile(demo_bundle_path(), bundle)
+    text = f"models:\n  - path: {bundle}\n    detection: {{threshold: 0.8}}\ndetection:\n  threshold: 0.9\n"
+    path.write_text(text)
+    assert kwsd("check-config", path).returncode == 0  # kwsd run takes it
+    result = kwsd("calibrate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--config", path)
+    assert result.returncode == 64, result.stderr
+    assert result.stderr.startswith(f"kwsd: error: -c {path}: it lists its models under models:")
+    assert f"-m {bundle}" in result.stderr and "Traceback" not in result.stderr
+    assert path.read_text() == text and not path.with_name("config.yaml.bak").exists()
+
+
 def test_calibrate_says_when_no_setting_reaches_the_target(tmp_path: Path) -> None:
     # Every word given the wrong label: every keyword detection is a false accept.
     swap = SWAPPED
