@@ -1104,8 +1104,17 @@ def _add_evaluate_parsers(sub: Any) -> None:
         "--truth", required=True, metavar="LONG.txt", help="its ground truth ('label, time_ms' lines)"
     )
     _add_model_argument(evaluate)
+    evaluate.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="a config.yaml: its model and detection settings, loaded and checked as `kwsd run` does "
+        "(with several models, -m picks one of them); the flags below go over them",
+    )
     _add_detection_arguments(
-        evaluate, "detection settings (default: the bundle's recommended values, else TensorFlow's)"
+        evaluate,
+        "detection settings (default: the config's with -c, else the bundle's recommended values, "
+        "else TensorFlow's)",
     )
     _add_truth_arguments(evaluate, DEFAULT_TOLERANCE_MS)
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -1265,6 +1274,48 @@ def _truth_lines(truth: Any) -> list[str]:
     return [f"{truth.source}: skipped {len(truth.skipped)} malformed line(s): {shown}{more}"]
 
 
+def _evaluated_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The bundle, its classifier and the detection settings ``kwsd evaluate`` runs: with
+    ``--config``, the config's model (``-m`` picks one of several) with the settings `kwsd run`
+    would give it; else ``-m`` (or the demo) with its recommended settings; flags over either."""
+    if args.config is None:
+        bundle, classifier = _load(args.model)
+        return bundle, classifier, _detection_settings(bundle, args)
+    from kwsd.bundle import demo_bundle_path
+    from kwsd.daemon import prepare_model
+    from kwsd.detection import DetectionError, resolve_detection
+
+    prepared = prepare_model(args.config)  # kwsd run's loading and checks: a bad config exits 78
+    paths = [Path(e.path if e is not None else demo_bundle_path()) for e in prepared.config.model_entries()]
+    if args.model is not None:
+        wanted = Path(args.model).absolute()
+        chosen = [m for m, path in zip(prepared.models, paths, strict=True) if path.absolute() == wanted]
+        if not chosen:
+            raise _SettingError(
+                f"-m {args.model}: {args.config} does not use it (its model{'s' if len(paths) > 1 else ''}: "
+                f"{', '.join(map(str, paths))}); its settings are for those: leave out -m, or give one "
+                "of them"
+            )
+        model = chosen[0]
+    elif len(prepared.models) > 1:
+        raise _SettingError(
+            f"-c {args.config}: it has {len(prepared.models)} models and evaluate measures one: give -m "
+            f"with one of {', '.join(map(str, paths))}"
+        )
+    else:
+        model = prepared.models[0]
+    bundle = model.bundle
+    try:
+        settings = resolve_detection(
+            model.detection.to_dict(),
+            _detection_overrides(args),
+            window_stride_ms=bundle.frontend.window_stride_ms,
+        )
+    except DetectionError as err:
+        raise _SettingError(str(err)) from None
+    return bundle, model.classifier, settings
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from kwsd.evaluate import (
         check_truth,
@@ -1277,9 +1328,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_tolerance(args)
     truth = read_truth(args.truth, skip_malformed=args.skip_malformed)
-    bundle, classifier = _load(args.model)
+    bundle, classifier, settings = _evaluated_model(args)
     check_truth(truth, bundle.labels)
-    settings = _detection_settings(bundle, args)
     detections, recorded, audio = _run_stream(args.audio, bundle, classifier, settings)
     check_truth(truth, bundle.labels, audio.audio_ms)
     scored = score_detections(

@@ -443,6 +443,63 @@ def test_calibrate_never_leaves_a_config_whose_model_is_not_the_one_calibrated(t
     assert "--set-model: give the model to write with -m" in result.stderr
 
 
+def test_evaluate_with_a_config_runs_its_model_with_the_settings_kwsd_run_gives_it(tmp_path: Path) -> None:
+    # What a user checks after `kwsd calibrate -c`: the config's model at the config's settings
+    # (a model's own detection over the top-level one, as kwsd run merges them), flags over both.
+    from kwsd.bundle import make_bundle, write_bundle
+
+    demo = read_bundle(demo_bundle_path())
+    mine = write_bundle(demo, tmp_path / "mine.kwsd")
+    other_labels = [label if label.startswith("_") else label + "_b" for label in demo.labels]
+    other = write_bundle(
+        make_bundle(
+            demo.tflite, other_labels, demo.frontend, name="other", tool="test", detection=demo.detection
+        ),
+        tmp_path / "other.kwsd",
+    )
+
+    def figures(*args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        done = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", DEMO_TRUTH, "--json", *args)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        return report["detection"], report["figures"]
+
+    single = tmp_path / "single.yaml"
+    single.write_text(f"model: {mine}\ndetection:\n  threshold: 0.6\n")
+    detection, found = figures("-c", single)
+    assert detection["threshold"] == 0.6
+    assert (detection, found) == figures("-m", mine, "--threshold", "0.6")
+    assert figures("-c", single, "--threshold", "0.9") == figures("-m", mine, "--threshold", "0.9")
+    assert found != figures("-m", mine, "--threshold", "0.9")[1]  # the setting matters on this audio
+
+    several = tmp_path / "several.yaml"
+    entries = f"models:\n  - path: {mine}\n    detection: {{threshold: 0.6}}\n  - {other}\n"
+    several.write_text(entries + "detection:\n  threshold: 0.95\n")
+    assert kwsd("check-config", several).returncode == 0
+    assert figures("-c", several, "-m", mine) == figures("-c", single)
+    renamed = tmp_path / "other.txt"
+    renamed.write_text(
+        "".join(
+            line if line.startswith("_") else line.replace(",", "_b,", 1)
+            for line in DEMO_TRUTH.read_text().splitlines(keepends=True)
+        )
+    )
+    done = kwsd("evaluate", "--audio", DEMO_WAV, "--truth", renamed, "--json", "-c", several, "-m", other)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["detection"]["threshold"] == 0.95
+    # Refused, naming what to give: no model picked of several; a model the config does not use.
+    words = ("--audio", DEMO_WAV, "--truth", DEMO_TRUTH)
+    result = kwsd("evaluate", *words, "-c", several)
+    assert result.returncode == 64 and f"-c {several}: it has 2 models" in result.stderr
+    result = kwsd("evaluate", *words, "-c", single, "-m", other)
+    assert result.returncode == 64 and f"-m {other}: {single} does not use it" in result.stderr
+    # A config kwsd run refuses, refused the same way (exit 78), before any audio is read.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"model: {mine}\ndetection:\n  threshold: 2\n")
+    result = kwsd("evaluate", "--audio", tmp_path / "no.wav", "--truth", DEMO_TRUTH, "-c", bad)
+    assert result.returncode == 78 and "threshold" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_calibrate_refuses_a_config_with_several_models_instead_of_tuning_the_demo(tmp_path: Path) -> None:
     # A config with models: has no model: key, which calibrate read as the built-in demo; and each
     # model's own detection goes over the top-level section it writes. Refused, nothing written.
