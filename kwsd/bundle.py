@@ -10,6 +10,9 @@ A bundle is a zip archive (extension ``.kwsd``) with two members:
     optional ``detection`` (recommended smoother settings).
 ``model.tflite``
     The model, unmodified.
+``frontend/mel_model.tflite``, ``frontend/embedding_model.tflite``
+    Only with an ``embedding`` front end: its two feature models, named in ``frontend`` by
+    their sha256 (the bundle's ``provenance`` says where they came from and on what terms).
 
 Reading checks the archive and the manifest; whether the .tflite itself agrees with the
 manifest is checked by :class:`kwsd.classifier.TfliteClassifier` when it loads the model.
@@ -39,6 +42,11 @@ BUNDLE_FORMAT = "kwsd-bundle"
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "bundle.json"
 MODEL_NAME = "model.tflite"
+#: An embedding front end's feature models, as bundle members (FrontendSpec.embedding's fields).
+FEATURE_MODEL_MEMBERS = {
+    "mel_model": "frontend/mel_model.tflite",
+    "embedding_model": "frontend/embedding_model.tflite",
+}
 #: A TFLite flatbuffer carries this file identifier at bytes 4..8.
 TFLITE_IDENTIFIER = b"TFL3"
 #: Largest .tflite kwsd accepts (a keyword model is kilobytes; this catches wrong files).
@@ -149,6 +157,12 @@ def write_bundle(bundle: Bundle, path: str | Path) -> Path:
             json.dumps(bundle.manifest(), indent=2, sort_keys=True) + "\n",
         )
         zf.writestr(zipfile.ZipInfo(MODEL_NAME, (2020, 1, 1, 0, 0, 0)), bundle.tflite)
+        embedding = bundle.frontend.embedding
+        if embedding is not None:
+            if not embedding.loaded:
+                raise OutputError(f"{path}: the embedding front end's feature models are not loaded")
+            for key, member in FEATURE_MODEL_MEMBERS.items():
+                zf.writestr(zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0)), getattr(embedding, key))
     try:
         tmp.write_bytes(buf.getvalue())
         tmp.replace(path)
@@ -194,6 +208,11 @@ def read_bundle(path: str | Path) -> Bundle:
                     raise ModelError(f"{where}: bundle has no {member}")
             manifest_bytes = _member(zf, MANIFEST_NAME, MAX_MANIFEST_BYTES, where)
             tflite = _member(zf, MODEL_NAME, MAX_MODEL_BYTES, where)
+            features = {
+                key: _member(zf, member, MAX_MODEL_BYTES, where)
+                for key, member in FEATURE_MODEL_MEMBERS.items()
+                if member in names
+            }
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as err:
         raise ModelError(f"{where}: not a kwsd model bundle (not a valid zip archive: {err})") from None
     except (OSError, ValueError, NotImplementedError) as err:  # corrupt member data
@@ -204,7 +223,7 @@ def read_bundle(path: str | Path) -> Bundle:
         raise ModelError(f"{where}: {MANIFEST_NAME} is not valid JSON ({err})") from None
     except RecursionError:
         raise ModelError(f"{where}: {MANIFEST_NAME} is nested too deeply to be a bundle's") from None
-    return bundle_from_manifest(manifest, tflite, where)
+    return bundle_from_manifest(manifest, tflite, where, features)
 
 
 def _member(zf: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
@@ -222,7 +241,11 @@ def _member(zf: zipfile.ZipFile, name: str, limit: int, where: str) -> bytes:
     return data
 
 
-def bundle_from_manifest(manifest: Any, tflite: bytes, where: str) -> Bundle:
+def bundle_from_manifest(
+    manifest: Any, tflite: bytes, where: str, features: dict[str, bytes] | None = None
+) -> Bundle:
+    """The bundle a manifest describes; ``features``: the feature-model members by
+    :data:`FEATURE_MODEL_MEMBERS` key (an ``embedding`` front end needs both)."""
     if not isinstance(manifest, dict):
         raise ModelError(f"{where}: {MANIFEST_NAME}: expected a JSON object")
     if manifest.get("format") != BUNDLE_FORMAT:
@@ -250,6 +273,16 @@ def bundle_from_manifest(manifest: Any, tflite: bytes, where: str) -> Bundle:
         spec = FrontendSpec.from_dict(manifest["frontend"])
     except SpecError as err:
         raise ModelError(f"{where}: {err}") from None
+    if spec.embedding is not None:
+        features = features or {}
+        for key, member in FEATURE_MODEL_MEMBERS.items():
+            if key not in features:
+                raise ModelError(f"{where}: bundle has no {member} (its embedding front end needs it)")
+            check_tflite_bytes(features[key], f"{where}: {member}")
+        try:
+            spec = spec.with_embedding_models(features["mel_model"], features["embedding_model"])
+        except SpecError as err:
+            raise ModelError(f"{where}: frontend.{err} (damaged or edited bundle)") from None
     model = manifest["model"]
     check_tflite_bytes(tflite, f"{where}: {MODEL_NAME}")
     digest = hashlib.sha256(tflite).hexdigest()

@@ -32,15 +32,17 @@ Pure module: arrays in, arrays out, no clock, no hardware.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from kwsd.embedding import EmbeddingStream
     from kwsd.microfrontend import MicroTables
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class FrontendKind(enum.Enum):
     MICRO = "micro"
     TF_MFCC = "tf_mfcc"
     TF_AVERAGE = "tf_average"
+    EMBEDDING = "embedding"
 
     @property
     def truncates_samples(self) -> bool:
@@ -192,6 +195,42 @@ class TfAverageParams:
     feature_bin_count: int = 40
 
 
+@dataclass(frozen=True)
+class EmbeddingParams:
+    """A frozen speech embedding as openWakeWord computes it: a mel model, then an embedding
+    model on every ``mel_frames`` mel frames, every ``window_stride_ms`` of the spec.
+
+    The contract kwsd relies on (checked on openWakeWord's models, and what any replacement
+    must keep): the mel model takes ``[1, L]`` float32 samples (int16 values, unscaled) and
+    from ``L = n * mel stride + mel window`` samples returns at least ``n`` frames of
+    ``mel_bins``, frame ``i`` a function of samples ``[i * stride, i * stride + window)``
+    only; its frames are used as ``x * mel_scale + mel_offset``; the embedding model takes
+    ``[1, mel_frames, mel_bins, 1]`` and returns ``embedding_size`` values. So a frame of the
+    spec is computable once ``mel_frames * mel_stride_ms + mel_window_ms`` of audio have
+    arrived: the spec's ``window_size_ms``.
+
+    ``mel_model`` and ``embedding_model`` are the models' bytes: not part of the spec's
+    identity (their sha256s are) and not written in its dict; a bundle carries them as
+    members and :meth:`FrontendSpec.with_embedding_models` attaches them.
+    """
+
+    mel_model_sha256: str = ""
+    embedding_model_sha256: str = ""
+    mel_bins: int = 32
+    mel_stride_ms: int = 10
+    mel_window_ms: int = 30
+    mel_frames: int = 76
+    mel_scale: float = 0.1
+    mel_offset: float = 2.0
+    embedding_size: int = 96
+    mel_model: bytes = field(default=b"", compare=False, repr=False)
+    embedding_model: bytes = field(default=b"", compare=False, repr=False)
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.mel_model) and bool(self.embedding_model)
+
+
 #: TensorFlow's Mfcc op floors filterbank energies here before the log (mfcc.cc).
 TF_FILTERBANK_FLOOR = 1e-12
 
@@ -209,6 +248,7 @@ class FrontendSpec:
     micro: MicroParams | None = None
     tf_mfcc: TfMfccParams | None = None
     tf_average: TfAverageParams | None = None
+    embedding: EmbeddingParams | None = None
     _derived: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -234,6 +274,8 @@ class FrontendSpec:
             self._check_mfcc()
         elif self.kind is FrontendKind.MICRO:
             self._check_micro()
+        elif self.kind is FrontendKind.EMBEDDING:
+            self._check_embedding()
         else:
             self._check_tf()
 
@@ -264,6 +306,8 @@ class FrontendSpec:
             return self.micro.channel_count
         if self.tf_mfcc is not None:
             return self.tf_mfcc.dct_coefficient_count
+        if self.embedding is not None:
+            return self.embedding.embedding_size
         # train.py's fingerprint_width: ceil(spectrogram bins / pooling width).
         return -(-self.spectrogram_bin_count // self.average_window_bins)
 
@@ -342,7 +386,29 @@ class FrontendSpec:
             out["tf_mfcc"] = asdict(self.tf_mfcc)
         if self.tf_average is not None:
             out["tf_average"] = asdict(self.tf_average)
+        if self.embedding is not None:
+            out["embedding"] = {
+                f.name: getattr(self.embedding, f.name) for f in fields(EmbeddingParams) if f.compare
+            }
         return out
+
+    def with_embedding_models(self, mel_model: bytes, embedding_model: bytes) -> FrontendSpec:
+        """This ``embedding`` spec with its feature models' bytes, which must be the files its
+        sha256s name (``embedding.<key>`` in the error otherwise)."""
+        if self.embedding is None:
+            raise SpecError(
+                f"embedding: only an embedding front end has feature models, not {self.kind.value}"
+            )
+        for key, data in (("mel_model", mel_model), ("embedding_model", embedding_model)):
+            digest = hashlib.sha256(data).hexdigest()
+            expected = getattr(self.embedding, f"{key}_sha256")
+            if digest != expected:
+                raise SpecError(
+                    f"embedding.{key}_sha256: the file given has sha256 {digest[:16]}..., "
+                    f"the spec names {expected[:16]}..."
+                )
+        params = replace(self.embedding, mel_model=mel_model, embedding_model=embedding_model)
+        return replace(self, embedding=params)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "frontend") -> FrontendSpec:
@@ -466,6 +532,38 @@ class FrontendSpec:
         except MicroConfigError as err:
             raise SpecError(f"micro: {err}") from None
 
+    def _check_embedding(self) -> None:
+        p = self.embedding
+        assert p is not None
+        for key in ("mel_model_sha256", "embedding_model_sha256"):
+            value = getattr(p, key)
+            if not isinstance(value, str) or len(value) != 64 or set(value) - set("0123456789abcdef"):
+                raise SpecError(f"embedding.{key}: expected 64 lowercase hex digits, got {value!r}")
+        for key in ("mel_bins", "mel_stride_ms", "mel_window_ms", "mel_frames", "embedding_size"):
+            _check_positive_int(f"embedding.{key}", getattr(p, key))
+        if not p.mel_scale > 0:
+            raise SpecError(f"embedding.mel_scale: expected a positive number, got {p.mel_scale}")
+        self._samples("embedding.mel_stride_ms", p.mel_stride_ms)
+        self._samples("embedding.mel_window_ms", p.mel_window_ms)
+        needed_ms = p.mel_frames * p.mel_stride_ms + p.mel_window_ms
+        if self.window_size_ms != needed_ms:
+            raise SpecError(
+                f"window_size_ms: an embedding of {p.mel_frames} mel frames every {p.mel_stride_ms} ms "
+                f"(a {p.mel_window_ms} ms window) needs {needed_ms} ms of audio, got {self.window_size_ms}"
+            )
+        if self.window_stride_ms % p.mel_stride_ms:
+            raise SpecError(
+                f"window_stride_ms: expected a multiple of embedding.mel_stride_ms ({p.mel_stride_ms}), "
+                f"got {self.window_stride_ms}"
+            )
+
+    @property
+    def mel_step_frames(self) -> int:
+        """embedding: mel frames between two embeddings (8 at 80 ms)."""
+        if self.embedding is None:
+            raise SpecError(f"mel_step_frames: only an embedding front end has it, not {self.kind.value}")
+        return self.window_stride_ms // self.embedding.mel_stride_ms
+
     def _check_tf(self) -> None:
         # What TensorFlow's ops refuse (or, where noted, silently get wrong) is refused here.
         if self.window_samples < 2:
@@ -512,6 +610,7 @@ _PARAMS_CLASSES: dict[FrontendKind, type[Any]] = {
     FrontendKind.MICRO: MicroParams,
     FrontendKind.TF_MFCC: TfMfccParams,
     FrontendKind.TF_AVERAGE: TfAverageParams,
+    FrontendKind.EMBEDDING: EmbeddingParams,
 }
 
 
@@ -582,11 +681,12 @@ SPEC_RANGES: dict[str, tuple[int, int | None]] = {
 def _params_from_dict(cls: type[Any], data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = cls.__dataclass_fields__
-    unknown = sorted(set(data) - set(fields))
+    # Fields outside the spec's identity (an embedding's model bytes) are never in the dict.
+    stated = {name for name, f in cls.__dataclass_fields__.items() if f.compare}
+    unknown = sorted(set(data) - stated)
     if unknown:
-        raise SpecError(f"{where}.{unknown[0]}: unknown key (expected one of {sorted(fields)})")
-    missing = sorted(set(fields) - set(data))
+        raise SpecError(f"{where}.{unknown[0]}: unknown key (expected one of {sorted(stated)})")
+    missing = sorted(stated - set(data))
     if missing:
         raise SpecError(f"{where}.{missing[0]}: missing (every parameter is stated explicitly)")
     kwargs = dict(data)
@@ -598,6 +698,9 @@ def _params_from_dict(cls: type[Any], data: Any, where: str) -> Any:
             except ValueError:
                 choices = ", ".join(str(w.value) for w in type(default))
                 raise SpecError(f"{where}.{name}: expected one of {choices}, got {value!r}") from None
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise SpecError(f"{where}.{name}: expected a string, got {value!r}")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise SpecError(f"{where}.{name}: expected true or false, got {value!r}")
@@ -829,11 +932,18 @@ def _frame_matrix(samples: Int16Array, count: int, spec: FrontendSpec) -> npt.ND
 
 
 def fit_to_clip(samples: Int16Array, spec: FrontendSpec) -> Int16Array:
-    """Pad with zeros or cut at the end to exactly ``clip_samples`` (train.py's rule)."""
+    """Pad with zeros or cut at the end to exactly ``clip_samples`` (train.py's rule).
+
+    ``embedding``: at the start instead, so a short clip ends where the window ends, as
+    openWakeWord places a word in its 2 s window and as the stream shows it to the model
+    the moment it is complete.
+    """
     samples = np.asarray(samples, dtype=np.int16)
+    at_start = spec.kind is FrontendKind.EMBEDDING
     if len(samples) >= spec.clip_samples:
-        return samples[: spec.clip_samples]
-    return np.concatenate((samples, np.zeros(spec.clip_samples - len(samples), np.int16)))
+        return samples[len(samples) - spec.clip_samples :] if at_start else samples[: spec.clip_samples]
+    pad = np.zeros(spec.clip_samples - len(samples), np.int16)
+    return np.concatenate((pad, samples) if at_start else (samples, pad))
 
 
 def compute_features(spec: FrontendSpec, clip: Int16Array) -> FeatureArray:
@@ -844,6 +954,10 @@ def compute_features(spec: FrontendSpec, clip: Int16Array) -> FeatureArray:
     front end starts afresh on the clip (train.py's features, and ``per_clip``'s meaning).
     """
     clip = fit_to_clip(clip, spec)
+    if spec.kind is FrontendKind.EMBEDDING:
+        from kwsd.embedding import clip_embeddings
+
+        return clip_embeddings(spec, clip)
     if spec.kind is not FrontendKind.MICRO:
         transform = _frame_transform(spec)
         return transform(_frame_matrix(clip, spec.frame_count, spec))
@@ -881,7 +995,9 @@ class StreamingFrontend:
     end is stateful (noise reduction and PCAN adapt over time): here one front end runs from
     construction or the last :meth:`reset`, which is ``continuous``'s meaning, and also what
     ``per_clip`` means for the first window (so :func:`compute_features` uses it). A stream
-    of ``per_clip`` windows is :class:`PerClipMicroFrontend`'s job.
+    of ``per_clip`` windows is :class:`PerClipMicroFrontend`'s job. An ``embedding`` frame
+    depends on its own samples only too; :class:`kwsd.embedding.EmbeddingStream` computes
+    each mel frame once and each embedding from the kept mel frames.
 
     Not thread-safe: one listener thread owns it.
     """
@@ -895,7 +1011,12 @@ class StreamingFrontend:
         # framing a push is then one indexing operation.
         self._frame_index = np.zeros((0, spec.window_samples), np.intp)
         self._transform: _FrameTransform | None = None
-        if spec.kind is not FrontendKind.MICRO:
+        self._embedding: EmbeddingStream | None = None
+        if spec.kind is FrontendKind.EMBEDDING:
+            from kwsd.embedding import EmbeddingStream
+
+            self._embedding = EmbeddingStream(spec)
+        elif spec.kind is not FrontendKind.MICRO:
             self._transform = _frame_transform(spec)
         else:
             from kwsd.microfrontend import NoiseState
@@ -907,11 +1028,17 @@ class StreamingFrontend:
         self.frames_emitted = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._skip_samples = 0
-        if self._transform is None:
+        if self._embedding is not None:
+            self._embedding.reset()
+        elif self._transform is None:
             self._noise.reset_rows(slice(None))
 
     def push(self, samples: Int16Array) -> FeatureArray:
         """Feed mono int16 samples; returns the (n_new, feature_count) frames they complete."""
+        if self._embedding is not None:
+            embeddings = self._embedding.push(samples)
+            self.frames_emitted += len(embeddings)
+            return embeddings
         frames = self.take_frames(samples)
         if not len(frames):
             return np.zeros((0, self.spec.feature_count), np.float32)

@@ -275,7 +275,7 @@ def test_spec_round_trips_through_its_dict_with_every_parameter():
     [
         (
             lambda d: d.update(kind="mel"),
-            "frontend.kind: expected one of mfcc, micro, tf_mfcc, tf_average, got 'mel'",
+            "frontend.kind: expected one of mfcc, micro, tf_mfcc, tf_average, embedding, got 'mel'",
         ),
         (lambda d: d.pop("window_stride_ms"), "frontend.window_stride_ms: missing"),
         (lambda d: d.update(hop=3), "frontend.hop: unknown key"),

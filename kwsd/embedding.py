@@ -1,0 +1,196 @@
+"""The ``embedding`` front end: a frozen speech embedding run by ai-edge-litert.
+
+openWakeWord hears people it has never heard by putting small heads on a speech embedding
+Google trained on a great deal of real speech (arXiv:2002.01322). Its two feature models do
+it: ``melspectrogram.tflite`` (int16 samples as float32 -> 32 mel bins every 10 ms) and
+``embedding_model.tflite`` (76 mel frames -> 96 values). This module runs them as
+openWakeWord does (mel frames scaled ``x / 10 + 2``; an embedding every 8 mel frames), for a
+clip (:func:`clip_embeddings`, training and ``label-wav``) and for a stream
+(:class:`EmbeddingStream`, the daemon), with the same numbers: every mel frame is a function
+of its own 30 ms of samples, so a stream computes each mel frame once, from the samples it
+needs, and each embedding from the kept mel frames, and gets what the clip path gets.
+
+kwsd ships neither model. Their terms are unsettled (openWakeWord's README puts its
+pre-trained models under CC BY-NC-SA 4.0 and says the embedding was re-implemented from
+Google's Apache-2.0 TF Hub module); a user who has them (openWakeWord's pip package installs
+them) puts them into a bundle with ``tools/benchmark_embedding.py --export``, and the bundle
+carries them and says where they came from.
+
+The interpreters are made lazily, per stream (one listener thread owns it) and once per spec
+for clips (behind a lock), from the bytes in the spec.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kwsd.errors import ModelError
+from kwsd.frontend import FeatureArray, FrontendKind, FrontendSpec, Int16Array, SpecError
+
+log = logging.getLogger(__name__)
+
+
+class FeatureModels:
+    """The two feature models of one spec on ai-edge-litert, one thread each.
+
+    Raises :class:`ModelError` naming the model when either does not have the shapes the
+    spec states (a wrong file under the right sha256 cannot happen; a spec written by hand
+    for other models can).
+    """
+
+    def __init__(self, spec: FrontendSpec) -> None:
+        from kwsd.classifier import interpreter_options
+
+        p = spec.embedding
+        if p is None:
+            raise SpecError(
+                f"kind: the embedding feature models need an embedding front end, got {spec.kind.value}"
+            )
+        if not p.loaded:
+            raise SpecError(
+                "embedding: the feature models are not loaded (a bundle carries them; "
+                "FrontendSpec.with_embedding_models attaches them)"
+            )
+        self.params = p
+        self.mel_stride_samples = spec.sample_rate_hz * p.mel_stride_ms // 1000
+        self.mel_window_samples = spec.sample_rate_hz * p.mel_window_ms // 1000
+        interpreter_cls, options = interpreter_options("xnnpack")
+        try:
+            self._mel = interpreter_cls(model_content=p.mel_model, num_threads=1, **options)
+            self._embedding = interpreter_cls(model_content=p.embedding_model, num_threads=1, **options)
+        except (ValueError, RuntimeError) as err:
+            raise ModelError(f"frontend.embedding: a feature model does not load ({err})") from None
+        self._mel_input = self._mel.get_input_details()[0]
+        self._mel_output = self._mel.get_output_details()[0]
+        self._mel_samples = -1
+        shape = tuple(int(n) for n in self._embedding.get_input_details()[0]["shape"])
+        if shape != (1, p.mel_frames, p.mel_bins, 1):
+            raise ModelError(
+                f"frontend.embedding.embedding_model: takes {list(shape)}, but the spec states "
+                f"[1, {p.mel_frames}, {p.mel_bins}, 1] (mel_frames, mel_bins)"
+            )
+        size = int(np.prod(self._embedding.get_output_details()[0]["shape"]))
+        if size != p.embedding_size:
+            raise ModelError(
+                f"frontend.embedding.embedding_model: returns {size} values, the spec states "
+                f"embedding_size {p.embedding_size}"
+            )
+        self._embedding.allocate_tensors()
+        self._embedding_input = self._embedding.get_input_details()[0]["index"]
+        self._embedding_output = self._embedding.get_output_details()[0]["index"]
+
+    def mel(self, samples: Int16Array, count: int) -> npt.NDArray[np.float32]:
+        """The first ``count`` (scaled) mel frames of ``samples``, which must be exactly
+        ``count * stride + window`` long."""
+        p = self.params
+        if len(samples) != self._mel_samples:
+            self._mel.resize_tensor_input(self._mel_input["index"], [1, len(samples)], strict=True)
+            self._mel.allocate_tensors()
+            self._mel_samples = len(samples)
+        self._mel.set_tensor(self._mel_input["index"], samples.astype(np.float32)[None])
+        self._mel.invoke()
+        out = self._mel.get_tensor(self._mel_output["index"])
+        if out.size % p.mel_bins or out.size // p.mel_bins < count:
+            raise ModelError(
+                f"frontend.embedding.mel_model: {len(samples)} samples gave output {list(out.shape)}, "
+                f"expected at least {count} frames of {p.mel_bins} (mel_bins)"
+            )
+        frames: npt.NDArray[np.float32] = out.reshape(-1, p.mel_bins)[:count] * np.float32(p.mel_scale)
+        frames += np.float32(p.mel_offset)
+        return frames
+
+    def embed(self, mel_window: npt.NDArray[np.float32]) -> FeatureArray:
+        """One embedding of ``mel_frames`` mel frames."""
+        self._embedding.set_tensor(self._embedding_input, mel_window[None, :, :, None])
+        self._embedding.invoke()
+        out: FeatureArray = self._embedding.get_tensor(self._embedding_output).reshape(-1).astype(np.float32)
+        return out
+
+
+_CLIP_MODELS: dict[FrontendSpec, FeatureModels] = {}
+_CLIP_LOCK = threading.Lock()
+
+
+def clip_embeddings(spec: FrontendSpec, clip: Int16Array) -> FeatureArray:
+    """The (frame_count, embedding_size) embeddings of one clip of ``clip_samples``."""
+    with _CLIP_LOCK:
+        models = _CLIP_MODELS.get(spec)
+        if models is None:
+            models = _CLIP_MODELS[spec] = FeatureModels(spec)
+        p = models.params
+        step = spec.mel_step_frames
+        count = (spec.frame_count - 1) * step + p.mel_frames
+        mel = models.mel(clip[: count * models.mel_stride_samples + models.mel_window_samples], count)
+        return np.stack(
+            [models.embed(mel[k * step : k * step + p.mel_frames]) for k in range(spec.frame_count)]
+        )
+
+
+class EmbeddingStream:
+    """Push int16 audio in blocks of any size; get back the embeddings it completes.
+
+    Embedding ``k`` covers stream samples ``[k * stride, k * stride + window)`` of the spec,
+    as every front end's frame ``k`` does, and equals :func:`clip_embeddings`' of the same
+    samples. Mel frames are computed when an embedding needs them, eight at a time in the
+    steady state (one mel model call of a fixed size), and kept until no embedding needs them.
+    Not thread-safe: one listener thread owns it.
+    """
+
+    def __init__(self, spec: FrontendSpec) -> None:
+        if spec.kind is not FrontendKind.EMBEDDING:
+            raise SpecError(f"kind: EmbeddingStream needs an embedding front end, got {spec.kind.value}")
+        self.spec = spec
+        self._models = FeatureModels(spec)
+        self.reset()
+
+    def reset(self) -> None:
+        p = self._models.params
+        #: Samples from the first mel frame not yet computed onwards.
+        self._audio = np.zeros(0, np.int16)
+        self._mel = np.zeros((0, p.mel_bins), np.float32)
+        #: Stream index of ``_mel``'s first row, and of the next embedding.
+        self._mel_first = 0
+        self._next = 0
+
+    def push(self, samples: Int16Array) -> FeatureArray:
+        """Feed mono int16 samples; returns the (n_new, embedding_size) embeddings they complete."""
+        models = self._models
+        p = models.params
+        stride, window = models.mel_stride_samples, models.mel_window_samples
+        step = self.spec.mel_step_frames
+        self._audio = np.concatenate((self._audio, np.asarray(samples, np.int16)))
+        out: list[FeatureArray] = []
+        while True:
+            # Embedding _next needs mel frames up to _next * step + mel_frames (exclusive).
+            needed = self._next * step + p.mel_frames - (self._mel_first + len(self._mel))
+            if needed > 0:
+                if len(self._audio) < needed * stride + window:
+                    break
+                new = models.mel(self._audio[: needed * stride + window], needed)
+                self._mel = np.concatenate((self._mel, new))
+                self._audio = self._audio[needed * stride :]
+            start = self._next * step - self._mel_first
+            out.append(models.embed(self._mel[start : start + p.mel_frames]))
+            self._next += 1
+            drop = self._next * step - self._mel_first
+            self._mel = self._mel[drop:]
+            self._mel_first += drop
+        if not out:
+            return np.zeros((0, p.embedding_size), np.float32)
+        return np.stack(out)
+
+
+def describe_models(spec: FrontendSpec) -> dict[str, Any]:
+    """The feature models' sha256s and sizes, for reports."""
+    p = spec.embedding
+    if p is None:
+        return {}
+    return {
+        "mel_model": {"sha256": p.mel_model_sha256, "bytes": len(p.mel_model)},
+        "embedding_model": {"sha256": p.embedding_model_sha256, "bytes": len(p.embedding_model)},
+    }

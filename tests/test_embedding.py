@@ -1,0 +1,278 @@
+"""The embedding front end: a frozen speech embedding's two feature models on ai-edge-litert.
+
+kwsd ships no feature models (openWakeWord's have unsettled terms), so these tests build
+stand-ins with TensorFlow that keep the contract kwsd relies on (kwsd.frontend.EmbeddingParams):
+a mel model on ``[1, L]`` samples whose frame ``i`` depends on samples ``[160 i, 160 i + 480)``
+only and which gives at least ``n`` frames from ``160 n + 480`` samples, and an embedding model
+on ``[1, 76, 32, 1]``. Small sizes keep them quick: 8 mel bins, 12 values per embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+
+import numpy as np
+import pytest
+
+from kwsd.bundle import FEATURE_MODEL_MEMBERS, make_bundle, read_bundle, write_bundle
+from kwsd.classifier import TfliteClassifier
+from kwsd.detection import DetectionSettings
+from kwsd.errors import ModelError, OutputError
+from kwsd.frontend import (
+    EmbeddingParams,
+    FrontendKind,
+    FrontendSpec,
+    SpecError,
+    StreamingFrontend,
+    compute_features,
+    fit_to_clip,
+)
+from kwsd.pipeline import Pipeline
+from tests.training_tools import missing_tensorflow
+
+pytestmark = pytest.mark.skipif(missing_tensorflow() is not None, reason=str(missing_tensorflow()))
+
+MEL_BINS = 8
+EMBEDDING_SIZE = 12
+MEL_FRAMES = 76
+LABELS = ("_silence_", "_unknown_", "yes")
+
+
+def _tflite(function, signature) -> bytes:
+    import tensorflow as tf
+
+    concrete = tf.function(function, input_signature=signature).get_concrete_function()
+    return bytes(tf.lite.TFLiteConverter.from_concrete_functions([concrete]).convert())
+
+
+@pytest.fixture(scope="module")
+def feature_models() -> tuple[bytes, bytes]:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    kernel = tf.constant(rng.normal(0, 1 / 480, (480, 1, MEL_BINS)), tf.float32)
+    weights = tf.constant(rng.normal(0, 0.1, (MEL_FRAMES * MEL_BINS, EMBEDDING_SIZE)), tf.float32)
+
+    def mel(samples):  # one more frame than asked for, as a VALID convolution gives
+        frames = tf.nn.conv1d(samples[:, :, None] / 32768.0, kernel, stride=160, padding="VALID")
+        return tf.reshape(tf.math.log(tf.abs(frames) + 1e-3), [1, 1, -1, MEL_BINS])
+
+    def embed(window):
+        return tf.reshape(tf.tanh(tf.reshape(window, [1, -1]) @ weights), [1, 1, 1, EMBEDDING_SIZE])
+
+    return (
+        _tflite(mel, [tf.TensorSpec([1, None], tf.float32)]),
+        _tflite(embed, [tf.TensorSpec([1, MEL_FRAMES, MEL_BINS, 1], tf.float32)]),
+    )
+
+
+def _spec(mel: bytes, embedding: bytes, window_size_ms: int = 790, **params) -> FrontendSpec:
+    spec = FrontendSpec(
+        FrontendKind.EMBEDDING,
+        clip_duration_ms=2000,
+        window_size_ms=window_size_ms,
+        window_stride_ms=80,
+        embedding=EmbeddingParams(
+            mel_model_sha256=hashlib.sha256(mel).hexdigest(),
+            embedding_model_sha256=hashlib.sha256(embedding).hexdigest(),
+            mel_bins=MEL_BINS,
+            embedding_size=EMBEDDING_SIZE,
+            **params,
+        ),
+    )
+    return spec.with_embedding_models(mel, embedding)
+
+
+@pytest.fixture(scope="module")
+def spec(feature_models) -> FrontendSpec:
+    return _spec(*feature_models)
+
+
+def _noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 3000, int(seconds * 16000)).astype(np.int16)
+
+
+def test_sizes_come_from_the_spec(spec):
+    # 16 embeddings of 790 ms every 80 ms fill 2 s: openWakeWord's (16, 96) at these sizes.
+    assert spec.feature_shape == (16, EMBEDDING_SIZE)
+    assert spec.span_samples == 15 * 1280 + 12640
+    assert spec.mel_step_frames == 8
+
+
+@pytest.mark.parametrize("block", [1000, 1280, 4001, 32000])
+def test_a_stream_gives_the_clip_path_embeddings_whatever_its_blocks(spec, block):
+    audio = _noise(2.0)
+    clip = compute_features(spec, audio)
+    stream = StreamingFrontend(spec)
+    pushed = np.concatenate([stream.push(audio[i : i + block]) for i in range(0, len(audio), block)])
+    assert np.array_equal(pushed, clip)
+    assert stream.frames_emitted == 16
+
+
+def test_embedding_k_covers_its_own_samples_only(spec):
+    audio = _noise(4.0, seed=1)
+    stream = StreamingFrontend(spec)
+    embeddings = stream.push(audio)
+    # Embedding 10 is the clip path's first embedding of the audio from 10 strides on.
+    later = compute_features(spec, audio[10 * 1280 : 10 * 1280 + spec.clip_samples])
+    assert np.array_equal(embeddings[10], later[0])
+    assert len(embeddings) == 1 + (len(audio) - 12640) // 1280
+    # After a reset, the stream starts over at the next sample.
+    stream.reset()
+    assert np.array_equal(stream.push(audio[:12640]), compute_features(spec, audio[:32000])[:1])
+
+
+def test_a_short_clip_ends_where_the_window_ends(spec):
+    word = np.arange(1, 16001, dtype=np.int16)
+    placed = fit_to_clip(word, spec)
+    assert len(placed) == 32000
+    assert np.array_equal(placed[16000:], word)
+    assert not placed[:16000].any()
+    longer = np.arange(40000).astype(np.int16)
+    assert np.array_equal(fit_to_clip(longer, spec), longer[-32000:])
+
+
+def test_the_spec_names_its_models_by_sha256_and_carries_no_bytes_in_its_dict(spec, feature_models):
+    as_dict = spec.to_dict()
+    assert set(as_dict["embedding"]) == {
+        "mel_model_sha256",
+        "embedding_model_sha256",
+        "mel_bins",
+        "mel_stride_ms",
+        "mel_window_ms",
+        "mel_frames",
+        "mel_scale",
+        "mel_offset",
+        "embedding_size",
+    }
+    again = FrontendSpec.from_dict(as_dict)
+    assert again == spec
+    assert not again.embedding.loaded
+    with pytest.raises(SpecError, match=r"embedding: the feature models are not loaded"):
+        StreamingFrontend(again)
+    _, embedding = feature_models
+    with pytest.raises(SpecError, match=r"embedding\.mel_model_sha256: the file given has sha256"):
+        again.with_embedding_models(embedding, embedding)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"window_size_ms": 800},
+            r"window_size_ms: an embedding of 76 mel frames .* needs 790 ms .* got 800",
+        ),
+        (
+            {"window_stride_ms": 85},
+            r"window_stride_ms: expected a multiple of embedding.mel_stride_ms \(10\)",
+        ),
+        (
+            {"embedding": {"mel_model_sha256": "abc"}},
+            r"embedding.mel_model_sha256: expected 64 lowercase hex",
+        ),
+        ({"embedding": {"mel_bins": 0}}, r"embedding.mel_bins: expected a positive integer, got 0"),
+        ({"embedding": {"mel_scale": "x"}}, r"embedding.mel_scale: expected a number, got 'x'"),
+    ],
+)
+def test_a_bad_spec_names_its_key(spec, change, message):
+    data = spec.to_dict()
+    for key, value in change.items():
+        if isinstance(value, dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    with pytest.raises(SpecError, match=message):
+        FrontendSpec.from_dict(data)
+
+
+def test_feature_models_of_other_sizes_are_refused_by_name(feature_models):
+    mel, embedding = feature_models
+    wrong = _spec(mel, embedding, window_size_ms=780, mel_frames=75)
+    with pytest.raises(
+        ModelError, match=r"embedding_model: takes \[1, 76, 8, 1\], but the spec states \[1, 75, 8, 1\]"
+    ):
+        StreamingFrontend(wrong)
+
+
+def _head(spec: FrontendSpec) -> bytes:
+    import tensorflow as tf
+
+    weights = tf.constant(
+        np.random.default_rng(3).normal(0, 0.3, (16 * EMBEDDING_SIZE, len(LABELS))), tf.float32
+    )
+
+    def head(x):
+        return tf.nn.softmax(tf.reshape(x, [1, -1]) @ weights)
+
+    return _tflite(head, [tf.TensorSpec([1, *spec.feature_shape], tf.float32)])
+
+
+@pytest.fixture(scope="module")
+def bundle_path(spec, tmp_path_factory):
+    bundle = make_bundle(_head(spec), list(LABELS), spec, name="stand-in", tool="tests/test_embedding.py")
+    return write_bundle(bundle, tmp_path_factory.mktemp("embedding") / "standin.kwsd")
+
+
+def test_a_bundle_carries_its_feature_models(bundle_path, spec, feature_models):
+    bundle = read_bundle(bundle_path)
+    assert bundle.frontend == spec
+    assert (bundle.frontend.embedding.mel_model, bundle.frontend.embedding.embedding_model) == feature_models
+    with zipfile.ZipFile(bundle_path) as zf:
+        assert set(FEATURE_MODEL_MEMBERS.values()) <= set(zf.namelist())
+
+
+def _rewritten(path, tmp_path, member, data):
+    out = tmp_path / "edited.kwsd"
+    with zipfile.ZipFile(path) as zf, zipfile.ZipFile(out, "w") as new:
+        for name in zf.namelist():
+            if name != member:
+                new.writestr(name, zf.read(name))
+            elif data is not None:
+                new.writestr(name, data)
+    return out
+
+
+def test_a_bundle_without_or_with_an_edited_feature_model_is_refused(bundle_path, tmp_path, feature_models):
+    member = FEATURE_MODEL_MEMBERS["embedding_model"]
+    missing = _rewritten(bundle_path, tmp_path, member, None)
+    with pytest.raises(
+        ModelError, match=r"bundle has no frontend/embedding_model.tflite \(its embedding front end"
+    ):
+        read_bundle(missing)
+    edited = bytearray(feature_models[1])
+    edited[-1] ^= 1
+    damaged = _rewritten(bundle_path, tmp_path, member, bytes(edited))
+    with pytest.raises(
+        ModelError, match=r"frontend\.embedding\.embedding_model_sha256: the file given has sha256"
+    ):
+        read_bundle(damaged)
+
+
+def test_the_pipeline_scores_an_embedding_model_every_clip_stride_as_label_wav_would(bundle_path):
+    bundle = read_bundle(bundle_path)
+    classifier = TfliteClassifier(bundle)
+    pipeline = Pipeline(bundle.frontend, classifier, bundle.labels, DetectionSettings(clip_stride_ms=160))
+    seen = []
+    pipeline.on_scores = lambda t, s: seen.append((t, s.copy()))
+    audio = _noise(5.0, seed=2)
+    for block in np.array_split(audio, 17):
+        pipeline.feed(block)
+    times = [t for t, _ in seen]
+    # The first window (16 embeddings) is complete at 15 * 80 + 790 = 1990 ms.
+    assert times[:2] == [1990, 2150]
+    assert np.all(np.diff(times) == 160)
+    first = classifier.classify(compute_features(bundle.frontend, audio[: bundle.frontend.clip_samples]))
+    assert np.array_equal(seen[0][1], first)
+    third = classifier.classify(compute_features(bundle.frontend, audio[2 * 2560 : 2 * 2560 + 32000]))
+    assert np.allclose(seen[2][1], third, atol=1e-6)
+
+
+def test_writing_needs_the_models_loaded(spec, tmp_path):
+    unloaded = FrontendSpec.from_dict(spec.to_dict())
+    bundle = make_bundle(_head(spec), list(LABELS), unloaded, name="x", tool="t")
+    with pytest.raises(
+        OutputError, match=r"x\.kwsd: the embedding front end's feature models are not loaded"
+    ):
+        write_bundle(bundle, tmp_path / "x.kwsd")
+    assert list(tmp_path.iterdir()) == []
