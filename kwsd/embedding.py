@@ -22,14 +22,16 @@ for clips (behind a lock), from the bytes in the spec.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from kwsd.errors import ModelError
+from kwsd.errors import InputNotFoundError, ModelError
 from kwsd.frontend import FeatureArray, FrontendKind, FrontendSpec, Int16Array, SpecError
 
 log = logging.getLogger(__name__)
@@ -183,6 +185,60 @@ class EmbeddingStream:
         if not out:
             return np.zeros((0, p.embedding_size), np.float32)
         return np.stack(out)
+
+
+#: openWakeWord's file names for its two feature models, in the folder its package installs.
+OPENWAKEWORD_FILES = ("melspectrogram.tflite", "embedding_model.tflite")
+#: What a bundle made on openWakeWord's feature models says of them (its provenance).
+OPENWAKEWORD_TERMS = (
+    "openWakeWord's melspectrogram.tflite and embedding_model.tflite (dscripka/openWakeWord) are in "
+    "this bundle. openWakeWord's code is Apache-2.0; its README puts its included pre-trained models "
+    "under CC BY-NC-SA 4.0 and says the embedding model was re-implemented from Google's Apache-2.0 "
+    "speech_embedding TF Hub module (arXiv:2002.01322). Which terms cover these two files is unsettled "
+    "upstream (openWakeWord issues 313, 338, 346, 348): treat this bundle as non-commercial and do not "
+    "redistribute it unless you have settled them."
+)
+#: openWakeWord's window: 2 s of audio, 16 embeddings, one every 8 mel frames (80 ms).
+OPENWAKEWORD_WINDOW_MS = 2000
+OPENWAKEWORD_WINDOW_EMBEDDINGS = 16
+OPENWAKEWORD_STEP_FRAMES = 8
+
+
+def openwakeword_spec(folder: Path) -> FrontendSpec:
+    """The ``embedding`` front end on openWakeWord's feature models in ``folder``, loaded, with
+    openWakeWord's window: 16 embeddings of 76 mel frames, one every 80 ms, so 2 s of audio.
+
+    Raises :class:`InputNotFoundError` naming a missing file, :class:`ModelError` for one that
+    is not a TFLite model of the expected shapes."""
+    from kwsd.bundle import check_tflite_bytes
+    from kwsd.frontend import EmbeddingParams
+
+    data = []
+    for name in OPENWAKEWORD_FILES:
+        path = folder / name
+        try:
+            data.append(path.read_bytes())
+        except OSError as err:
+            raise InputNotFoundError(
+                f"{path}: cannot read openWakeWord's feature model ({err.strerror or err}); expected "
+                f"{' and '.join(OPENWAKEWORD_FILES)} in {folder}"
+            ) from None
+        check_tflite_bytes(data[-1], str(path))
+    mel, embedding = data
+    params = EmbeddingParams(
+        mel_model_sha256=hashlib.sha256(mel).hexdigest(),
+        embedding_model_sha256=hashlib.sha256(embedding).hexdigest(),
+    )
+    spec = FrontendSpec(
+        FrontendKind.EMBEDDING,
+        clip_duration_ms=OPENWAKEWORD_WINDOW_MS,
+        window_size_ms=params.mel_frames * params.mel_stride_ms + params.mel_window_ms,
+        window_stride_ms=OPENWAKEWORD_STEP_FRAMES * params.mel_stride_ms,
+        embedding=params,
+    ).with_embedding_models(mel, embedding)
+    assert spec.frame_count == OPENWAKEWORD_WINDOW_EMBEDDINGS, spec.describe()
+    FeatureModels(spec)  # the shapes, checked now
+    return spec
 
 
 def describe_models(spec: FrontendSpec) -> dict[str, Any]:

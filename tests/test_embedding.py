@@ -18,6 +18,7 @@ import pytest
 from kwsd.bundle import FEATURE_MODEL_MEMBERS, make_bundle, read_bundle, write_bundle
 from kwsd.classifier import TfliteClassifier
 from kwsd.detection import DetectionSettings
+from kwsd.embedding import OPENWAKEWORD_FILES, OPENWAKEWORD_TERMS
 from kwsd.errors import ModelError, OutputError
 from kwsd.frontend import (
     EmbeddingParams,
@@ -29,7 +30,7 @@ from kwsd.frontend import (
     fit_to_clip,
 )
 from kwsd.pipeline import Pipeline
-from tests.training_tools import missing_tensorflow
+from tests.training_tools import missing_tensorflow, missing_training_tools
 
 pytestmark = pytest.mark.skipif(missing_tensorflow() is not None, reason=str(missing_tensorflow()))
 
@@ -46,25 +47,30 @@ def _tflite(function, signature) -> bytes:
     return bytes(tf.lite.TFLiteConverter.from_concrete_functions([concrete]).convert())
 
 
-@pytest.fixture(scope="module")
-def feature_models() -> tuple[bytes, bytes]:
+def standin_models(mel_bins: int, embedding_size: int) -> tuple[bytes, bytes]:
+    """A mel model and an embedding model with the feature models' contract (random weights)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(7)
-    kernel = tf.constant(rng.normal(0, 1 / 480, (480, 1, MEL_BINS)), tf.float32)
-    weights = tf.constant(rng.normal(0, 0.1, (MEL_FRAMES * MEL_BINS, EMBEDDING_SIZE)), tf.float32)
+    kernel = tf.constant(rng.normal(0, 1 / 480, (480, 1, mel_bins)), tf.float32)
+    weights = tf.constant(rng.normal(0, 0.1, (MEL_FRAMES * mel_bins, embedding_size)), tf.float32)
 
     def mel(samples):  # one more frame than asked for, as a VALID convolution gives
         frames = tf.nn.conv1d(samples[:, :, None] / 32768.0, kernel, stride=160, padding="VALID")
-        return tf.reshape(tf.math.log(tf.abs(frames) + 1e-3), [1, 1, -1, MEL_BINS])
+        return tf.reshape(tf.math.log(tf.abs(frames) + 1e-3), [1, 1, -1, mel_bins])
 
     def embed(window):
-        return tf.reshape(tf.tanh(tf.reshape(window, [1, -1]) @ weights), [1, 1, 1, EMBEDDING_SIZE])
+        return tf.reshape(tf.tanh(tf.reshape(window, [1, -1]) @ weights), [1, 1, 1, embedding_size])
 
     return (
         _tflite(mel, [tf.TensorSpec([1, None], tf.float32)]),
-        _tflite(embed, [tf.TensorSpec([1, MEL_FRAMES, MEL_BINS, 1], tf.float32)]),
+        _tflite(embed, [tf.TensorSpec([1, MEL_FRAMES, mel_bins, 1], tf.float32)]),
     )
+
+
+@pytest.fixture(scope="module")
+def feature_models() -> tuple[bytes, bytes]:
+    return standin_models(MEL_BINS, EMBEDDING_SIZE)
 
 
 def _spec(mel: bytes, embedding: bytes, window_size_ms: int = 790, **params) -> FrontendSpec:
@@ -276,3 +282,123 @@ def test_writing_needs_the_models_loaded(spec, tmp_path):
     ):
         write_bundle(bundle, tmp_path / "x.kwsd")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- training on the embedding: tools/train.py --preprocess embedding ----------------------
+
+
+@pytest.fixture(scope="module")
+def openwakeword_folder(tmp_path_factory):
+    """Stand-ins at openWakeWord's sizes (32 mel bins, 96 values) under its file names."""
+    folder = tmp_path_factory.mktemp("oww")
+    for name, data in zip(OPENWAKEWORD_FILES, standin_models(32, 96), strict=True):
+        (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    if missing_training_tools() is not None:
+        pytest.skip(str(missing_training_tools()))
+    from kwsd_tools.synth import synthesise
+
+    out = tmp_path_factory.mktemp("speech")
+    synthesise(out, ["yes", "no"], ["up", "down"], voice_count=20, repetitions=1, seed=5)
+    return out
+
+
+def _train(tmp_path, speech, *flags):
+    from kwsd_tools.train import main
+
+    return main(
+        [
+            "--data_url=",
+            f"--data_dir={speech}",
+            "--wanted_words=yes,no",
+            "--how_many_training_steps=6,2",
+            "--learning_rate=0.01,0.001",
+            "--batch_size=16",
+            "--eval_step_interval=4",
+            "--augment_copies=1",
+            "--workers=1",
+            "--representative_count=10",
+            f"--work_dir={tmp_path}",
+            *flags,
+        ]
+    )
+
+
+def test_train_py_trains_a_head_on_the_embedding_and_its_bundles_carry_the_feature_models(
+    tmp_path, speech, openwakeword_folder, capsys
+):
+    code = _train(
+        tmp_path,
+        speech,
+        "--preprocess=embedding",
+        f"--feature_models={openwakeword_folder}",
+        "--model_architecture=mlp",
+        '--model_options={"hidden_units": 16, "layers": 1}',
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "padded with zeros at the start, to end where the window ends" in err
+    bundles = sorted((tmp_path / "models").glob("*.kwsd"))
+    assert [b.name for b in bundles] == ["mlp-float.kwsd", "mlp.kwsd"]
+    for path in bundles:
+        bundle = read_bundle(path)
+        assert bundle.frontend.kind is FrontendKind.EMBEDDING
+        assert bundle.frontend.feature_shape == (16, 96)
+        carried = (bundle.frontend.embedding.mel_model, bundle.frontend.embedding.embedding_model)
+        assert carried == tuple((openwakeword_folder / name).read_bytes() for name in OPENWAKEWORD_FILES)
+        assert bundle.provenance["dataset"]["feature_models"] == OPENWAKEWORD_TERMS
+        # The daemon's classifier takes it, on the front end's own features.
+        classifier = TfliteClassifier(bundle)
+        clip = np.zeros(16000, np.int16)
+        assert classifier.classify(compute_features(bundle.frontend, clip)).shape == (4,)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--preprocess=embedding"], "--preprocess embedding: give --feature_models, the folder with"),
+        (
+            ["--preprocess=embedding", "--feature_models=OWW", "--window_stride_ms=20"],
+            "--window_stride_ms: the embedding's feature models fix the window (2000 ms clip, "
+            "790/80 ms embeddings of 96 values); leave --window_stride_ms out, got 20",
+        ),
+        (["--feature_models=OWW"], "--feature_models: only --preprocess embedding reads feature models"),
+        (
+            ["--preprocess=embedding", "--feature_models=OWW/nowhere"],
+            "--feature_models: OWW/nowhere/melspectrogram.tflite: cannot read openWakeWord's feature model",
+        ),
+    ],
+)
+def test_bad_embedding_flags_are_one_line_naming_the_flag(
+    tmp_path, openwakeword_folder, capsys, flags, message
+):
+    from kwsd_tools.train import main
+
+    flags = [flag.replace("OWW", str(openwakeword_folder)) for flag in flags]
+    code = main(["--data_url=", f"--data_dir={tmp_path}", f"--work_dir={tmp_path}", *flags])
+    err = capsys.readouterr().err
+    assert code == 64, err
+    assert f"train: error: {message.replace('OWW', str(openwakeword_folder))}" in err
+    assert not (tmp_path / "models").exists()
+
+
+def test_clips_end_the_window_and_move_only_earlier_when_aligned_to_its_end(speech):
+    from kwsd_tools.training.dataset import DatasetSettings, load_dataset
+    from kwsd_tools.training.features import Augmentation, make_recipe
+
+    settings = DatasetSettings(clip_duration_ms=2000, wanted_words=("yes", "no"), align_end=True)
+    dataset = load_dataset(speech, settings, seed=1)
+    item = next(i for i in dataset.items["training"] if i.path is not None)
+    clip = dataset.clip(item.path)
+    assert len(clip) == 32000
+    assert not clip[:16000].any() and clip[16000:].any()
+    rng = np.random.default_rng(0)
+    augmentation = Augmentation(time_shift_ms=100)
+    shifts = [
+        make_recipe(item, 2, dataset, augmentation, rng, augment=True).shift_samples for _ in range(200)
+    ]
+    assert max(shifts) <= 0 and min(shifts) >= -1600 and len(set(shifts)) > 100

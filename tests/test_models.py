@@ -52,6 +52,20 @@ INT8_OPS = {
     "tiny_conv": ["CONV_2D", "FULLY_CONNECTED", "RESHAPE"],
     "tiny_embedding_conv": ["CONV_2D", "FULLY_CONNECTED", "RESHAPE"],
     "ds_cnn": ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "RESHAPE"],
+    # LayerNormalization stays partly float (DEQUANTIZE/QUANTIZE around it): fine for kwsd's
+    # interpreter; the embedding's feature models are float anyway.
+    "mlp": [
+        "ADD",
+        "DEQUANTIZE",
+        "FULLY_CONNECTED",
+        "MEAN",
+        "MUL",
+        "NEG",
+        "QUANTIZE",
+        "RESHAPE",
+        "RSQRT",
+        "SQUARED_DIFFERENCE",
+    ],
 }
 
 
@@ -74,6 +88,7 @@ def test_architecture_names() -> None:
         "tiny_conv",
         "tiny_embedding_conv",
         "ds_cnn",
+        "mlp",
     )
     assert DEFAULT_ARCHITECTURE == "ds_cnn"
     assert set(INT8_OPS) == set(ARCHITECTURES)
@@ -146,6 +161,21 @@ def test_ds_cnn_options_read_back() -> None:
     assert DsCnnOptions.from_mapping({}, features=13) == DsCnnOptions()
 
 
+def test_the_mlp_is_openwakewords_head_form_and_names_bad_options() -> None:
+    model = build_model("mlp", frames=16, features=96, label_count=12, dropout=0.3)
+    assert describe(model) == "mlp: 16x96 features -> 12 logits, 215,308 parameters"
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Dense") == 3 and kinds.count("LayerNormalization") == 2
+    small = build_model(
+        "mlp", frames=16, features=96, label_count=4, options={"hidden_units": 8, "layers": 1}
+    )
+    assert small.count_params() == 16 * 96 * 8 + 8 + 16 + 8 * 4 + 4
+    with pytest.raises(ModelError, match=r"mlp options.layers: expected an integer >= 1, got 0"):
+        build_model("mlp", frames=16, features=96, label_count=4, options={"layers": 0})
+    with pytest.raises(ModelError, match=r"mlp options: unknown \['channels'\]"):
+        build_model("mlp", frames=16, features=96, label_count=4, options={"channels": 8})
+
+
 @pytest.mark.parametrize(
     ("architecture", "kwargs", "message"),
     [
@@ -153,7 +183,7 @@ def test_ds_cnn_options_read_back() -> None:
             "cnn",
             {},
             "unknown architecture 'cnn'; expected one of single_fc, conv, low_latency_conv, "
-            "low_latency_svdf, tiny_conv, tiny_embedding_conv, ds_cnn",
+            "low_latency_svdf, tiny_conv, tiny_embedding_conv, ds_cnn, mlp",
         ),
         (
             "low_latency_conv",

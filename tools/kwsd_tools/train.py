@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kwsd.blas import use_one_blas_thread
+from kwsd.embedding import OPENWAKEWORD_TERMS
 from kwsd.errors import KwsdError
 from kwsd.frontend import FrontendKind, FrontendSpec, MfccParams, MicroParams, MicroState, SpecError
 from kwsd_tools.training.augment import AugmentSettingError, SpecAugment
@@ -93,6 +94,10 @@ EXIT_TRAINING_FAILED = 1
 def frontend_for(args: argparse.Namespace) -> FrontendSpec:
     """The front end the flags describe (``--preprocess``, rate, clip, window, feature bins)."""
     kind = FrontendKind(args.preprocess)
+    if kind is FrontendKind.EMBEDDING:
+        return embedding_frontend(args)
+    if args.feature_models is not None:
+        raise TrainingError("--feature_models: only --preprocess embedding reads feature models")
     try:
         if kind is FrontendKind.MICRO:
             # train.py passes --feature_bin_count as the op's num_channels; features start
@@ -131,6 +136,44 @@ def frontend_for(args: argparse.Namespace) -> FrontendSpec:
         raise TrainingError(f"front end flags: {err}{hint}") from None
 
 
+#: Flags whose values the embedding's feature models fix (flag, argparse default).
+EMBEDDING_FIXED_FLAGS = (
+    ("clip_duration_ms", 1000),
+    ("window_size_ms", 30),
+    ("window_stride_ms", 10),
+    ("feature_bin_count", 40),
+)
+
+
+def embedding_frontend(args: argparse.Namespace) -> FrontendSpec:
+    """``--preprocess embedding``: openWakeWord's feature models in ``--feature_models``, whose
+    window (2 s: 16 embeddings of 96 values, one every 80 ms) the front-end flags cannot change."""
+    from kwsd.embedding import openwakeword_spec
+    from kwsd.errors import InputNotFoundError
+    from kwsd.errors import ModelError as FeatureModelError
+
+    if args.feature_models is None:
+        raise TrainingError(
+            "--preprocess embedding: give --feature_models, the folder with openWakeWord's "
+            "melspectrogram.tflite and embedding_model.tflite (README, 'A front end that has heard "
+            "many people')"
+        )
+    for flag, default in EMBEDDING_FIXED_FLAGS:
+        if getattr(args, flag) != default:
+            raise TrainingError(
+                f"--{flag}: the embedding's feature models fix the window (2000 ms clip, 790/80 ms "
+                f"embeddings of 96 values); leave --{flag} out, got {getattr(args, flag)}"
+            )
+    if args.sample_rate != 16000:
+        raise TrainingError(
+            f"--sample_rate: the embedding's feature models take 16000 Hz, got {args.sample_rate}"
+        )
+    try:
+        return openwakeword_spec(Path(args.feature_models))
+    except (InputNotFoundError, FeatureModelError, SpecError) as err:
+        raise TrainingError(f"--feature_models: {err}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from kwsd_tools.training import dataset as data
     from kwsd_tools.training import models
@@ -151,8 +194,9 @@ def run(args: argparse.Namespace) -> int:
     # The base of a fine-tuning run, checked before any data is read.
     base, fine_tuned_from = starting_point(args, run_identity(args, spec, wanted, options))
     settings = data.DatasetSettings(
-        sample_rate_hz=args.sample_rate,
-        clip_duration_ms=args.clip_duration_ms,
+        sample_rate_hz=spec.sample_rate_hz,
+        clip_duration_ms=spec.clip_duration_ms,
+        align_end=spec.kind is FrontendKind.EMBEDDING,
         wanted_words=wanted,
         silence_percentage=args.silence_percentage,
         unknown_percentage=args.unknown_percentage,
@@ -303,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
             **({"fine_tuned_from": fine_tuned_from} if fine_tuned_from else {}),
             "items": {p: sum(len(d.items[p]) for d in datasets) for p in data.PARTITIONS},
             "seed": args.seed,
+            **({"feature_models": OPENWAKEWORD_TERMS} if spec.kind is FrontendKind.EMBEDDING else {}),
             "split": {
                 "validation_percentage": settings.validation_percentage,
                 "testing_percentage": settings.testing_percentage,
@@ -481,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model_architecture",
         default="ds_cnn",
         help="ds_cnn (default), conv, low_latency_conv, "
-        "low_latency_svdf, tiny_conv, tiny_embedding_conv or single_fc",
+        "low_latency_svdf, tiny_conv, tiny_embedding_conv, single_fc, or mlp (for --preprocess embedding)",
     )
     add("--model_options", default="", help="JSON of architecture options, e.g. '{\"channels\": 64}'")
     add("--check_nans", action="store_true", help="stop at a NaN/Inf loss or gradient, naming the layer")
@@ -491,8 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--preprocess",
         default="mfcc",
-        choices=["mfcc", "micro"],
-        help="front end: mfcc, or micro (micro_speech's)",
+        choices=["mfcc", "micro", "embedding"],
+        help="front end: mfcc, micro (micro_speech's), or embedding (openWakeWord's feature models: "
+        "--feature_models; use --model_architecture mlp)",
+    )
+    add(
+        "--feature_models",
+        help="--preprocess embedding: the folder with openWakeWord's melspectrogram.tflite and "
+        "embedding_model.tflite (the bundles carry them: mind their terms, README)",
     )
     add("--verbosity", default="INFO", choices=["DEBUG", "INFO", "WARN", "ERROR", "FATAL"], help="log level")
     add("--optimizer", default="adam", choices=["gradient_descent", "momentum", "adam"], help="optimizer")

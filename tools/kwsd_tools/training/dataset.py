@@ -191,6 +191,10 @@ class DatasetSettings:
     resample: bool = True
     #: True: a file that cannot be used is left out and listed in the report instead of an error.
     skip_bad_files: bool = False
+    #: True: a clip shorter than the window is padded at its start, so it ends where the window
+    #: ends (the embedding front end's rule, kwsd.frontend.fit_to_clip), and a longer one keeps
+    #: its end; False: train.py's rule, padded or cut at the end.
+    align_end: bool = False
 
     def __post_init__(self) -> None:
         for flag, value in (
@@ -287,6 +291,8 @@ class CheckReport:
 
     sample_rate_hz: int
     clip_duration_ms: int
+    #: DatasetSettings.align_end: short clips are padded at the start, long ones keep their end.
+    align_end: bool = False
     checked: int = 0  # files opened and usable
     #: file -> what it held ("44100 Hz, 2 channels, pcm24")
     converted: dict[str, str] = field(default_factory=dict)
@@ -324,9 +330,13 @@ class CheckReport:
                 out.append("of these, " + ", ".join(how))
         if self.cropped:
             out.append(
-                f"{len(self.cropped)} clip(s) longer than {self.clip_duration_ms} ms: only their first "
-                f"{self.clip_duration_ms} ms are used (train.py's rule; cut them or raise "
-                f"--clip_duration_ms): "
+                f"{len(self.cropped)} clip(s) longer than {self.clip_duration_ms} ms: only their "
+                + (
+                    f"last {self.clip_duration_ms} ms are used (the embedding front end's rule): "
+                    if self.align_end
+                    else f"first {self.clip_duration_ms} ms are used (train.py's rule; cut them or raise "
+                    f"--clip_duration_ms): "
+                )
                 + _listed(
                     [
                         f"{rel} ({ms:.0f} ms)"
@@ -339,7 +349,12 @@ class CheckReport:
             shortest = min(self.padded.items(), key=lambda kv: (kv[1], kv[0]))
             out.append(
                 f"{len(self.padded)} clip(s) shorter than {self.clip_duration_ms} ms are padded with "
-                f"zeros at the end (train.py's rule); the shortest: {shortest[0]} ({shortest[1]:.0f} ms)"
+                + (
+                    "zeros at the start, to end where the window ends (the embedding front end's rule)"
+                    if self.align_end
+                    else "zeros at the end (train.py's rule)"
+                )
+                + f"; the shortest: {shortest[0]} ({shortest[1]:.0f} ms)"
             )
         if self.capture_padded:
             least = min(self.capture_padded.items(), key=lambda kv: (kv[1], kv[0]))
@@ -434,13 +449,16 @@ def is_native(info: AudioInfo, sample_rate_hz: int) -> bool:
     return (info.sample_rate_hz, info.channels, info.encoding) == (sample_rate_hz, 1, Encoding.PCM16)
 
 
-def _fit(samples: Int16Array, clip_samples: int) -> Int16Array:
-    """Pad with zeros or cut at the end (kwsd.frontend.fit_to_clip's rule, without a FrontendSpec)."""
+def _fit(samples: Int16Array, clip_samples: int, *, align_end: bool = False) -> Int16Array:
+    """Pad with zeros or cut at the end, or with ``align_end`` at the start (kwsd.frontend.fit_to_clip's
+    rules, without a FrontendSpec)."""
     if len(samples) > clip_samples:
-        return samples[:clip_samples].copy()  # not a view that would keep the whole recording alive
+        # A copy, not a view that would keep the whole recording alive.
+        return (samples[len(samples) - clip_samples :] if align_end else samples[:clip_samples]).copy()
     if len(samples) == clip_samples:
         return samples
-    return np.concatenate((samples, np.zeros(clip_samples - len(samples), np.int16)))
+    pad = np.zeros(clip_samples - len(samples), np.int16)
+    return np.concatenate((pad, samples) if align_end else (samples, pad))
 
 
 class _FileChecker:
@@ -520,7 +538,7 @@ class _FileChecker:
             self.report.cropped[rel] = frames * 1000 / info.sample_rate_hz
         elif frames * 1000 < clip_ms * info.sample_rate_hz:
             self.report.padded[rel] = frames * 1000 / info.sample_rate_hz
-        return _fit(samples, settings.clip_samples)
+        return _fit(samples, settings.clip_samples, align_end=settings.align_end)
 
     def _cut(
         self, rel: str, samples: Int16Array, info: AudioInfo, window: CaptureWindow
@@ -1007,7 +1025,7 @@ def load_dataset(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     wanted = list(settings.wanted_words)
     labels = [SILENCE_LABEL, UNKNOWN_LABEL, *wanted]
-    report = CheckReport(settings.sample_rate_hz, settings.clip_duration_ms)
+    report = CheckReport(settings.sample_rate_hz, settings.clip_duration_ms, align_end=settings.align_end)
 
     scan = _scan(data_dir)
     report.ignored.extend(scan.ignored)

@@ -145,6 +145,9 @@ def make_recipe(
     if augment and augmentation.time_shift_ms > 0:
         limit = spec_rate * augmentation.time_shift_ms // 1000
         shift = int(rng.integers(-limit, limit))  # uniform in [-limit, limit)
+        if dataset.settings.align_end:
+            # A clip that ends the window moves earlier only: a later one would lose its end.
+            shift = -abs(shift)
     is_silence = item.label == SILENCE_LABEL
     if not dataset.noise or not (augment or is_silence):
         recipe = Recipe(label_index, item.path, shift)
