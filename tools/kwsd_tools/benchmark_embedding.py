@@ -46,6 +46,17 @@ So kwsd neither ships them nor depends on them; this tool reads them from where 
 put them. Whether Google trained the embedding on Speech Commands' speakers (which would
 flatter these figures) is not stated in its model card.
 
+With ``--export FOLDER`` it also writes each condition's head (first seed) as a kwsd bundle,
+``FOLDER/embedding_<condition>.kwsd`` (``real+synthetic`` as ``real_synthetic``), with an
+``embedding`` front end (:mod:`kwsd.embedding`): a float32 head, the two feature models inside
+it, the real set's CC BY attribution and the feature models' origin and unsettled terms in its
+provenance, and the detection settings of :data:`EXPORT_DETECTION` (chosen before any stream
+was scored, not tuned). ``kwsd run``, ``kwsd evaluate`` and ``tools/benchmark_quality.py
+--recipes demo --model demo=BUNDLE`` then use it as they use any bundle. A short clip is
+placed at the end of the window (``kwsd.frontend.fit_to_clip``), as the heads are trained (0
+to 200 ms before the end). Keep such a bundle to yourself unless you have settled the feature
+models' terms.
+
 Exit codes: 0 it ran (the figures are a report), 1 a step failed, 2 bad command line,
 64 a bad setting, 66 an input that is not there, 69 a package or program it needs is missing.
 """
@@ -103,6 +114,16 @@ COPIES: Final = {"synthetic": 3, "real": 4}
 REAL_WEIGHT: Final = 3.0
 HIDDEN: Final = 128
 CONDITIONS: Final = ("synthetic", "real+synthetic", "real")
+#: The exported bundle's smoother: a result every embedding (80 ms), averaged over 480 ms
+#: (6 results, at least 3), suppressed 1 s after a detection.
+EXPORT_DETECTION: Final = {
+    "clip_stride_ms": 80,
+    "average_window_ms": 480,
+    "minimum_count": 3,
+    "threshold": 0.8,
+    "suppression_ms": 1000,
+    "rule": "tf",
+}
 #: kwsd's own figures on the same test people (README, 2026-12-06), for the table.
 KWSD_FIGURES: Final = {"synthetic": 0.593, "real+synthetic": 0.862}
 
@@ -437,6 +458,7 @@ class Settings:
     epochs: int
     workers: int
     cost_seconds: float
+    export: Path | None = None
 
 
 def check(s: Settings) -> None:
@@ -452,6 +474,10 @@ def check(s: Settings) -> None:
             raise BenchmarkError(f"--feature_models {s.feature_models}: no {name} in it", EXIT_NO_INPUT)
     if not s.real_dir.is_dir():
         raise BenchmarkError(f"--real_dir {s.real_dir}: no such folder", EXIT_NO_INPUT)
+    if s.export is not None and not s.export.is_dir():
+        raise BenchmarkError(
+            f"--export {s.export}: no such folder (the bundles are written in it)", EXIT_NO_INPUT
+        )
     if importlib.util.find_spec("tensorflow") is None:
         raise BenchmarkError(
             "TensorFlow is not installed (pip install 'kwsd[train]'): it trains the heads", EXIT_UNAVAILABLE
@@ -504,6 +530,7 @@ def run(s: Settings) -> dict[str, Any]:
             for end in PLACEMENTS_MS
         }
     conditions: dict[str, list[dict[str, Any]]] = {}
+    exported: dict[str, Any] = {}
     for condition in CONDITIONS:
         sources = [train[k] for k in ("real", "synthetic") if k in condition.split("+")]
         for seed in s.seeds:
@@ -524,6 +551,16 @@ def run(s: Settings) -> dict[str, Any]:
                 100 * result["testing"][f"at_{SCORED_AT_MS}ms"],
             )
             conditions.setdefault(condition, []).append(result)
+            if s.export is not None and seed == s.seeds[0]:
+                exported[condition] = export_bundle(
+                    s,
+                    condition,
+                    head=model,
+                    labels=labels,
+                    result=result,
+                    attribution=real.get("attribution"),
+                    synth=synth,
+                )
     cost = streaming_cost(s.feature_models, s.cost_seconds, repeats=3)
     report = {
         "kind": "kwsd embedding experiment",
@@ -540,8 +577,72 @@ def run(s: Settings) -> dict[str, Any]:
         "kwsd_figures": KWSD_FIGURES,
         "seconds": round(time.monotonic() - started),
     }
+    if exported:
+        report["exported"] = exported
     (s.work_dir / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def embedding_spec(models: Path) -> Any:
+    """kwsd's ``embedding`` front end on the feature models in ``models`` (a 2 s window of 16
+    embeddings, one every 80 ms, as openWakeWord's heads see them)."""
+    from kwsd.embedding import openwakeword_spec
+
+    spec = openwakeword_spec(models)
+    assert spec.feature_shape == (EMBEDDINGS_PER_WINDOW, EMBEDDING_SIZE), spec.feature_shape
+    return spec
+
+
+def export_path(folder: Path, condition: str) -> Path:
+    return folder / f"embedding_{condition.replace('+', '_')}.kwsd"
+
+
+def export_bundle(
+    s: Settings,
+    condition: str,
+    *,
+    head: Any,
+    labels: Sequence[str],
+    result: dict[str, Any],
+    attribution: str | None,
+    synth: dict[str, Any],
+) -> dict[str, Any]:
+    """Write ``head`` as a kwsd bundle in ``s.export``; returns what was written."""
+    import tensorflow as tf
+
+    from kwsd.bundle import make_bundle, write_bundle
+    from kwsd.embedding import OPENWAKEWORD_TERMS
+    from kwsd_tools.training.export import converted_by_tensorflow
+
+    spec = embedding_spec(s.feature_models)
+    inputs = tf.keras.Input((EMBEDDINGS_PER_WINDOW, EMBEDDING_SIZE))
+    flat = tf.keras.layers.Reshape((EMBEDDINGS_PER_WINDOW * EMBEDDING_SIZE,))(inputs)
+    windowed = tf.keras.Model(inputs, head(flat), name="embedding_head")
+    representative = np.zeros((1, EMBEDDINGS_PER_WINDOW, EMBEDDING_SIZE), np.float32)
+    float_model, _ = converted_by_tensorflow(windowed, spec, representative)
+    testing = result["testing"]
+    bundle = make_bundle(
+        float_model,
+        list(labels),
+        spec,
+        name=f"embedding {condition}",
+        tool=f"tools/benchmark_embedding.py --export ({condition} head, seed {result['seed']})",
+        dataset={
+            "real": {"data_dir": str(s.real_dir), "attribution": attribution, "split": "the demo bundle's"},
+            "synthetic": {"voices": synth.get("voices"), "recipe": "demo (tools/recipe.py prepare_synth)"},
+            "feature_models": OPENWAKEWORD_TERMS,
+        },
+        metrics={
+            "test_accuracy_real_people": testing["at_0ms"],
+            "test_accuracy_note": "kwsd's test people, each clip ending at the window's end",
+            "test_count": testing["count"],
+        },
+        detection=dict(EXPORT_DETECTION),
+    )
+    assert s.export is not None
+    path = write_bundle(bundle, export_path(s.export, condition))
+    log.info("exported %s (%s head, seed %d)", path, condition, result["seed"])
+    return {"path": str(path), "seed": result["seed"]}
 
 
 def _mean(results: list[dict[str, Any]], partition: str, key: str) -> tuple[float, str]:
@@ -588,6 +689,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"{cost['total_ms']:.2f} ms (mel {cost['mel_ms']:.2f}, embedding {cost['embedding_ms']:.2f})",
         f"took {report['seconds']} s; the figures in {report.get('path', 'report.json')}",
     ]
+    for condition, e in report.get("exported", {}).items():
+        lines.append(f"exported the {condition} head (seed {e['seed']}) to {e['path']}")
     return lines
 
 
@@ -622,6 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="(%(default)s)"
     )
     parser.add_argument(
+        "--export", type=Path, help="folder: write each head as a kwsd bundle (read the licence note above)"
+    )
+    parser.add_argument(
         "--cost_seconds", type=float, default=60.0, help="audio for the CPU figure (%(default)s)"
     )
     return parser
@@ -646,6 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             epochs=args.epochs,
             workers=args.workers,
             cost_seconds=args.cost_seconds,
+            export=args.export,
         )
         report = run(settings)
     except BenchmarkError as err:
