@@ -75,9 +75,29 @@ def test_an_unknown_recipe_is_exit_64_before_any_work(
     )
     assert (code, out) == (64, "")
     assert err == (
-        "benchmark_quality: error: --recipes: unknown recipe 'best' (expected some of demo, espeak, quick, "
-        "synthetic)\n"
+        "benchmark_quality: error: --recipes: unknown recipe 'best' (expected some of demo, embedding, "
+        "embedding_synthetic, espeak, quick, synthetic)\n"
     )
+    assert not work.exists()
+
+
+def test_an_embedding_recipe_without_feature_models_is_exit_64_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    code, out, err = run_main(
+        ["--real_dir", str(tmp_path), "--work_dir", str(work), "--recipes", "demo,embedding_synthetic"],
+        capsys,
+    )
+    assert (code, out) == (64, "")
+    assert err.startswith(
+        "benchmark_quality: error: --recipes embedding_synthetic: an embedding recipe needs --feature_models"
+    )
+    nowhere = ["--feature_models", str(tmp_path / "nowhere")]
+    code, _, err = run_main(
+        ["--real_dir", str(tmp_path), "--work_dir", str(work), "--recipes", "embedding", *nowhere], capsys
+    )
+    assert code == 66 and "--feature_models " in err and "nowhere: no such folder" in err
     assert not work.exists()
 
 

@@ -108,6 +108,22 @@ def test_the_recipes_train_with_tools_train_py_s_flags() -> None:
     assert args.model_architecture == "ds_cnn" and args.window_stride_ms == 20
     baseline = recipe.train_flags(recipe.RECIPES["espeak"], Path("/w"), ["synth=/w/synth:1"], 1)
     assert "--no_robust_augmentation" in baseline
+    # The embedding recipes: the same data on the feature models the user gives, an mlp head.
+    embedding = recipe.train_flags(
+        recipe.RECIPES["embedding"], Path("/w"), ["synth=/w/synth:1"], 1, Path("/oww")
+    )
+    args = build_parser().parse_args(embedding)
+    assert (args.preprocess, args.feature_models, args.model_architecture) == ("embedding", "/oww", "mlp")
+    assert (args.time_shift_ms, args.time_masks, args.freq_masks) == (200, 0, 0)
+    assert args.window_stride_ms == 10 and args.feature_bin_count == 40  # train.py's: not set
+
+
+def test_an_embedding_recipe_needs_feature_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert recipe.main(["embedding_synthetic", "--work_dir", str(tmp_path)]) == 2
+    assert "the embedding_synthetic recipe runs on openWakeWord's feature models: give --feature_models" in (
+        capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------

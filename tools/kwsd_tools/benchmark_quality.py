@@ -6,7 +6,9 @@
         --recipes demo --model demo=kwsd/demo/demo.kwsd                          # no training
 
 For each recipe of ``--recipes`` (``tools/recipe.py``'s: ``demo`` the full recipe, ``synthetic``
-no real clip trained on, ``espeak`` the espeak-ng baseline, ``quick`` for the tests) it runs the
+no real clip trained on, ``espeak`` the espeak-ng baseline, ``quick`` for the tests;
+``embedding`` and ``embedding_synthetic`` the first two on openWakeWord's speech embedding,
+which need ``--feature_models``) it runs the
 recipe into ``<work_dir>/<recipe>`` (``kwsd_tools.recipe.run``), or with ``--model RECIPE=BUNDLE``
 measures that bundle instead, then prints:
 
@@ -82,7 +84,15 @@ EXIT_FAILED: Final = 1  # a step failed while running
 EXIT_BAD_DATA: Final = EXIT_BAD_AUDIO  # a real folder without clips of a word measured
 
 #: issue 11's targets.
-TARGET_CLIP_ACCURACY: Final = {"demo": 0.92, "synthetic": 0.70}
+#: Per recipe: the full recipe's target and the synthetic-only one's, for both front ends.
+TARGET_CLIP_ACCURACY: Final = {
+    "demo": 0.92,
+    "synthetic": 0.70,
+    "embedding": 0.92,
+    "embedding_synthetic": 0.70,
+}
+#: The issue's own two clip targets are listed even when not measured; the others when measured.
+UNMEASURED_SHOWN: Final = ("demo", "synthetic")
 TARGET_MATCHED: Final = 0.95
 TARGET_FA_PER_HOUR: Final = 0.5
 TARGET_MS_PER_AUDIO_S: Final = 2.0
@@ -128,6 +138,8 @@ class Settings:
     sentence_engines: tuple[str, ...] = SENTENCE_ENGINES
     block_ms: int = 250
     repeats: int = 5
+    #: The embedding recipes' feature models (openWakeWord's), when they are among --recipes.
+    feature_models: Path | None = None
 
     @property
     def measured(self) -> str:
@@ -523,6 +535,15 @@ def check(s: Settings) -> dict[str, Bundle]:
                 f"--model {recipe}={s.models[recipe]}: {recipe} is not among --recipes {','.join(s.recipes)}",
                 EXIT_BAD_SETTING,
             )
+    trained = [r for r in s.recipes if RECIPES[r].embedding and r not in s.models]
+    if trained and s.feature_models is None:
+        raise BenchmarkError(
+            f"--recipes {trained[0]}: an embedding recipe needs --feature_models (the folder with "
+            "openWakeWord's melspectrogram.tflite and embedding_model.tflite)",
+            EXIT_BAD_SETTING,
+        )
+    if s.feature_models is not None and not s.feature_models.is_dir():
+        raise BenchmarkError(f"--feature_models {s.feature_models}: no such folder", EXIT_NO_INPUT)
     engines = [e for e in s.sentence_engines if e not in SENTENCE_ENGINES]
     if engines:
         raise BenchmarkError(
@@ -615,7 +636,14 @@ def run(s: Settings) -> dict[str, Any]:
         recipe = RECIPES[name] if s.steps is None else replace(RECIPES[name], steps=s.steps)
         log.info("recipe %s: training into %s", name, s.work_dir / name)
         try:
-            summary = run_recipe(recipe, work=s.work_dir / name, real_dir=s.real_dir, out=None, seed=s.seed)
+            summary = run_recipe(
+                recipe,
+                work=s.work_dir / name,
+                real_dir=s.real_dir,
+                out=None,
+                seed=s.seed,
+                feature_models=s.feature_models,
+            )
         except RecipeError as err:
             raise BenchmarkError(f"recipe {name}: {err}", err.code or EXIT_FAILED) from None
         paths[name] = Path(summary["bundles"]["int8"])
@@ -675,6 +703,8 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for recipe, goal in TARGET_CLIP_ACCURACY.items():
         what = f"clip accuracy on real people, {recipe} recipe >= {100 * goal:.0f}%"
         done = report["recipes"].get(recipe)
+        if done is None and recipe not in UNMEASURED_SHOWN:
+            continue
         if done is None:
             rows.append({"target": what, "figure": None, "status": "not measured"})
             continue
@@ -856,6 +886,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sentence_engines", default=",".join(Settings.sentence_engines), help="default %(default)s"
     )
     parser.add_argument("--block_ms", type=int, default=Settings.block_ms, help="section 4's blocks")
+    parser.add_argument(
+        "--feature_models", type=Path, help="embedding recipes: openWakeWord's feature models' folder"
+    )
     parser.add_argument("--repeats", type=int, default=Settings.repeats, help="section 4's runs")
     return parser
 
@@ -880,6 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sentence_engines=_names(args.sentence_engines),
             block_ms=args.block_ms,
             repeats=args.repeats,
+            feature_models=args.feature_models,
         )
         report = run(settings)
     except BenchmarkError as err:

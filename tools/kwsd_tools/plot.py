@@ -218,12 +218,14 @@ def bundle_words(bundle: Bundle) -> tuple[str, ...]:
 def dataset_settings(bundle: Bundle, split: SplitChoice) -> DatasetSettings:
     """The data set as the bundle sees it: its rate, clip length and words; no silence or unknown
     items for a bundle without that label."""
+    from kwsd.frontend import FrontendKind
     from kwsd_tools.training.dataset import DatasetSettings
 
     spec = bundle.frontend
     return DatasetSettings(
         sample_rate_hz=spec.sample_rate_hz,
         clip_duration_ms=spec.clip_duration_ms,
+        align_end=spec.kind is FrontendKind.EMBEDDING,
         wanted_words=bundle_words(bundle),
         silence_percentage=split.silence_percentage if SILENCE_LABEL in bundle.labels else 0.0,
         unknown_percentage=split.unknown_percentage if UNKNOWN_LABEL in bundle.labels else 0.0,

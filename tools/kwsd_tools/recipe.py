@@ -114,6 +114,11 @@ class Recipe:
     #: train.py's --unknown_percentage (of the wanted count, per source).
     unknown_percentage: float = TRAIN_UNKNOWN_PERCENTAGE
     model_options: str = '{"temporal": true}'
+    #: tools/train.py's front end and architecture (its bundles are named after the architecture).
+    frontend_flags: tuple[str, ...] = ("--window_stride_ms=20", "--feature_bin_count=13")
+    architecture: str = "ds_cnn"
+    #: True: the embedding front end, on the feature models the user gives (--feature_models).
+    embedding: bool = False
     #: further tools/train.py flags, as a user would type them (e.g. "--time_shift_ms=200").
     train_extra: tuple[str, ...] = ()
     robust_augmentation: bool = True
@@ -134,6 +139,19 @@ class Recipe:
         "yes", "no", "up", "down", UNKNOWN_LABEL, "left", "right", "on", "off", UNKNOWN_LABEL, "stop", "go",
     )  # fmt: skip
 
+
+#: The embedding recipes' training: an mlp head (openWakeWord's form) on 2 s windows of the
+#: embedding; words end 0 to 200 ms before the window's end (--time_shift_ms moves them earlier
+#: only); no SpecAugment (its masks are for spectrogram features). Fixed before any result.
+EMBEDDING_SETTINGS: dict[str, Any] = {
+    "frontend_flags": ("--preprocess=embedding",),
+    "architecture": "mlp",
+    "model_options": "{}",
+    "embedding": True,
+    "steps": "6000,2000",
+    # Two time masks of 5 frames would hide 10 of the window's 16 embeddings.
+    "train_extra": ("--time_shift_ms=200", "--dropout=0.3", "--time_masks=0", "--freq_masks=0"),
+}
 
 RECIPES = {
     r.name: r
@@ -174,6 +192,18 @@ RECIPES = {
             background_s=120.0,
             demo_s=30.0,
             demo_sequence=("yes", "no", UNKNOWN_LABEL),
+        ),
+        Recipe(
+            "embedding",
+            "the demo's data on openWakeWord's speech embedding (--feature_models): an mlp head",
+            real_required=True,
+            **EMBEDDING_SETTINGS,
+        ),
+        Recipe(
+            "embedding_synthetic",
+            "four synthesisers only on openWakeWord's speech embedding (--feature_models)",
+            real_weight=0.0,
+            **EMBEDDING_SETTINGS,
         ),
     )
 }
@@ -304,7 +334,9 @@ def _accents(text: str) -> tuple[str, ...]:
 # 2. training
 
 
-def train_flags(recipe: Recipe, work: Path, sources: Sequence[str], seed: int) -> list[str]:
+def train_flags(
+    recipe: Recipe, work: Path, sources: Sequence[str], seed: int, feature_models: Path | None = None
+) -> list[str]:
     """tools/train.py's command line for the recipe (printed, so a user can run it by hand)."""
     flags = [
         "--data_url=",
@@ -313,9 +345,9 @@ def train_flags(recipe: Recipe, work: Path, sources: Sequence[str], seed: int) -
         f"--wanted_words={','.join(recipe.words)}",
         f"--validation_percentage={recipe.validation_percentage:g}",
         f"--testing_percentage={recipe.testing_percentage:g}",
-        "--window_stride_ms=20",
-        "--feature_bin_count=13",
-        "--model_architecture=ds_cnn",
+        *recipe.frontend_flags,
+        *((f"--feature_models={feature_models}",) if recipe.embedding and feature_models else ()),
+        f"--model_architecture={recipe.architecture}",
         f"--model_options={recipe.model_options}",
         f"--how_many_training_steps={recipe.steps}",
         f"--learning_rate={recipe.learning_rate}",
@@ -432,7 +464,15 @@ def evaluate(bundle: Path, audio: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, seed: int) -> dict[str, Any]:
+def run(
+    recipe: Recipe,
+    *,
+    work: Path,
+    real_dir: Path | None,
+    out: Path | None,
+    seed: int,
+    feature_models: Path | None = None,
+) -> dict[str, Any]:
     from kwsd.bundle import make_bundle, read_bundle, write_bundle
     from kwsd_tools.train import main as train
 
@@ -444,15 +484,21 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
             "folder, e.g. ../shared/realspeech or an extracted Speech Commands)",
             2,
         )
+    if recipe.embedding and feature_models is None:
+        raise RecipeError(
+            f"the {recipe.name} recipe runs on openWakeWord's feature models: give --feature_models, the "
+            "folder with melspectrogram.tflite and embedding_model.tflite",
+            2,
+        )
     real = prepare_real(real_dir, work / "real") if real_dir is not None else None
     synth = prepare_synth(recipe, work / "synth", seed, work / "real" if real else None)
     sources = [f"synth={work / 'synth'}:{recipe.synth_weight:g}"]
     if real is not None and recipe.real_weight is not None:
         sources.append(f"people={work / 'real'}:{recipe.real_weight:g}")
-    flags = train_flags(recipe, work, sources, seed)
+    flags = train_flags(recipe, work, sources, seed, feature_models)
     done_marker = work / "models" / "recipe_train_flags.json"
     if (
-        (work / "models" / "ds_cnn.kwsd").exists()
+        (work / "models" / f"{recipe.architecture}.kwsd").exists()
         and done_marker.exists()
         and json.loads(done_marker.read_text()) == flags
     ):
@@ -491,7 +537,7 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
         background_only=True,
     )
     models = work / "models"
-    chosen = calibrate(models / "ds_cnn.kwsd", words, background, recipe.target_fa_per_hour)
+    chosen = calibrate(models / f"{recipe.architecture}.kwsd", words, background, recipe.target_fa_per_hour)
     demo = make_stream(
         stream_data,
         streams / "demo.wav",
@@ -531,7 +577,7 @@ def run(recipe: Recipe, *, work: Path, real_dir: Path | None, out: Path | None, 
     }
     written: dict[str, Path] = {}
     for suffix in ("", "-float"):
-        trained = read_bundle(models / f"ds_cnn{suffix}.kwsd")
+        trained = read_bundle(models / f"{recipe.architecture}{suffix}.kwsd")
         bundle = make_bundle(
             trained.tflite,
             trained.labels,
@@ -630,6 +676,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write demo.kwsd, demo-float.kwsd, demo.wav, demo.txt here")
     parser.add_argument("--seed", type=int, default=1, help="voices, split of unknowns, training")
     parser.add_argument("--steps", help="override the recipe's training steps, e.g. 2000,500")
+    parser.add_argument(
+        "--feature_models",
+        type=Path,
+        help="embedding recipes: the folder with openWakeWord's melspectrogram.tflite and "
+        "embedding_model.tflite",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     recipe = RECIPES[args.recipe]
@@ -639,7 +691,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = replace(recipe, steps=args.steps)
     work = args.work_dir or Path(f"/tmp/kwsd_recipe_{recipe.name}")
     try:
-        summary = run(recipe, work=work, real_dir=args.real_dir, out=args.out, seed=args.seed)
+        summary = run(
+            recipe,
+            work=work,
+            real_dir=args.real_dir,
+            out=args.out,
+            seed=args.seed,
+            feature_models=args.feature_models,
+        )
     except RecipeError as err:
         print(f"recipe: error: {err}", file=sys.stderr)
         return err.code
