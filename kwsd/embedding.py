@@ -133,58 +133,137 @@ def clip_embeddings(spec: FrontendSpec, clip: Int16Array) -> FeatureArray:
         )
 
 
-class EmbeddingStream:
-    """Push int16 audio in blocks of any size; get back the embeddings it completes.
-
-    Embedding ``k`` covers stream samples ``[k * stride, k * stride + window)`` of the spec,
-    as every front end's frame ``k`` does, and equals :func:`clip_embeddings`' of the same
-    samples. Mel frames are computed when an embedding needs them, eight at a time in the
-    steady state (one mel model call of a fixed size), and kept until no embedding needs them.
-    Not thread-safe: one listener thread owns it.
-    """
+class _MelStream:
+    """The mel frames of a stream, computed as the embeddings that need them become complete
+    (eight at a time in the steady state: one mel model call of a fixed size), and kept from
+    the embedding :meth:`keep_from` names on."""
 
     def __init__(self, spec: FrontendSpec) -> None:
         if spec.kind is not FrontendKind.EMBEDDING:
-            raise SpecError(f"kind: EmbeddingStream needs an embedding front end, got {spec.kind.value}")
+            raise SpecError(f"kind: the embedding streams need an embedding front end, got {spec.kind.value}")
         self.spec = spec
-        self._models = FeatureModels(spec)
+        self.models = FeatureModels(spec)
         self.reset()
 
     def reset(self) -> None:
-        p = self._models.params
         #: Samples from the first mel frame not yet computed onwards.
         self._audio = np.zeros(0, np.int16)
-        self._mel = np.zeros((0, p.mel_bins), np.float32)
-        #: Stream index of ``_mel``'s first row, and of the next embedding.
+        self._mel = np.zeros((0, self.models.params.mel_bins), np.float32)
+        #: Stream index of ``_mel``'s first row.
         self._mel_first = 0
-        self._next = 0
+        #: Embeddings whose mel frames are all computed (a count from the stream's start).
+        self.complete = 0
 
-    def push(self, samples: Int16Array) -> FeatureArray:
-        """Feed mono int16 samples; returns the (n_new, embedding_size) embeddings they complete."""
-        models = self._models
+    def push(self, samples: Int16Array) -> int:
+        """Feed mono int16 samples; returns how many embeddings are complete now."""
+        models = self.models
         p = models.params
         stride, window = models.mel_stride_samples, models.mel_window_samples
         step = self.spec.mel_step_frames
         self._audio = np.concatenate((self._audio, np.asarray(samples, np.int16)))
-        out: list[FeatureArray] = []
         while True:
-            # Embedding _next needs mel frames up to _next * step + mel_frames (exclusive).
-            needed = self._next * step + p.mel_frames - (self._mel_first + len(self._mel))
+            # Embedding `complete` needs mel frames up to complete * step + mel_frames (exclusive).
+            needed = self.complete * step + p.mel_frames - (self._mel_first + len(self._mel))
             if needed > 0:
                 if len(self._audio) < needed * stride + window:
                     break
                 new = models.mel(self._audio[: needed * stride + window], needed)
                 self._mel = np.concatenate((self._mel, new))
                 self._audio = self._audio[needed * stride :]
-            start = self._next * step - self._mel_first
-            out.append(models.embed(self._mel[start : start + p.mel_frames]))
-            self._next += 1
-            drop = self._next * step - self._mel_first
+            self.complete += 1
+        return self.complete
+
+    def embed(self, index: int) -> FeatureArray:
+        """Embedding ``index`` (complete, and its mel frames still kept)."""
+        p = self.models.params
+        start = index * self.spec.mel_step_frames - self._mel_first
+        if not 0 <= index < self.complete or start < 0:
+            raise ValueError(
+                f"embedding {index}: embeddings {self._mel_first // self.spec.mel_step_frames}.."
+                f"{self.complete} are available"
+            )
+        return self.models.embed(self._mel[start : start + p.mel_frames])
+
+    def keep_from(self, index: int) -> None:
+        """Drop the mel frames no embedding from ``index`` on needs."""
+        drop = min(index * self.spec.mel_step_frames - self._mel_first, len(self._mel))
+        if drop > 0:
             self._mel = self._mel[drop:]
             self._mel_first += drop
+
+
+class EmbeddingStream:
+    """Push int16 audio in blocks of any size; get back the embeddings it completes.
+
+    Embedding ``k`` covers stream samples ``[k * stride, k * stride + window)`` of the spec,
+    as every front end's frame ``k`` does, and equals :func:`clip_embeddings`' of the same
+    samples. Each mel frame is computed once and kept until no embedding needs it.
+    Not thread-safe: one listener thread owns it.
+    """
+
+    def __init__(self, spec: FrontendSpec) -> None:
+        self.spec = spec
+        self._mel = _MelStream(spec)
+        self._next = 0
+
+    def reset(self) -> None:
+        self._mel.reset()
+        self._next = 0
+
+    def push(self, samples: Int16Array) -> FeatureArray:
+        """Feed mono int16 samples; returns the (n_new, embedding_size) embeddings they complete."""
+        complete = self._mel.push(samples)
+        out = [self._mel.embed(k) for k in range(self._next, complete)]
+        self._next = complete
+        self._mel.keep_from(complete)
         if not out:
-            return np.zeros((0, p.embedding_size), np.float32)
+            return np.zeros((0, self.spec.feature_count), np.float32)
         return np.stack(out)
+
+
+class EmbeddingWindows:
+    """The embedding front end as the pipeline uses it: mel frames as the audio arrives (the
+    cheap part, about a tenth), embeddings only when a window that holds them is read (the
+    costly part), each once however many windows and models read it.
+
+    A window the audio gate keeps from every model is never read, so in a quiet room the
+    embedding model hardly runs. What a read window gets is exactly what
+    :class:`EmbeddingStream` (and :func:`clip_embeddings`) give. Windows are named by their
+    end frame (exclusive), as :class:`kwsd.frontend.PerClipMicroFrontend` names them; those
+    ending within ``kept_frames`` of the newest can be read. Not thread-safe.
+    """
+
+    def __init__(self, spec: FrontendSpec, *, kept_frames: int) -> None:
+        self.spec = spec
+        self._mel = _MelStream(spec)
+        self._kept = max(kept_frames, spec.frame_count)
+        self._embeddings: dict[int, FeatureArray] = {}
+        #: Embeddings computed since the start (for the stats and the tests).
+        self.computed = 0
+
+    @property
+    def frames_total(self) -> int:
+        return self._mel.complete
+
+    def push(self, samples: Int16Array) -> int:
+        """Feed mono int16 samples; returns the number of complete frames (embeddings) so far."""
+        total = self._mel.push(samples)
+        oldest = max(0, total - self._kept)
+        self._mel.keep_from(oldest)
+        for stale in [k for k in self._embeddings if k < oldest]:
+            del self._embeddings[stale]
+        return total
+
+    def window(self, end_frame: int) -> FeatureArray:
+        """The (frame_count, embedding_size) features of the window ending at ``end_frame``."""
+        out = np.empty((self.spec.frame_count, self.spec.feature_count), np.float32)
+        for row, k in enumerate(range(end_frame - self.spec.frame_count, end_frame)):
+            embedding = self._embeddings.get(k)
+            if embedding is None:
+                embedding = self._embeddings[k] = self._mel.embed(k)
+                self.computed += 1
+            out[row] = embedding
+        return out
 
 
 #: openWakeWord's file names for its two feature models, in the folder its package installs.

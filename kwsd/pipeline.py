@@ -13,7 +13,9 @@ every other front end's frames are shared by the windows that overlap.
 With the audio gate on (``audio.gate``, :mod:`kwsd.gate`) the front end still takes every
 sample (it is incremental, and the frames must be whole when a word comes), but a window the
 gate finds empty is not classified: the smoother is fed 1.0 for ``_silence_`` instead, and
-:class:`PipelineStats` counts it in ``gate_skipped``.
+:class:`PipelineStats` counts it in ``gate_skipped``. The ``embedding`` front end computes
+its costly part, the embeddings, only for the windows that are read
+(:class:`~kwsd.embedding.EmbeddingWindows`), so there the gate saves the front end's work too.
 
 Single-threaded: the thread that calls :meth:`Pipeline.feed` owns everything here.
 """
@@ -47,6 +49,7 @@ from kwsd.state import StateChange, StateError, StateTracker
 
 if TYPE_CHECKING:
     from kwsd.bundle import Bundle
+    from kwsd.embedding import EmbeddingWindows
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +182,13 @@ class Features:
         self.max_chunk = spec.sample_rate_hz
         self._samples = SampleRing(spec.span_samples + 2 * self.max_chunk)
         self.per_clip: PerClipMicroFrontend | None = None
+        #: ``embedding``: mel frames as audio comes, embeddings when a window is read.
+        self.embedding: EmbeddingWindows | None = None
+        if spec.kind is FrontendKind.EMBEDDING and not recompute_full_window:
+            from kwsd.embedding import EmbeddingWindows
+
+            chunk_frames = self.max_chunk // spec.stride_samples + 1
+            self.embedding = EmbeddingWindows(spec, kept_frames=spec.frame_count + 2 * chunk_frames)
         if (
             spec.kind is FrontendKind.MICRO
             and spec.micro is not None
@@ -213,6 +223,8 @@ class Features:
         self._samples.write(samples)
         if self.per_clip is not None:
             self.per_clip.push(samples)
+        elif self.embedding is not None:
+            self.embedding.push(samples)
         elif not self.recompute:
             self._frames.append(self._frontend.push(samples))
         if clock:
@@ -228,6 +240,8 @@ class Features:
         """Complete frames in the audio so far (absolute count)."""
         if self.per_clip is not None:
             return self.per_clip.frames_total
+        if self.embedding is not None:
+            return self.embedding.frames_total
         if not self.recompute:
             return self._frames.total
         seen, spec = self._samples.total_written, self.spec
@@ -247,6 +261,8 @@ class Features:
             return self._full_window(end_frame)
         if self.per_clip is not None:
             return self.per_clip.window(end_frame)  # this window's own, fresh front end
+        if self.embedding is not None:
+            return self.embedding.window(end_frame)  # its embeddings, each computed once
         return self._frames.window(end_frame)
 
     def _full_window(self, end_frame: int) -> npt.NDArray[np.float32]:
@@ -404,7 +420,8 @@ class Pipeline:
                 features.skip(end)
             else:
                 window = features.window(end)
-                if clock and features.recompute:
+                if clock and (features.recompute or features.embedding is not None):
+                    # Computed on reading: the embeddings, or the benchmark's full recompute.
                     t3 = clock()
                     self.stats.frontend_ns += t3 - t2
                     t2 = t3

@@ -29,7 +29,9 @@ from kwsd.frontend import (
     compute_features,
     fit_to_clip,
 )
-from kwsd.pipeline import Pipeline
+from kwsd.gate import GateSettings, silence_scores
+from kwsd.labels import SILENCE_LABEL
+from kwsd.pipeline import Pipeline, build_pipeline
 from tests.training_tools import missing_tensorflow, missing_training_tools
 
 pytestmark = pytest.mark.skipif(missing_tensorflow() is not None, reason=str(missing_tensorflow()))
@@ -272,6 +274,36 @@ def test_the_pipeline_scores_an_embedding_model_every_clip_stride_as_label_wav_w
     assert np.array_equal(seen[0][1], first)
     third = classifier.classify(compute_features(bundle.frontend, audio[2 * 2560 : 2 * 2560 + 32000]))
     assert np.allclose(seen[2][1], third, atol=1e-6)
+
+
+def test_behind_the_gate_embeddings_are_computed_only_for_the_windows_read_and_equal_the_ungated_ones(
+    bundle_path,
+):
+    bundle = read_bundle(bundle_path)
+    rng = np.random.default_rng(4)
+    room = rng.normal(0, 3, 16000 * 12)  # -80 dBFS: the gate stays shut
+    room[16000 * 6 : 16000 * 7] += rng.normal(0, 4000, 16000)  # one loud second
+    audio = room.astype(np.int16)
+
+    def run(gate):
+        pipeline = build_pipeline(bundle, DetectionSettings(clip_stride_ms=80), gate=gate)
+        seen = []
+        pipeline.on_scores = lambda t, s: seen.append((t, s.copy()))
+        for block in np.array_split(audio, 23):
+            pipeline.feed(block)
+        return seen, pipeline.features.embedding
+
+    ungated, all_of_them = run(GateSettings(enabled=False))
+    gated, some = run(GateSettings(enabled=True))
+    frames = 1 + (len(audio) - 12640) // 1280
+    assert all_of_them.computed == frames  # every window read: every embedding, once each
+    assert 16 <= some.computed < frames / 2
+    silence = silence_scores(bundle.labels, SILENCE_LABEL)
+    assert [t for t, _ in gated] == [t for t, _ in ungated]
+    read = [(a, b) for (_, a), (_, b) in zip(gated, ungated, strict=True) if not np.array_equal(a, silence)]
+    assert len(read) >= 16
+    for a, b in read:
+        assert np.array_equal(a, b)
 
 
 def test_writing_needs_the_models_loaded(spec, tmp_path):
