@@ -1001,6 +1001,14 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
     print(f"input:      {classifier.input_description}")
     print(f"output:     {classifier.output_description}")
     print(f"model:      {len(bundle.tflite)} bytes, sha256 {bundle.sha256}")
+    embedding = bundle.frontend.embedding
+    if embedding is not None:
+        for key in ("mel_model", "embedding_model"):
+            data, digest = getattr(embedding, key), getattr(embedding, f"{key}_sha256")
+            print(f"features:   {key} {len(data)} bytes, sha256 {digest}")
+        terms = (prov.get("dataset") or {}).get("feature_models")
+        if terms:
+            print(f"            {' '.join(str(terms).split())}")
     print(f"made by:    {prov.get('tool')} ({prov.get('tool_version')}) on {prov.get('created')}")
     sources = (prov.get("dataset") or {}).get("sources") or {}
     for name, source in sorted(sources.items()) if isinstance(sources, dict) else ():

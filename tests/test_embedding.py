@@ -10,6 +10,8 @@ on ``[1, 76, 32, 1]``. Small sizes keep them quick: 8 mel bins, 12 values per em
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -383,6 +385,16 @@ def test_train_py_trains_a_head_on_the_embedding_and_its_bundles_carry_the_featu
         carried = (bundle.frontend.embedding.mel_model, bundle.frontend.embedding.embedding_model)
         assert carried == tuple((openwakeword_folder / name).read_bytes() for name in OPENWAKEWORD_FILES)
         assert bundle.provenance["dataset"]["feature_models"] == OPENWAKEWORD_TERMS
+        # kwsd model info says what is inside and on what terms.
+        info = subprocess.run(
+            [sys.executable, "-m", "kwsd", "model", "info", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        mel_sha256 = bundle.frontend.embedding.mel_model_sha256
+        assert f"features:   mel_model {len(carried[0])} bytes, sha256 {mel_sha256}" in info
+        assert "treat this bundle as non-commercial" in info
         # The daemon's classifier takes it, on the front end's own features.
         classifier = TfliteClassifier(bundle)
         clip = np.zeros(16000, np.int16)
