@@ -133,6 +133,14 @@ def test_embedding_k_covers_its_own_samples_only(spec):
     assert np.array_equal(stream.push(audio[:12640]), compute_features(spec, audio[:32000])[:1])
 
 
+def test_a_detection_is_scored_from_the_start_of_the_second_that_ends_its_window(spec):
+    from kwsd.evaluate import clip_start_ms, window_span_ms
+
+    # The truth's clips are Speech Commands' one second, placed at the window's end.
+    assert window_span_ms(spec) == 1000.0
+    assert clip_start_ms(spec, 5000.0) == 4000.0
+
+
 def test_a_short_clip_ends_where_the_window_ends(spec):
     word = np.arange(1, 16001, dtype=np.int16)
     placed = fit_to_clip(word, spec)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kwsd.frontend import FrontendSpec
+from kwsd.frontend import FrontendKind, FrontendSpec
 from kwsd.labels import SILENCE_LABEL, UNKNOWN_LABEL
 from kwsd.pipeline import Detection
 
@@ -29,9 +29,20 @@ def clip_start_ms(spec: FrontendSpec, window_end_ms: float) -> float:
     return window_end_ms - window_span_ms(spec)
 
 
+#: An ``embedding`` window is 2 s, and a word's clip sits at its end (kwsd.frontend.fit_to_clip):
+#: its clip starts this long before the window ends (the truth's clips are one second: Speech
+#: Commands', and tools/make_stream.py's).
+EMBEDDING_CLIP_MS = 1000.0
+
+
 def window_span_ms(spec: FrontendSpec) -> float:
-    """How much audio one window covers, in ms (990 for a 1000 ms clip at 30/20 ms)."""
-    return spec.span_samples * 1000 / spec.sample_rate_hz
+    """How long before a window's end the clip it hears starts, in ms: the audio one window
+    covers (990 for a 1000 ms clip at 30/20 ms); for an ``embedding`` window, whose clips end
+    where it ends, :data:`EMBEDDING_CLIP_MS`."""
+    span_ms = spec.span_samples * 1000 / spec.sample_rate_hz
+    if spec.kind is FrontendKind.EMBEDDING:
+        return min(span_ms, EMBEDDING_CLIP_MS)
+    return span_ms
 
 
 CORRECT, WRONG, FALSE_POSITIVE = "correct", "wrong", "false_positive"
