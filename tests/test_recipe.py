@@ -114,7 +114,7 @@ def test_the_recipes_train_with_tools_train_py_s_flags() -> None:
     )
     args = build_parser().parse_args(embedding)
     assert (args.preprocess, args.feature_models, args.model_architecture) == ("embedding", "/oww", "mlp")
-    assert (args.time_shift_ms, args.time_masks, args.freq_masks) == (1000, 0, 0)
+    assert (args.time_shift_ms, args.time_masks, args.freq_masks) == (200, 0, 0)
     assert args.window_stride_ms == 10 and args.feature_bin_count == 40  # train.py's: not set
 
 
