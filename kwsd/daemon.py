@@ -228,6 +228,7 @@ def _listen(
 
     def reload() -> Reload | None:
         assert config_path is not None  # no reloader without a config file
+        log.info("SIGHUP: reloading %s", source)
         return _reload(running, config_path, models, verbose=verbose)
 
     first = models[0].bundle
@@ -245,18 +246,24 @@ def _listen(
         reloader=reload if config_path else None,
     )
 
+    # The handlers only set flags: one that logged could interrupt the main thread's own write
+    # to stderr, and Python 3.13 then fails that write ("reentrant call": a Logging error seen
+    # under a storm of SIGHUPs). The reload logs as the listener applies it; the stop below.
+    stopped_by: list[int] = []
+
     def request_stop(signum: int, _frame: Any) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
+        stopped_by.append(signum)
         stop.set()
 
-    def request_reload(signum: int, _frame: Any) -> None:
-        log.info("SIGHUP: reloading %s", source)
+    def request_reload(_signum: int, _frame: Any) -> None:
         listener.request_reload()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
     listener.run(stop)
+    if stopped_by:
+        log.info("%s: stopping", signal.Signals(stopped_by[0]).name)
 
 
 class WorkerDied(RuntimeError):
