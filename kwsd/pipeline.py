@@ -175,8 +175,10 @@ class Features:
         gate: GateSettings | None = None,
     ) -> None:
         self.spec = spec
-        self._frontend = StreamingFrontend(spec)
-        self._frames = FrameRing(spec.frame_count, spec.feature_count)
+        lazy_embedding = spec.kind is FrontendKind.EMBEDDING and not recompute_full_window
+        # Not for the embedding: EmbeddingWindows does its work (and would load its models twice).
+        self._frontend = None if lazy_embedding else StreamingFrontend(spec)
+        self._frames = FrameRing(spec.frame_count, 0 if lazy_embedding else spec.feature_count)
         # Blocks are processed in chunks of at most one second, and the ring holds the
         # audio of one whole window plus two chunks, so every window is still in it.
         self.max_chunk = spec.sample_rate_hz
@@ -184,7 +186,7 @@ class Features:
         self.per_clip: PerClipMicroFrontend | None = None
         #: ``embedding``: mel frames as audio comes, embeddings when a window is read.
         self.embedding: EmbeddingWindows | None = None
-        if spec.kind is FrontendKind.EMBEDDING and not recompute_full_window:
+        if lazy_embedding:
             from kwsd.embedding import EmbeddingWindows
 
             chunk_frames = self.max_chunk // spec.stride_samples + 1
@@ -225,7 +227,7 @@ class Features:
             self.per_clip.push(samples)
         elif self.embedding is not None:
             self.embedding.push(samples)
-        elif not self.recompute:
+        elif self._frontend is not None and not self.recompute:
             self._frames.append(self._frontend.push(samples))
         if clock:
             t1 = clock()
